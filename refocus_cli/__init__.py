@@ -1,0 +1,1 @@
+"""The `refocus` command line: argparse on top, typed configs into the library."""

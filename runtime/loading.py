@@ -1,0 +1,153 @@
+"""Load a refocuser from a diffusers-layout folder.
+
+Two layouts are accepted:
+  * a full pipeline folder: unet/, vae/, image_encoder/, scheduler/,
+    feature_extractor/ (optional), model_index.json;
+  * a base folder plus a UNet folder that overrides the base's UNet (the
+    released learn2refocus layout: SVD img2vid base + checkpoint-200000/unet).
+Only safetensors weights are loaded (pickled .bin files can run code).
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from runtime.errors import ModelLoadError
+from runtime.model_config import RefocusModelConfig, load_model_config
+from runtime.zoo import resolve_model
+
+REQUIRED = ("unet", "vae", "image_encoder", "scheduler")
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class Refocuser:
+    """The four components plus the conventions needed to sample with them."""
+
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    image_encoder: torch.nn.Module
+    scheduler: object
+    config: RefocusModelConfig
+    source: Path
+    clip_mean: tuple[float, float, float] = CLIP_MEAN
+    clip_std: tuple[float, float, float] = CLIP_STD
+    clip_size: tuple[int, int] = (224, 224)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+
+def _check_weights(folder: Path, what: str) -> None:
+    if not folder.is_dir():
+        raise ModelLoadError(f"missing component folder '{folder.name}/' ({what}); "
+                             "a refocuser needs unet/, vae/, image_encoder/ and scheduler/", folder.parent)
+    config_name = "scheduler_config.json" if what == "scheduler" else "config.json"
+    if not (folder / config_name).is_file():
+        raise ModelLoadError(f"no {config_name} in the {what} folder", folder)
+    if what == "scheduler":
+        return
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.safetensors.index.json")):
+        if any(folder.glob("*.bin")) or any(folder.glob("*.pt")) or any(folder.glob("*.ckpt")):
+            raise ModelLoadError(
+                f"{what} weights are pickled (.bin/.pt/.ckpt), which can run code on load; only "
+                "safetensors are accepted: convert them with safetensors.torch.save_file", folder)
+        raise ModelLoadError(f"no *.safetensors weights in the {what} folder", folder)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"cannot parse JSON ({exc})", path) from None
+
+
+def _load(cls, folder: Path, what: str, dtype: torch.dtype):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return cls.from_pretrained(folder, torch_dtype=dtype, use_safetensors=True).eval()
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # diffusers/transformers raise many types; report one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load the {what} ({type(exc).__name__}: {first})", folder) from None
+
+
+def load_refocuser(model: str | Path | None = None, unet: str | Path | None = None,
+                   dtype: torch.dtype = torch.float32) -> Refocuser:
+    """Load a refocuser by shipped name or folder; `unet` overrides the UNet folder."""
+    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
+    from transformers import CLIPVisionModelWithProjection
+
+    root = resolve_model(model)
+    if not root.exists():
+        raise ModelLoadError("no such model folder or shipped model name; `refocus models` lists "
+                             "the shipped ones", root)
+    if not root.is_dir():
+        raise ModelLoadError("is a file; a model is a folder in diffusers layout", root)
+    if not (root / "model_index.json").is_file():
+        raise ModelLoadError("no model_index.json: not a diffusers pipeline folder (expected "
+                             "unet/, vae/, image_encoder/, scheduler/, model_index.json)", root)
+    _read_json(root / "model_index.json")
+    unet_dir = Path(unet).expanduser() if unet is not None else root / "unet"
+    if unet is not None and not unet_dir.is_dir():
+        raise ModelLoadError("UNet override folder does not exist", unet_dir)
+    folders = {"unet": unet_dir, "vae": root / "vae", "image_encoder": root / "image_encoder",
+               "scheduler": root / "scheduler"}
+    for what, folder in folders.items():
+        _check_weights(folder, what)
+    cfg = load_model_config(root)
+
+    unet_cfg = _read_json(unet_dir / "config.json")
+    vae_cfg = _read_json(root / "vae" / "config.json")
+    enc_cfg = _read_json(root / "image_encoder" / "config.json")
+    latent = int(vae_cfg.get("latent_channels", 4))
+    if int(unet_cfg.get("in_channels", -1)) != 2 * latent:
+        raise ModelLoadError(
+            f"UNet in_channels is {unet_cfg.get('in_channels')}, but position-dependent conditioning "
+            f"concatenates noisy and conditioning latents: it must be 2 x {latent} (the VAE's "
+            "latent_channels) = " + str(2 * latent) + "; this UNet does not belong to this VAE", unet_dir)
+    if int(unet_cfg.get("out_channels", -1)) != latent:
+        raise ModelLoadError(f"UNet out_channels is {unet_cfg.get('out_channels')}, but the VAE has "
+                             f"{latent} latent channels", unet_dir)
+    cross = unet_cfg.get("cross_attention_dim")
+    proj = enc_cfg.get("projection_dim")
+    if cross is not None and proj is not None and int(cross) != int(proj):
+        raise ModelLoadError(f"image encoder projection_dim {proj} does not match the UNet's "
+                             f"cross_attention_dim {cross}", root / "image_encoder")
+
+    sched_cfg = _read_json(root / "scheduler" / "scheduler_config.json")
+    if sched_cfg.get("prediction_type", "v_prediction") != "v_prediction":
+        raise ModelLoadError(f"scheduler prediction_type is {sched_cfg.get('prediction_type')!r}; "
+                             "the refocuser is v-prediction", root / "scheduler")
+
+    refocuser = Refocuser(
+        unet=_load(UNetSpatioTemporalConditionModel, unet_dir, "UNet", dtype),
+        vae=_load(AutoencoderKLTemporalDecoder, root / "vae", "VAE", dtype),
+        image_encoder=_load(CLIPVisionModelWithProjection, root / "image_encoder", "image encoder", dtype),
+        scheduler=EulerDiscreteScheduler.from_pretrained(root / "scheduler"),
+        config=cfg,
+        source=root,
+    )
+    fe = root / "feature_extractor" / "preprocessor_config.json"
+    if fe.is_file():
+        fe_cfg = _read_json(fe)
+        refocuser.clip_mean = tuple(fe_cfg.get("image_mean", CLIP_MEAN))
+        refocuser.clip_std = tuple(fe_cfg.get("image_std", CLIP_STD))
+    size = int(getattr(refocuser.image_encoder.config, "image_size", 224))
+    refocuser.clip_size = (size, size)
+    if unet is not None:
+        refocuser.notes.append(f"UNet from {unet_dir}")
+    return refocuser

@@ -1,0 +1,213 @@
+"""Write a finished focal stack: 9 PNG frames, a sweep GIF, an HTML viewer, run.json.
+
+Atomicity: every file is rendered into a hidden staging folder next to out_dir
+(same parent, hence same filesystem, so renames are atomic) and only then
+published. Until publishing starts, out_dir is never touched, so an error or a
+Ctrl-C leaves an earlier run's results exactly as they were.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import re
+import secrets
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from runtime.errors import InvalidArgumentError, OutputExistsError
+
+N_FRAMES = 9
+GIF_FRAME_MS = 120  # ~8 fps; GIF stores centiseconds, so 125 ms would round to 120 anyway
+FRAME_NAMES = [f"frame_{i}.png" for i in range(N_FRAMES)]
+GIF_NAME, VIEWER_NAME, RUN_JSON_NAME = "focus_sweep.gif", "viewer.html", "run.json"
+RESULT_NAMES = [*FRAME_NAMES, GIF_NAME, VIEWER_NAME, RUN_JSON_NAME]
+# Only files named like ours count as stale; a user's "frame_backup.png" stays.
+_OUR_FRAME = re.compile(r"frame_\d+\.png")
+
+
+def check_output_dir(out_dir: str | Path, force: bool) -> None:
+    """Refuse, before any expensive work, to overwrite an earlier run without --force."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InvalidArgumentError("exists and is not a folder; pick another --out", out_dir)
+    if not force and out_dir.is_dir() and any(out_dir.glob("frame_*.png")):
+        raise OutputExistsError(
+            "already holds frame_*.png from an earlier run; "
+            "pass --force to replace them or pick another --out",
+            out_dir,
+        )
+
+
+def write_stack(
+    out_dir: str | Path,
+    frames: np.ndarray,
+    *,
+    icc_profile: bytes | None,
+    input_position: int,
+    metadata: dict,
+    force: bool,
+) -> list[Path]:
+    """Render everything into a staging folder, then publish it as out_dir.
+
+    frames: uint8 [9, H, W, 3], ordered near (0) to far (8). input_position:
+    the frame whose focus matches the input photo. Returns the published paths.
+    """
+    _validate(frames, icc_profile, input_position, metadata)
+    out_dir = Path(out_dir).absolute()
+    check_output_dir(out_dir, force)  # again: the folder may have changed since the first check
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+
+    # os.mkdir (not mkdtemp) so the folder gets umask permissions, not 0700,
+    # in case it is renamed into place as out_dir itself.
+    staging = out_dir.parent / f".{out_dir.name}.staging-{secrets.token_hex(4)}"
+    os.mkdir(staging)
+    try:
+        _render(staging, frames, icc_profile, input_position, metadata)
+        _publish(staging, out_dir)
+    except BaseException:  # includes KeyboardInterrupt: never leave a half-written stage behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [out_dir / name for name in RESULT_NAMES]
+
+
+def _validate(frames, icc_profile, input_position, metadata) -> None:
+    if not isinstance(frames, np.ndarray):
+        raise InvalidArgumentError(f"frames must be a numpy array, got {type(frames).__name__}")
+    if frames.dtype != np.uint8:
+        raise InvalidArgumentError(
+            f"frames must be uint8, got {frames.dtype}; "
+            "convert with np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)"
+        )
+    if frames.ndim != 4 or frames.shape[0] != N_FRAMES or frames.shape[3] != 3 or 0 in frames.shape:
+        raise InvalidArgumentError(f"frames must have shape [{N_FRAMES}, H, W, 3], got {list(frames.shape)}")
+    if icc_profile is not None and not isinstance(icc_profile, (bytes, bytearray)):
+        raise InvalidArgumentError(f"icc_profile must be bytes or None, got {type(icc_profile).__name__}")
+    is_int = isinstance(input_position, (int, np.integer)) and not isinstance(input_position, bool)
+    if not is_int or not 0 <= input_position < N_FRAMES:
+        raise InvalidArgumentError(
+            f"input_position must be an integer 0..{N_FRAMES - 1}, got {input_position!r}"
+        )
+    if not isinstance(metadata, dict):
+        raise InvalidArgumentError(f"metadata must be a dict, got {type(metadata).__name__}")
+
+
+def _render(
+    staging: Path, frames: np.ndarray, icc: bytes | None, input_position: int, metadata: dict
+) -> None:
+    extra = {"icc_profile": bytes(icc)} if icc else {}
+    images = [Image.fromarray(np.ascontiguousarray(f), "RGB") for f in frames]
+    for img, name in zip(images, FRAME_NAMES):
+        img.save(staging / name, "PNG", **extra)
+
+    # near -> far -> near without repeating the end frames, so the loop is smooth.
+    sweep = images + images[-2:0:-1]
+    sweep[0].save(
+        staging / GIF_NAME, "GIF", save_all=True, append_images=sweep[1:], duration=GIF_FRAME_MS, loop=0
+    )
+
+    # The viewer embeds exactly the bytes of the published PNGs.
+    uris = [
+        "data:image/png;base64," + base64.b64encode((staging / n).read_bytes()).decode("ascii")
+        for n in FRAME_NAMES
+    ]
+    page = _viewer_html(uris, input_position, width=frames.shape[2], height=frames.shape[1])
+    (staging / VIEWER_NAME).write_text(page, encoding="utf-8")
+
+    record = {**metadata, "files": list(RESULT_NAMES)}
+    # default=str: Paths and similar values in metadata are recorded, not fatal.
+    text = json.dumps(record, indent=2, default=str) + "\n"
+    (staging / RUN_JSON_NAME).write_text(text, encoding="utf-8")
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    if not out_dir.exists():
+        try:
+            os.rename(staging, out_dir)  # one atomic step: out_dir appears complete
+            return
+        except OSError:
+            if not out_dir.is_dir():  # not a lost race with someone creating it: a real error
+                raise
+    # out_dir exists (possibly with user files): replace our files one by one,
+    # run.json last so its presence marks a complete set.
+    for name in RESULT_NAMES:
+        os.replace(staging / name, out_dir / name)
+    for old in out_dir.glob("frame_*.png"):
+        if _OUR_FRAME.fullmatch(old.name) and old.name not in FRAME_NAMES:
+            old.unlink()
+    staging.rmdir()
+
+
+def _viewer_html(uris: list[str], input_position: int, width: int, height: int) -> str:
+    """Self-contained viewer: all frames inline, a slider, arrow keys; no external resources."""
+    last = len(uris) - 1
+    imgs = "\n".join(
+        f'<img id="f{i}" src="{u}" width="{width}" height="{height}" alt="focus position {i}"'
+        f'{"" if i == input_position else " hidden"}>'
+        for i, u in enumerate(uris)
+    )
+    ticks = "".join(f'<option value="{i}"></option>' for i in range(len(uris)))
+    # The marker sits where the slider thumb is at the input position (thumb ~16 px wide).
+    mark_left = f"calc({input_position / last:.4f} * (100% - 16px) + 8px)"
+    title = html.escape("Refocus Edge - focal stack")
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+body {{ margin: 0; padding: 16px; background: #111; color: #eee; font: 14px system-ui, sans-serif;
+       display: flex; flex-direction: column; align-items: center; gap: 12px; }}
+#stack img {{ display: block; max-width: 95vw; max-height: 78vh; width: auto; height: auto; }}
+#stack img[hidden] {{ display: none; }}
+.controls {{ width: min({max(width, 320)}px, 95vw); }}
+input[type=range] {{ width: 100%; margin: 0; }}
+.marks {{ position: relative; height: 18px; }}
+.mark {{ position: absolute; transform: translateX(-50%); color: #fc6; white-space: nowrap; }}
+.ends {{ display: flex; justify-content: space-between; }}
+</style>
+</head>
+<body>
+<div id="stack">
+{imgs}
+</div>
+<div class="controls">
+<input id="focus" type="range" min="0" max="{last}" step="1" value="{input_position}" list="ticks"
+       aria-label="focus position, 0 is near, {last} is far" autofocus>
+<datalist id="ticks">{ticks}</datalist>
+<div class="marks"><span class="mark" style="left: {mark_left}" title="focus of the input photo">&#9650; input</span></div>
+<div class="ends"><span>near</span><span id="label"></span><span>far</span></div>
+</div>
+<script>
+(function () {{
+  var slider = document.getElementById("focus"), label = document.getElementById("label");
+  var last = {last}, inputPos = {input_position}, shown = inputPos;
+  function show(i) {{
+    i = Math.max(0, Math.min(last, i));
+    document.getElementById("f" + shown).hidden = true;
+    document.getElementById("f" + i).hidden = false;
+    shown = i;
+    slider.value = i;
+    label.textContent = "position " + i + " of " + last + (i === inputPos ? " (input focus)" : "");
+  }}
+  slider.addEventListener("input", function () {{ show(parseInt(slider.value, 10)); }});
+  // Handled globally (and the default prevented) so arrows work whether or not the slider has focus.
+  document.addEventListener("keydown", function (e) {{
+    var step = {{ArrowLeft: -1, ArrowDown: -1, ArrowRight: 1, ArrowUp: 1}}[e.key];
+    if (step !== undefined) show(shown + step);
+    else if (e.key === "Home") show(0);
+    else if (e.key === "End") show(last);
+    else return;
+    e.preventDefault();
+  }});
+  show(inputPos);
+}})();
+</script>
+</body>
+</html>
+"""

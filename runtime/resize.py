@@ -1,0 +1,124 @@
+"""Working-resolution policy: what size the model sees, and getting the photo there.
+
+Two policies: a pixel budget with sides snapped to a multiple (the reference
+rule, which may stretch the aspect slightly to hit the multiples), or a fixed
+working size reached by a centre crop to the target aspect and a resize.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from runtime.errors import InvalidArgumentError
+
+
+@dataclass(frozen=True)
+class ResolutionPolicy:
+    """max_pixels/multiple: the reference budget rule; fixed=(W, H) overrides it."""
+
+    max_pixels: int = 500_000
+    multiple: int = 64
+    fixed: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if not _is_pos_int(self.multiple):
+            raise InvalidArgumentError(
+                f"resolution multiple must be a positive integer, got {self.multiple!r}"
+            )
+        if self.fixed is not None:
+            if len(self.fixed) != 2 or not all(_is_pos_int(v) for v in self.fixed):
+                raise InvalidArgumentError(
+                    f"fixed working size must be two positive integers (W, H), got {self.fixed!r}"
+                )
+            if any(v % self.multiple for v in self.fixed):
+                # The model downsamples by this factor; other sizes would fail deep inside it.
+                raise InvalidArgumentError(
+                    f"fixed working size {self.fixed[0]}x{self.fixed[1]} must have sides that are "
+                    f"multiples of {self.multiple}; pick e.g. "
+                    f"{_snap(self.fixed[0], self.multiple)}x{_snap(self.fixed[1], self.multiple)}"
+                )
+            object.__setattr__(self, "fixed", (int(self.fixed[0]), int(self.fixed[1])))
+        elif not _is_pos_int(self.max_pixels) or self.max_pixels < self.multiple**2:
+            # Below multiple**2 even the smallest legal size is over budget: no answer exists.
+            raise InvalidArgumentError(
+                f"max_pixels must be an integer >= {self.multiple ** 2} ({self.multiple}x{self.multiple}), "
+                f"got {self.max_pixels!r}"
+            )
+
+    def describe(self) -> str:
+        if self.fixed is not None:
+            w, h = self.fixed
+            g = math.gcd(w, h)
+            return f"fixed {w}x{h}, centre crop to {w // g}:{h // g} then resize"
+        return f"pixel budget {self.max_pixels:,} px, sides multiples of {self.multiple}"
+
+
+def _is_pos_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+
+
+def _snap(side: float, multiple: int) -> int:
+    return max(1, round(side / multiple)) * multiple
+
+
+def target_size(w: int, h: int, policy: ResolutionPolicy) -> tuple[int, int]:
+    """Working (w, h) for a w x h photo under `policy`."""
+    if not (_is_pos_int(w) and _is_pos_int(h)):
+        raise InvalidArgumentError(f"image size must be positive integers, got {w}x{h}")
+    if policy.fixed is not None:
+        return policy.fixed
+    # Reference rule, step by step: snap both sides at scale s; while over
+    # budget shrink s by 1 % and snap again. Terminates: at the latest both
+    # sides reach `multiple`, and multiple**2 <= max_pixels is validated.
+    s = min(1.0, math.sqrt(policy.max_pixels / (w * h)))
+    while True:
+        tw, th = _snap(w * s, policy.multiple), _snap(h * s, policy.multiple)
+        if tw * th <= policy.max_pixels:
+            return tw, th
+        s *= 0.99
+
+
+def fit_photo(rgb: np.ndarray, policy: ResolutionPolicy) -> tuple[np.ndarray, str]:
+    """Resize (and for a fixed size, centre-crop) float RGB to the working size.
+
+    Returns float32 H x W x 3 in [0, 1] and a one-line note of what was done.
+    """
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype.kind != "f":
+        raise InvalidArgumentError(
+            f"fit_photo expects a float H x W x 3 array, got {getattr(rgb, 'dtype', type(rgb))} "
+            f"{getattr(rgb, 'shape', '')}"
+        )
+    h, w = rgb.shape[:2]
+    tw, th = target_size(w, h, policy)
+    box = (0.0, 0.0, float(w), float(h))
+    crop_note = ""
+    if policy.fixed is not None:
+        box = _centre_box(w, h, tw / th)
+        cw, ch = box[2] - box[0], box[3] - box[1]
+        if (cw, ch) != (w, h):
+            crop_note = f"centre-cropped to {cw:.0f}x{ch:.0f}, "
+    if (tw, th) == (w, h) and not crop_note:
+        return np.ascontiguousarray(rgb, dtype=np.float32), f"kept at {w}x{h} ({policy.describe()})"
+
+    # Resample each channel as a 32-bit float ("F") image: no 8-bit rounding,
+    # and Pillow's LANCZOS handles downscaling with a properly widened kernel.
+    # The crop goes in as the resize box, so a fractional crop stays exact.
+    channels = []
+    for c in range(3):
+        band = Image.fromarray(np.ascontiguousarray(rgb[:, :, c], dtype=np.float32))
+        channels.append(np.asarray(band.resize((tw, th), Image.Resampling.LANCZOS, box=box)))
+    out = np.clip(np.stack(channels, axis=2), 0.0, 1.0).astype(np.float32, copy=False)
+    note = f"{crop_note}resized {w}x{h} -> {tw}x{th} ({policy.describe()})"
+    return out, note
+
+
+def _centre_box(w: int, h: int, aspect: float) -> tuple[float, float, float, float]:
+    """The largest centred box of the given aspect (w/h) inside a w x h image."""
+    if w / h > aspect:
+        cw = h * aspect
+        return ((w - cw) / 2, 0.0, (w + cw) / 2, float(h))
+    ch = w / aspect
+    return (0.0, (h - ch) / 2, float(w), (h + ch) / 2)

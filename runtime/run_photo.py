@@ -1,0 +1,115 @@
+"""`refocus run` as a library call: photo in, focal stack folder out.
+
+Order matters for the user: every check that can fail cheaply (position, output
+folder, photo, model) runs before the expensive sampling, and nothing is
+written until the whole stack exists (runtime.outputs stages and publishes).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from runtime.errors import InvalidArgumentError
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    image: Path
+    out_dir: Path
+    model: str | None = None  # shipped name or folder; None: the default model
+    unet: Path | None = None  # UNet folder overriding the model's (released layout)
+    position: int | None = None
+    steps: int | None = None
+    seed: int = 0
+    mode: str = "fast"
+    force: bool = False
+    progress: bool = True
+
+
+@dataclass
+class RunReport:
+    out_dir: Path
+    files: list[Path]
+    model: str
+    size: tuple[int, int]
+    position: int
+    position_was_default: bool
+    steps: int
+    guidance: float
+    unet_calls: int
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def refocus_photo(cfg: RunConfig, log: Callable[[str], None] = lambda _msg: None) -> RunReport:
+    from runtime.image_io import load_photo
+    from runtime.loading import load_refocuser
+    from runtime.outputs import check_output_dir, write_stack
+    from runtime.resize import fit_photo
+    from runtime.sampler import SamplerConfig, sample_focal_stack
+
+    if cfg.position is not None and not 0 <= cfg.position <= 8:
+        raise InvalidArgumentError(f"--position {cfg.position} is outside 0..8 "
+                                   "(0 = focused near, 8 = focused far)")
+    if cfg.steps is not None and cfg.steps < 1:
+        raise InvalidArgumentError(f"--steps must be >= 1, got {cfg.steps}")
+    if cfg.mode not in ("fast", "reference"):
+        raise InvalidArgumentError(f"--mode must be fast or reference, got {cfg.mode!r}")
+    check_output_dir(cfg.out_dir, cfg.force)
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    refocuser = load_refocuser(cfg.model, unet=cfg.unet)
+    timings["load_model"] = time.perf_counter() - t0
+    policy = refocuser.config.resolution_policy
+
+    t0 = time.perf_counter()
+    hint_w, hint_h = (policy.fixed if policy.fixed else (2048, 2048))
+    photo = load_photo(cfg.image, max_side_hint=2 * max(hint_w, hint_h))
+    rgb, resize_note = fit_photo(photo.rgb, policy)
+    timings["load_photo"] = time.perf_counter() - t0
+    notes = list(photo.notes) + [resize_note] + list(refocuser.notes)
+    position = refocuser.config.default_position if cfg.position is None else cfg.position
+    h, w = rgb.shape[:2]
+    log(f"model     {refocuser.source} ({sum(p.numel() for p in refocuser.unet.parameters()) / 1e6:.1f} M UNet parameters)")
+    log(f"input     {cfg.image} ({photo.source_size[0]}x{photo.source_size[1]}) -> {w}x{h}: {resize_note}")
+    for note in photo.notes:
+        log(f"          {note}")
+    if cfg.position is None:
+        log(f"position  {position} (default: --position not given; 0 = focused near, 8 = focused far)")
+    else:
+        log(f"position  {position}")
+
+    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() * 2 - 1
+    result = sample_focal_stack(refocuser, image, SamplerConfig(
+        position=position, num_inference_steps=cfg.steps, seed=cfg.seed, mode=cfg.mode,
+        progress=cfg.progress))
+    timings.update(result.timings)
+    log(f"sampler   {cfg.mode}: {result.num_inference_steps} Euler steps, guidance "
+        f"{result.guidance_scale}, {result.unet_calls} UNet calls, seed {cfg.seed}")
+
+    frames = (result.frames.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    metadata = {
+        "input": str(cfg.image), "model": str(refocuser.source), "position": position,
+        "size": [w, h], "steps": result.num_inference_steps, "guidance": result.guidance_scale,
+        "seed": cfg.seed, "mode": cfg.mode, "unet_calls": result.unet_calls,
+        "sigmas": result.sigmas, "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        "notes": notes,
+    }
+    t0 = time.perf_counter()
+    files = write_stack(cfg.out_dir, frames, icc_profile=photo.icc_profile, input_position=position,
+                        metadata=metadata, force=cfg.force)
+    timings["write"] = time.perf_counter() - t0
+    stages = ("image_encoder", "vae_encode", "unet_total", "vae_decode", "write")
+    log("time      " + ", ".join(f"{k} {timings[k]:.2f}s" for k in stages)
+        + f"; total {sum(timings[k] for k in stages) + timings['load_model'] + timings['load_photo']:.2f}s")
+    log(f"wrote     {cfg.out_dir}/frame_0.png .. frame_8.png, focus_sweep.gif, viewer.html")
+    return RunReport(out_dir=cfg.out_dir, files=files, model=str(refocuser.source), size=(w, h),
+                     position=position, position_was_default=cfg.position is None,
+                     steps=result.num_inference_steps, guidance=result.guidance_scale,
+                     unet_calls=result.unet_calls, timings=timings, notes=notes)

@@ -1,0 +1,283 @@
+"""Train `refocus-tiny` on synthetic focal stacks: the VAE first, then the UNet
+(with the image encoder jointly) under the reference's EDM v-loss, sigma
+sampling and conditioning dropout. Rerunnable and resumable:
+
+    python -m training.train_tiny data   --count 3000          # render the training stacks
+    python -m training.train_tiny vae    --steps 1500
+    python -m training.train_tiny unet   --steps 6000
+    python -m training.train_tiny export --out models/refocus-tiny
+
+Each stage checkpoints under runs/refocus-tiny/ every few minutes and resumes
+from there when started again with the same arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training import edm
+from training.tiny_architecture import (
+    FEATURE_EXTRACTOR_CONFIG, WORKING_SIZE, build_image_encoder, build_scheduler, build_unet, build_vae,
+)
+
+RUN_DIR = Path("runs/refocus-tiny")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    steps: int
+    lr: float
+    batch: int
+    seed: int = 0
+    checkpoint_minutes: float = 5.0
+
+
+def _log(msg: str) -> None:
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+def load_stacks(path: Path) -> torch.Tensor:
+    """uint8 [N, 9, H, W, 3] cache -> in-memory uint8 tensor."""
+    return torch.from_numpy(np.load(path))
+
+
+def to_m11(u8: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., H, W, 3] -> float [..., 3, H, W] in [-1, 1]."""
+    return u8.movedim(-1, -3).float().div(127.5).sub(1.0)
+
+
+def _lr_at(step: int, cfg: StageConfig) -> float:
+    warm = min(100, cfg.steps // 10)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    progress = (step - warm) / max(cfg.steps - warm, 1)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _save_ckpt(path: Path, **state) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------- VAE stage
+def train_vae(stacks: torch.Tensor, cfg: StageConfig, run_dir: Path) -> None:
+    from runtime.metrics.lpips import LPIPS
+
+    ckpt = run_dir / "vae.ckpt"
+    vae = build_vae(cfg.seed).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        vae.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"]); step = state["step"]
+        _log(f"vae: resumed at step {step}")
+    lpips = LPIPS("alex")
+    last_ckpt = time.time()
+    t_start, losses = time.time(), []
+    while step < cfg.steps:
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, cfg)
+        idx = torch.randint(len(stacks), (cfg.batch,), generator=gen)
+        frames = to_m11(stacks[idx])  # [B, 9, 3, H, W]
+        if torch.rand(1, generator=gen).item() < 0.5:
+            frames = frames.flip(-1)
+        loss = 0.0
+        for stack in frames:
+            post = vae.encode(stack).latent_dist
+            z = post.sample(generator=gen)
+            # Decode as inference does: frames 0..7 together, then frame 8 alone.
+            recon = torch.cat([vae.decode(z[:8], num_frames=8).sample, vae.decode(z[8:], num_frames=1).sample])
+            l1 = (recon - stack).abs().mean()
+            perceptual = lpips(recon.clamp(-1, 1), stack).mean()
+            kl = post.kl().mean() / (stack.shape[-1] * stack.shape[-2])
+            loss = loss + (l1 + 0.5 * perceptual + 1e-4 * kl) / len(frames)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        losses.append(float(loss))
+        step += 1
+        if step % 50 == 0 or step == cfg.steps:
+            rate = (time.time() - t_start) / len(losses)
+            _log(f"vae step {step}/{cfg.steps} loss {np.mean(losses[-50:]):.4f} "
+                 f"({rate:.2f} s/step, eta {rate * (cfg.steps - step) / 60:.1f} min)")
+        if time.time() - last_ckpt > cfg.checkpoint_minutes * 60 or step == cfg.steps:
+            _save_ckpt(ckpt, model=vae.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), step=step)
+            last_ckpt = time.time()
+    vae.eval()
+    # Scale latents to unit variance, as the SD/SVD VAEs' scaling_factor does.
+    with torch.no_grad():
+        sample_idx = torch.arange(0, len(stacks), max(1, len(stacks) // 100))[:100]
+        zs = torch.cat([vae.encode(to_m11(stacks[i])).latent_dist.mode() for i in sample_idx])
+    vae.register_to_config(scaling_factor=float(1.0 / zs.std()))
+    vae.save_pretrained(run_dir / "vae", safe_serialization=True)
+    _log(f"vae: saved, scaling_factor {vae.config.scaling_factor:.5f}")
+
+
+# --------------------------------------------------------------- UNet stage
+@torch.no_grad()
+def encode_latents(vae, stacks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    means, stds = [], []
+    for i in range(len(stacks)):
+        post = vae.encode(to_m11(stacks[i])).latent_dist
+        means.append(post.mean); stds.append(post.std)
+    return torch.stack(means), torch.stack(stds)
+
+
+def train_unet(stacks: torch.Tensor, cfg: StageConfig, run_dir: Path) -> None:
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    from runtime.conditioning import image_embedding
+
+    vae = AutoencoderKLTemporalDecoder.from_pretrained(run_dir / "vae").eval().requires_grad_(False)
+    sf = vae.config.scaling_factor
+    lat_path = run_dir / "latents.pt"
+    if lat_path.exists():
+        lat_mean, lat_std = torch.load(lat_path)
+    else:
+        _log("unet: encoding the training stacks once")
+        lat_mean, lat_std = encode_latents(vae, stacks)
+        torch.save((lat_mean, lat_std), lat_path)
+    unet, encoder = build_unet(cfg.seed).train(), build_image_encoder(cfg.seed + 1).train()
+    params = list(unet.parameters()) + list(encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
+    ema_unet, ema_enc = copy.deepcopy(unet).eval(), copy.deepcopy(encoder).eval()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step, ckpt = 0, run_dir / "unet.ckpt"
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        unet.load_state_dict(state["unet"]); encoder.load_state_dict(state["encoder"])
+        ema_unet.load_state_dict(state["ema_unet"]); ema_enc.load_state_dict(state["ema_enc"])
+        opt.load_state_dict(state["opt"]); gen.set_state(state["gen"]); step = state["step"]
+        _log(f"unet: resumed at step {step}")
+    clip_size = (encoder.config.image_size,) * 2
+    mean, std = FEATURE_EXTRACTOR_CONFIG["image_mean"], FEATURE_EXTRACTOR_CONFIG["image_std"]
+    last_ckpt, t_start, losses = time.time(), time.time(), []
+    B = cfg.batch
+    while step < cfg.steps:
+        lr = _lr_at(step, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = torch.randint(len(stacks), (B,), generator=gen)
+        pos = torch.randint(9, (B,), generator=gen)
+        flip = torch.rand(1, generator=gen).item() < 0.5
+        eps = torch.randn(lat_mean[idx].shape, generator=gen)
+        target = (lat_mean[idx] + lat_std[idx] * eps) * sf  # [B, 9, 4, h, w]
+        inputs = to_m11(stacks[idx, pos])  # [B, 3, H, W]
+        if flip:
+            target, inputs = target.flip(-1), inputs.flip(-1)
+        # Conditioning noise augmentation (the reference trains with it; inference uses none).
+        cond_sigma = torch.exp(torch.randn(B, generator=gen) * edm.COND_NOISE_LOG_STD + edm.COND_NOISE_LOG_MEAN)
+        noisy_inputs = inputs + cond_sigma.view(-1, 1, 1, 1) * torch.randn(inputs.shape, generator=gen)
+        with torch.no_grad():
+            cond_lat = vae.encode(noisy_inputs).latent_dist.mode()  # unscaled, as at inference
+        cond = torch.zeros_like(target)
+        cond[torch.arange(B), pos] = cond_lat
+        emb = image_embedding(encoder, inputs, clip_size, mean, std)  # [B, 1, D], trained jointly
+        keep_emb, keep_lat = edm.conditioning_dropout_masks(B, gen)
+        emb = emb * keep_emb.view(-1, 1, 1)
+        cond = cond * keep_lat.view(-1, 1, 1, 1, 1)
+        sigmas = edm.sample_sigmas(B, gen)
+        noisy = target + torch.randn(target.shape, generator=gen) * sigmas.view(-1, 1, 1, 1, 1)
+        # fps id 6 as at inference (the reference trains with 7; a small model gains nothing
+        # from learning that mismatch), motion bucket 0, noise augmentation = cond sigma.
+        time_ids = torch.stack([torch.full((B,), 6.0), torch.zeros(B), cond_sigma], dim=1)
+        denoised = edm.denoise(unet, noisy, sigmas, cond, emb, time_ids)
+        loss = edm.edm_v_loss(denoised, target, sigmas)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(0.999, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for ema, live in ((ema_unet, unet), (ema_enc, encoder)):
+                for pe, pl in zip(ema.parameters(), live.parameters()):
+                    pe.lerp_(pl, 1 - decay)
+        losses.append(float(loss))
+        step += 1
+        if step % 50 == 0 or step == cfg.steps:
+            rate = (time.time() - t_start) / len(losses)
+            _log(f"unet step {step}/{cfg.steps} loss {np.mean(losses[-50:]):.4f} lr {lr:.2e} "
+                 f"({rate:.2f} s/step, eta {rate * (cfg.steps - step) / 60:.1f} min)")
+        if time.time() - last_ckpt > cfg.checkpoint_minutes * 60 or step == cfg.steps:
+            _save_ckpt(ckpt, unet=unet.state_dict(), encoder=encoder.state_dict(),
+                       ema_unet=ema_unet.state_dict(), ema_enc=ema_enc.state_dict(),
+                       opt=opt.state_dict(), gen=gen.get_state(), step=step)
+            last_ckpt = time.time()
+    ema_unet.save_pretrained(run_dir / "unet", safe_serialization=True)
+    ema_enc.save_pretrained(run_dir / "image_encoder", safe_serialization=True)
+    _log("unet: saved EMA weights")
+
+
+# ------------------------------------------------------------------ export
+def export_model(run_dir: Path, out: Path, card: dict) -> None:
+    import diffusers
+    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    from runtime.model_config import RefocusModelConfig, save_model_config
+
+    out.mkdir(parents=True, exist_ok=True)
+    UNetSpatioTemporalConditionModel.from_pretrained(run_dir / "unet").save_pretrained(out / "unet")
+    AutoencoderKLTemporalDecoder.from_pretrained(run_dir / "vae").save_pretrained(out / "vae")
+    CLIPVisionModelWithProjection.from_pretrained(run_dir / "image_encoder").save_pretrained(out / "image_encoder")
+    build_scheduler().save_pretrained(out / "scheduler")
+    CLIPImageProcessor(**FEATURE_EXTRACTOR_CONFIG).save_pretrained(out / "feature_extractor")
+    (out / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableVideoDiffusionPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "feature_extractor": ["transformers", "CLIPImageProcessor"],
+        "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "unet": ["diffusers", "UNetSpatioTemporalConditionModel"],
+        "vae": ["diffusers", "AutoencoderKLTemporalDecoder"],
+    }, indent=2) + "\n")
+    save_model_config(RefocusModelConfig(fixed_size=WORKING_SIZE, extra=card), out)
+    _log(f"exported to {out}")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", choices=["data", "vae", "unet", "export"])
+    p.add_argument("--count", type=int, default=3000, help="training stacks to render (data)")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-dir", type=Path, default=RUN_DIR)
+    p.add_argument("--out", type=Path, default=Path("models/refocus-tiny"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    run_dir = args.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = run_dir / f"train_{WORKING_SIZE[0]}.npy"
+    if args.stage == "data":
+        from focalstacks.synthetic import render_cache
+
+        render_cache("train", args.count, (WORKING_SIZE[1], WORKING_SIZE[0]), data)
+        return
+    if args.stage == "export":
+        card = json.loads((run_dir / "card.json").read_text()) if (run_dir / "card.json").exists() else {}
+        export_model(run_dir, args.out, card)
+        return
+    stacks = load_stacks(data)
+    _log(f"{args.stage}: {len(stacks)} stacks of {tuple(stacks.shape[1:])}")
+    if args.stage == "vae":
+        train_vae(stacks, StageConfig(args.steps, args.lr or 5e-4, args.batch or 1, args.seed), run_dir)
+    else:
+        train_unet(stacks, StageConfig(args.steps, args.lr or 3e-4, args.batch or 4, args.seed), run_dir)
+
+
+if __name__ == "__main__":
+    main()
