@@ -16,6 +16,8 @@ import torch
 
 from runtime.errors import InvalidArgumentError
 
+PHOTO_DECODE_SIDE = 2048
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -64,15 +66,14 @@ def refocus_photo(cfg: RunConfig, log: Callable[[str], None] = lambda _msg: None
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    # The photo is read first: a bad photo should fail before seconds of model loading.
+    # 2048 px is above every working size, so huge photos are decoded reduced.
+    photo = load_photo(cfg.image, max_side_hint=PHOTO_DECODE_SIDE)
+    timings["load_photo"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     refocuser = load_refocuser(cfg.model, unet=cfg.unet)
     timings["load_model"] = time.perf_counter() - t0
-    policy = refocuser.config.resolution_policy
-
-    t0 = time.perf_counter()
-    hint_w, hint_h = (policy.fixed if policy.fixed else (2048, 2048))
-    photo = load_photo(cfg.image, max_side_hint=2 * max(hint_w, hint_h))
-    rgb, resize_note = fit_photo(photo.rgb, policy)
-    timings["load_photo"] = time.perf_counter() - t0
+    rgb, resize_note = fit_photo(photo.rgb, refocuser.config.resolution_policy)
     notes = list(photo.notes) + [resize_note] + list(refocuser.notes)
     position = refocuser.config.default_position if cfg.position is None else cfg.position
     h, w = rgb.shape[:2]

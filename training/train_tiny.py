@@ -29,6 +29,7 @@ from training.tiny_architecture import (
 )
 
 RUN_DIR = Path("runs/refocus-tiny")
+VAE_CROP = 64
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,10 @@ def train_vae(stacks: torch.Tensor, cfg: StageConfig, run_dir: Path) -> None:
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
         idx = torch.randint(len(stacks), (cfg.batch,), generator=gen)
-        frames = to_m11(stacks[idx])  # [B, 9, 3, H, W]
+        # Random 64x64 crops (the same window in all 9 frames): the VAE is convolutional, and
+        # a quarter of the pixels makes each step ~4x cheaper on a 2-core CPU.
+        y, x = (int(v) for v in torch.randint(0, stacks.shape[2] - VAE_CROP + 1, (2,), generator=gen))
+        frames = to_m11(stacks[idx, :, y:y + VAE_CROP, x:x + VAE_CROP])  # [B, 9, 3, c, c]
         if torch.rand(1, generator=gen).item() < 0.5:
             frames = frames.flip(-1)
         loss = 0.0
@@ -101,12 +105,12 @@ def train_vae(stacks: torch.Tensor, cfg: StageConfig, run_dir: Path) -> None:
             l1 = (recon - stack).abs().mean()
             perceptual = lpips(recon.clamp(-1, 1), stack).mean()
             kl = post.kl().mean() / (stack.shape[-1] * stack.shape[-2])
-            loss = loss + (l1 + 0.5 * perceptual + 1e-4 * kl) / len(frames)
+            loss = loss + (l1 + perceptual + 1e-4 * kl) / len(frames)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         step += 1
         if step % 50 == 0 or step == cfg.steps:
             rate = (time.time() - t_start) / len(losses)
@@ -204,7 +208,7 @@ def train_unet(stacks: torch.Tensor, cfg: StageConfig, run_dir: Path) -> None:
             for ema, live in ((ema_unet, unet), (ema_enc, encoder)):
                 for pe, pl in zip(ema.parameters(), live.parameters()):
                     pe.lerp_(pl, 1 - decay)
-        losses.append(float(loss))
+        losses.append(loss.item())
         step += 1
         if step % 50 == 0 or step == cfg.steps:
             rate = (time.time() - t_start) / len(losses)

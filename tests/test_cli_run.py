@@ -1,0 +1,187 @@
+"""`refocus run` end to end through the CLI, on a tiny random refocuser: the happy
+path, every bad input the user can hit (one line, exit 2, no traceback, no
+partial output), and the awkward-but-valid photos that must simply work."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms
+
+from refocus_cli.main import main
+
+FRAMES = [f"frame_{i}.png" for i in range(9)]
+
+
+def _photo(path: Path, mode="RGB", size=(96, 72), **save):
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    im = Image.fromarray(arr).convert(mode) if mode != "RGB" else Image.fromarray(arr)
+    im.save(path, **save)
+    return path
+
+
+def _run(args, capsys):
+    code = main(["run", *map(str, args), "--quiet"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _assert_clean_failure(code, err, *fragments):
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith("refocus: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_happy_path_writes_stack_animation_viewer(random_model_dir, tmp_path, capsys):
+    photo = _photo(tmp_path / "photo.jpg")
+    out = tmp_path / "out"
+    code = main(["run", str(photo), "--model", str(random_model_dir), "--out", str(out), "--seed", "3"])
+    _, err = capsys.readouterr()
+    assert code == 0
+    for name in FRAMES + ["focus_sweep.gif", "viewer.html", "run.json"]:
+        assert (out / name).is_file(), name
+    assert Image.open(out / "frame_0.png").size == (64, 64)  # the model's fixed working size
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["position"] == 4 and meta["unet_calls"] == 4 and meta["guidance"] == 1.5
+    # The report names model, resolution, guidance, steps, per-stage time; the default is announced.
+    assert "default: --position not given" in err
+    for word in ("model", "64x64", "guidance 1.5", "4 Euler steps", "unet_total", "vae_decode"):
+        assert word in err, word
+
+
+def test_icc_profile_is_kept(random_model_dir, tmp_path, capsys):
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    photo = _photo(tmp_path / "icc.png", icc_profile=icc)
+    out = tmp_path / "out"
+    assert _run([photo, "--model", random_model_dir, "--out", out], capsys)[0] == 0
+    assert Image.open(out / "frame_3.png").info.get("icc_profile") == icc
+
+
+@pytest.mark.parametrize("kind", ["text", "empty", "truncated", "directory", "missing"])
+def test_unreadable_inputs_fail_cleanly(random_model_dir, tmp_path, capsys, kind):
+    path = tmp_path / "input.jpg"
+    if kind == "text":
+        path.write_text("this is not a picture\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        buf = io.BytesIO()
+        Image.fromarray(np.random.default_rng(1).integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(buf, "JPEG")
+        path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    elif kind == "directory":
+        path.mkdir()
+    out = tmp_path / "out"
+    code, _, err = _run([path, "--model", random_model_dir, "--out", out], capsys)
+    _assert_clean_failure(code, err, str(path))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["grayscale", "alpha", "16bit", "cmyk", "exif"])
+def test_awkward_but_valid_photos_work(random_model_dir, tmp_path, capsys, kind):
+    path = tmp_path / f"{kind}.png"
+    if kind == "grayscale":
+        _photo(path, "L")
+    elif kind == "alpha":
+        _photo(path, "RGBA")
+    elif kind == "16bit":
+        Image.fromarray((np.arange(96 * 72).reshape(72, 96) * 9).astype(np.uint16)).save(path)
+    elif kind == "cmyk":
+        path = _photo(tmp_path / "cmyk.jpg", "CMYK")
+    elif kind == "exif":
+        path = tmp_path / "exif.jpg"
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        _photo(path, size=(96, 48), exif=exif)
+    out = tmp_path / "out"
+    code, _, err = _run([path, "--model", random_model_dir, "--out", out], capsys)
+    assert code == 0, err
+    assert len(list(out.glob("frame_*.png"))) == 9
+    meta = json.loads((out / "run.json").read_text())
+    if kind == "exif":
+        assert any("EXIF" in n or "orientation" in n.lower() for n in meta["notes"]), meta["notes"]
+
+
+def test_huge_image_is_resized_not_rejected(random_model_dir, tmp_path, capsys):
+    path = tmp_path / "huge.jpg"
+    Image.new("RGB", (12000, 9000), (40, 90, 160)).save(path, quality=50)
+    out = tmp_path / "out"
+    code, _, err = _run([path, "--model", random_model_dir, "--out", out], capsys)
+    assert code == 0, err
+    meta = json.loads((out / "run.json").read_text())
+    assert any("12000x9000" in n for n in meta["notes"])
+
+
+@pytest.mark.parametrize("position", ["9", "-1"])
+def test_position_outside_range(random_model_dir, tmp_path, capsys, position):
+    out = tmp_path / "out"
+    code, _, err = _run([_photo(tmp_path / "p.jpg"), "--model", random_model_dir, "--out", out,
+                         f"--position={position}"], capsys)
+    _assert_clean_failure(code, err, "outside 0..8")
+    assert not out.exists()
+
+
+def test_model_folder_with_missing_part(random_model_dir, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(random_model_dir, broken)
+    shutil.rmtree(broken / "image_encoder")
+    out = tmp_path / "out"
+    code, _, err = _run([_photo(tmp_path / "p.jpg"), "--model", broken, "--out", out], capsys)
+    _assert_clean_failure(code, err, "image_encoder/")
+    assert not out.exists()
+
+
+def test_existing_frames_refused_then_forced(random_model_dir, tmp_path, capsys):
+    photo = _photo(tmp_path / "p.jpg")
+    out = tmp_path / "out"
+    assert _run([photo, "--model", random_model_dir, "--out", out, "--seed", "1"], capsys)[0] == 0
+    before = (out / "frame_0.png").read_bytes()
+    code, _, err = _run([photo, "--model", random_model_dir, "--out", out, "--seed", "2"], capsys)
+    _assert_clean_failure(code, err, "--force")
+    assert (out / "frame_0.png").read_bytes() == before
+    assert _run([photo, "--model", random_model_dir, "--out", out, "--seed", "2", "--force"], capsys)[0] == 0
+    assert (out / "frame_0.png").read_bytes() != before
+
+
+def test_interrupted_run_leaves_old_results_intact(random_model_dir, tmp_path, capsys, monkeypatch):
+    photo = _photo(tmp_path / "p.jpg")
+    out = tmp_path / "out"
+    assert _run([photo, "--model", random_model_dir, "--out", out], capsys)[0] == 0
+    snapshot = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    import runtime.sampler as sampler
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sampler, "decode_latents", interrupted)
+    code, _, err = _run([photo, "--model", random_model_dir, "--out", out, "--seed", "5", "--force"], capsys)
+    assert code == 130 and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == snapshot
+    assert not [p for p in tmp_path.iterdir() if "staging" in p.name]
+
+
+def test_console_script_reports_bad_input_without_traceback(tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello")
+    proc = subprocess.run([sys.executable, "-m", "refocus_cli", "run", str(bad), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and str(bad) in proc.stderr
+
+
+def test_models_lists_shipped_models(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip()
