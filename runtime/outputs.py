@@ -163,7 +163,7 @@ def _viewer_html(uris: list[str], input_position: int, width: int, height: int) 
 <style>
 body {{ margin: 0; padding: 16px; background: #111; color: #eee; font: 14px system-ui, sans-serif;
        display: flex; flex-direction: column; align-items: center; gap: 12px; }}
-#stack img {{ display: block; max-width: 95vw; max-height: 78vh; width: auto; height: auto; }}
+#stack img {{ display: block; max-width: 95vw; max-height: 78vh; min-width: min(512px, 95vw); width: auto; height: auto; }}
 #stack img[hidden] {{ display: none; }}
 .controls {{ width: min({max(width, 320)}px, 95vw); }}
 input[type=range] {{ width: 100%; margin: 0; }}
