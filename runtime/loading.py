@@ -9,15 +9,14 @@ Only safetensors weights are loaded (pickled .bin files can run code).
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from runtime.errors import ModelLoadError
+from runtime.quiet import quiet_libraries
 from runtime.model_config import RefocusModelConfig, load_model_config
 from runtime.zoo import resolve_model
 
@@ -74,32 +73,9 @@ def _read_json(path: Path) -> dict:
         raise ModelLoadError(f"cannot parse JSON ({exc})", path) from None
 
 
-@contextlib.contextmanager
-def _quiet_libraries():
-    """diffusers/transformers print progress bars and advice (e.g. "pip install accelerate")
-    on load; the CLI's stderr is for the user's report, so silence them for the load only."""
-    import diffusers.utils.logging as dlog
-    import transformers.utils.logging as tlog
-
-    levels = (dlog.get_verbosity(), tlog.get_verbosity())
-    bars = tlog.is_progress_bar_enabled()
-    dlog.set_verbosity_error()
-    tlog.set_verbosity_error()
-    tlog.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        dlog.set_verbosity(levels[0])
-        tlog.set_verbosity(levels[1])
-        if bars:
-            tlog.enable_progress_bar()
-
-
 def _load(cls, folder: Path, what: str, dtype: torch.dtype):
     try:
-        with _quiet_libraries():
+        with quiet_libraries():
             return cls.from_pretrained(folder, torch_dtype=dtype, use_safetensors=True).eval()
     except ModelLoadError:
         raise

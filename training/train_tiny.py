@@ -233,9 +233,17 @@ def export_model(run_dir: Path, out: Path, card: dict) -> None:
     from runtime.model_config import RefocusModelConfig, save_model_config
 
     out.mkdir(parents=True, exist_ok=True)
-    UNetSpatioTemporalConditionModel.from_pretrained(run_dir / "unet").save_pretrained(out / "unet")
+    if (run_dir / "unet").is_dir():
+        unet = UNetSpatioTemporalConditionModel.from_pretrained(run_dir / "unet")
+        encoder = CLIPVisionModelWithProjection.from_pretrained(run_dir / "image_encoder")
+    else:  # a run still in progress: export the EMA weights of its last checkpoint
+        state = torch.load(run_dir / "unet.ckpt", weights_only=False)
+        unet, encoder = build_unet(), build_image_encoder()
+        unet.load_state_dict(state["ema_unet"]); encoder.load_state_dict(state["ema_enc"])
+        _log(f"export: UNet training unfinished, using the EMA weights of step {state['step']}")
+    unet.save_pretrained(out / "unet")
+    encoder.save_pretrained(out / "image_encoder")
     AutoencoderKLTemporalDecoder.from_pretrained(run_dir / "vae").save_pretrained(out / "vae")
-    CLIPVisionModelWithProjection.from_pretrained(run_dir / "image_encoder").save_pretrained(out / "image_encoder")
     build_scheduler().save_pretrained(out / "scheduler")
     CLIPImageProcessor(**FEATURE_EXTRACTOR_CONFIG).save_pretrained(out / "feature_extractor")
     (out / "model_index.json").write_text(json.dumps({
