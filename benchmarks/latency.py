@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import resource
@@ -269,13 +268,9 @@ def _chart(res: dict):
 
 def write_latency_report(result: dict, out_dir) -> dict:
     """Write latency.json, latency.md and latency.png into out_dir; returns their paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "latency.json", "markdown": out / "latency.md", "figure": out / "latency.png"}
-    paths["json"].write_text(json.dumps(result, indent=2) + "\n")
-    paths["markdown"].write_text(_markdown(result))
-    _chart(result).save(paths["figure"])
-    return paths
+    from benchmarks.report import write_report
+
+    return write_report(out_dir, "latency", result, _markdown(result), _chart(result))
 
 
 def main(argv=None) -> int:

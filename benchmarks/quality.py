@@ -18,7 +18,6 @@ restricted to the positions asked for. Two reference points sit beside it:
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -243,14 +242,10 @@ def _figure(res: dict):
 
 def write_quality_report(result: dict, out_dir) -> dict:
     """Write results.json, quality.md and quality.png into out_dir; returns their paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "results.json", "markdown": out / "quality.md", "figure": out / "quality.png"}
+    from benchmarks.report import write_report
+
     public = {k: v for k, v in result.items() if not k.startswith("_")}
-    paths["json"].write_text(json.dumps(public, indent=2) + "\n")
-    paths["markdown"].write_text(_markdown(result))
-    _figure(result).save(paths["figure"])
-    return paths
+    return write_report(out_dir, ("results", "quality", "quality"), public, _markdown(result), _figure(result))
 
 
 def main(argv=None) -> int:

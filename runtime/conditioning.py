@@ -9,21 +9,30 @@
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
 from runtime.quiet import quiet_libraries
 
 
-def _resize_antialiased(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    try:  # the exact resize the SVD pipeline (and so the reference) uses
+@functools.lru_cache(maxsize=1)
+def _reference_resize():
+    """The exact resize the SVD pipeline (and so the reference) uses, looked up once."""
+    try:
         with quiet_libraries():  # importing the pipeline module makes transformers talk
             from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
                 _resize_with_antialiasing,
             )
     except ImportError:  # pragma: no cover - older/newer diffusers without the helper
-        return F.interpolate(image, size=size, mode="bicubic", align_corners=True, antialias=True)
-    return _resize_with_antialiasing(image, size)
+        return lambda image, size: F.interpolate(image, size=size, mode="bicubic", align_corners=True,
+                                                 antialias=True)
+    return _resize_with_antialiasing
+
+
+def _resize_antialiased(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return _reference_resize()(image, size)
 
 
 def clip_pixels(image: torch.Tensor, size, mean, std) -> torch.Tensor:
