@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.models import load, working_size
+
 # name -> what is timed. Order = report order.
 STAGES = {
     "image_encoder": "CLIP image embedding of the input (224x224 antialiased resize + encoder)",
@@ -85,7 +87,6 @@ def bench_image(size: tuple[int, int], seed: int = 0) -> torch.Tensor:
 def stage_callables(refocuser, size=None, position: int | None = None, seed: int = 0,
                     steps: int | None = None) -> dict:
     """name -> (fn, context factory): enter the context, then time fn() (no arguments)."""
-    from benchmarks.quality import working_size
     from runtime.conditioning import conditioning_latents, conditioning_latents_literal, image_embedding
     from runtime.fast_attention import single_token_cross_attention
     from runtime.sampler import SamplerConfig, decode_latents, make_scheduler, sample_focal_stack
@@ -147,8 +148,6 @@ def peak_rss_mib() -> float:
 def measure_stages(refocuser, size=None, position: int | None = None, seed: int = 0, repeats: int = 3,
                    warmup: int = 1, steps: int | None = None, progress: bool = False) -> dict:
     """Median/min/max seconds of every stage in STAGES, plus the checks that the modes agree."""
-    from benchmarks.quality import load, working_size
-
     refocuser = load(refocuser)
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
@@ -288,7 +287,6 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=Path("out/latency"))
     args = parser.parse_args(argv)
-    from benchmarks.quality import load
     from runtime.errors import RefocusError
 
     if args.threads:

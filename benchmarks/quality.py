@@ -26,22 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.models import load, working_size
+
 LARGE_JUMP = 4  # |j - k| at or above which a cell counts as a large focal jump
-DEFAULT_SIZE = (128, 128)  # (W, H) for models without a fixed working size
 LPIPS_NET = "alex"
-
-
-def load(model):
-    """A Refocuser as is; a shipped name or folder is loaded."""
-    from runtime.loading import Refocuser, load_refocuser
-
-    return model if isinstance(model, Refocuser) else load_refocuser(model)
-
-
-def working_size(refocuser) -> tuple[int, int]:
-    """(W, H) the model is evaluated at: its fixed working size, else DEFAULT_SIZE."""
-    fixed = refocuser.config.fixed_size
-    return (int(fixed[0]), int(fixed[1])) if fixed is not None else DEFAULT_SIZE
 
 
 def _u8(frames: torch.Tensor) -> np.ndarray:

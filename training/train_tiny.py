@@ -3,12 +3,12 @@
 sampling and conditioning dropout. Rerunnable and resumable:
 
     python -m training.train_tiny data   --count 3000          # render the training stacks
-    python -m training.train_tiny vae    --steps 1500
-    python -m training.train_tiny unet   --steps 6000
+    python -m training.train_tiny vae    --steps 12000
+    python -m training.train_tiny unet   --steps 5000 [--init models/refocus-tiny]
     python -m training.train_tiny export --out models/refocus-tiny
 
-Each stage checkpoints under runs/refocus-tiny/ every few minutes and resumes
-from there when started again with the same arguments.
+Each stage checkpoints under --run-dir (default runs/refocus-tiny/) every few
+minutes and resumes from there when started again with the same arguments.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from training.tiny_architecture import (
 )
 
 RUN_DIR = Path("runs/refocus-tiny")
-VAE_CROP = 64
+VAE_FINAL_CROP = 64  # crop of the VAE's last 5% of steps (whole stacks)
 
 
 @dataclass(frozen=True)
@@ -111,14 +111,14 @@ def train_vae(stacks: torch.Tensor, cfg: StageConfig, run_dir: Path, crop: int =
     lpips = LPIPS("alex")
     last_ckpt = time.time()
     t_start, losses = time.time(), []
-    # The last 5% of steps on whole 64x64 stacks: the mid-block attention and the temporal
-    # layers finish on inputs shaped like inference's.
+    # The last 5% of steps on whole stacks at VAE_FINAL_CROP: the mid-block attention and
+    # the temporal layers finish on inputs shaped like inference's.
     final_phase = int(cfg.steps * 0.95)
     while step < cfg.steps:
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
         late = step >= final_phase
-        frames = _vae_batch(stacks, 64 if late else crop, late or step % 4 == 0, gen)
+        frames = _vae_batch(stacks, VAE_FINAL_CROP if late else crop, late or step % 4 == 0, gen)
         post = vae.encode(frames).latent_dist
         # A deterministic autoencoder in practice: the UNet trains on, and the sampler
         # conditions on, the posterior mode; the KL term only keeps the latents bounded.
@@ -297,7 +297,7 @@ def main(argv=None) -> None:
     p.add_argument("--count", type=int, default=3000, help="training stacks to render (data)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--batch", type=int, default=None, help="UNet batch (unet; a VAE step is always 9 frames)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", type=Path, default=None, help="warm-start UNet + image encoder from this model folder (unet)")
     p.add_argument("--crop", type=int, default=32, help="VAE training crop size (vae)")
