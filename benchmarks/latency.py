@@ -58,7 +58,7 @@ def diffusers_baseline(refocuser, image: torch.Tensor, position: int, seed: int 
 
     cfg, unet, vae = refocuser.config, refocuser.unet, refocuser.vae
     steps = cfg.num_inference_steps if steps is None else steps
-    dtype = next(unet.parameters()).dtype
+    dtype = unet.dtype
     emb = image_embedding(refocuser.image_encoder, image, refocuser.clip_size, refocuser.clip_mean,
                           refocuser.clip_std).to(dtype)
     cond = conditioning_latents(vae, image, position, cfg.num_frames).to(dtype)
@@ -97,7 +97,7 @@ def stage_callables(refocuser, size=None, position: int | None = None, seed: int
     steps = cfg.num_inference_steps if steps is None else int(steps)
     image = bench_image(size, seed)
     unet, vae, frames_n = refocuser.unet, refocuser.vae, cfg.num_frames
-    dtype = next(unet.parameters()).dtype
+    dtype = unet.dtype
     with torch.no_grad():
         emb = image_embedding(refocuser.image_encoder, image, refocuser.clip_size, refocuser.clip_mean,
                               refocuser.clip_std).to(dtype)
@@ -197,7 +197,7 @@ def measure_stages(refocuser, size=None, position: int | None = None, seed: int 
         "peak_rss_note": "process-wide RSS high-water mark (getrusage), model loading and anything run "
                          "earlier in this process included; not per stage",
         "env": {"torch": torch.__version__, "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-                "dtype": str(next(refocuser.unet.parameters()).dtype), "machine": platform.machine(),
+                "dtype": str(refocuser.unet.dtype), "machine": platform.machine(),
                 "load_avg_1min_start": load_start, "load_avg_1min_end": os.getloadavg()[0]},
     }
 

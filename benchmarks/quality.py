@@ -42,7 +42,7 @@ def _vae_roundtrip(refocuser, gt_pm1: torch.Tensor) -> torch.Tensor:
     from runtime.sampler import decode_latents
 
     vae = refocuser.vae
-    dtype = next(vae.parameters()).dtype
+    dtype = vae.dtype
     latents = vae.encode(gt_pm1.to(dtype)).latent_dist.mode().float()
     # decode_latents divides by the scaling factor (diffusion latents are scaled), so scale here.
     return decode_latents(vae, latents[None] * vae.config.scaling_factor, refocuser.config.decode_chunk_sizes)

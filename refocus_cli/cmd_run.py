@@ -28,6 +28,14 @@ def register(sub) -> None:
                         "reference: the literal 50-call reference loop")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="output folder (default: ./refocus_out/<image name>)")
+    p.add_argument("--backend", default=None, choices=["auto", "torch", "onnxruntime", "tensorrt", "coreml"],
+                   help="backend for a bundle's components (default: $REFOCUS_BACKEND or auto = the "
+                        "fastest measured here that passed its parity gate); a model folder runs on torch")
+    p.add_argument("--precision", default=None, choices=["fp32", "fp16"],
+                   help="bundle artifact precision (default: any that passed its parity gate)")
+    p.add_argument("--low-memory", action="store_true",
+                   help="load each component only for its stage and free it after (8 GB boards, "
+                        "phones): lower peak memory, slower")
     p.add_argument("--force", action="store_true", help="replace frames already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar or stage report")
     p.set_defaults(func=run)
@@ -39,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path("refocus_out") / args.image.stem
     cfg = RunConfig(image=args.image, out_dir=out, model=args.model, unet=args.unet,
                     position=args.position, steps=args.steps, seed=args.seed, mode=args.mode,
-                    force=args.force, progress=not args.quiet)
+                    force=args.force, progress=not args.quiet, backend=args.backend,
+                    precision=args.precision, low_memory=args.low_memory)
     log = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     report = refocus_photo(cfg, log=log)
     print(report.out_dir)

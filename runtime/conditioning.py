@@ -17,6 +17,17 @@ import torch.nn.functional as F
 from runtime.quiet import quiet_libraries
 
 
+def component_dtype(module) -> torch.dtype:
+    """The dtype a component computes in: diffusers/transformers models and backend adapters
+    say so (`.dtype`); any other torch module (a test spy, a user's wrapper) by its weights."""
+    dtype = getattr(module, "dtype", None)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    params = getattr(module, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    return first.dtype if first is not None else torch.float32
+
+
 @functools.lru_cache(maxsize=1)
 def _reference_resize():
     """The exact resize the SVD pipeline (and so the reference) uses, looked up once."""
@@ -45,14 +56,14 @@ def clip_pixels(image: torch.Tensor, size, mean, std) -> torch.Tensor:
 
 def image_embedding(image_encoder, image: torch.Tensor, size, mean, std) -> torch.Tensor:
     """[-1, 1] image [B, 3, H, W] -> [B, 1, D] image embedding."""
-    dtype = next(image_encoder.parameters()).dtype
+    dtype = component_dtype(image_encoder)
     pixels = clip_pixels(image, size, mean, std).to(dtype)
     return image_encoder(pixels).image_embeds.unsqueeze(1)
 
 
 def conditioning_latents(vae, image: torch.Tensor, position: int, num_frames: int) -> torch.Tensor:
     """[-1, 1] image [1, 3, H, W] -> [1, F, C, h, w]: the input's latent at `position`, zeros elsewhere."""
-    dtype = next(vae.parameters()).dtype
+    dtype = component_dtype(vae)
     latent = vae.encode(image.to(dtype)).latent_dist.mode()  # unscaled, as the reference
     cond = torch.zeros((1, num_frames, *latent.shape[1:]), dtype=latent.dtype, device=latent.device)
     cond[0, position] = latent[0]
@@ -61,7 +72,7 @@ def conditioning_latents(vae, image: torch.Tensor, position: int, num_frames: in
 
 def conditioning_latents_literal(vae, image: torch.Tensor, position: int, num_frames: int) -> torch.Tensor:
     """The reference's own way: encode 8 mid-gray frames too, then mask them to zero."""
-    dtype = next(vae.parameters()).dtype
+    dtype = component_dtype(vae)
     frames = torch.zeros((num_frames, *image.shape[1:]), dtype=dtype, device=image.device)  # 0 = mid-gray
     frames[position] = image[0].to(dtype)
     latents = vae.encode(frames).latent_dist.mode()

@@ -37,13 +37,27 @@ class SingleTokenCrossAttnProcessor:
         return out.expand(-1, hidden_states.shape[1], -1)
 
 
+def _patched(original: dict) -> dict:
+    return {name: (proc if isinstance(proc, SingleTokenCrossAttnProcessor) or ".attn2." not in name
+                   else SingleTokenCrossAttnProcessor(proc))
+            for name, proc in original.items()}
+
+
+def install_single_token_cross_attention(unet) -> None:
+    """Install the shortcut for good (a UNet owned by one component module)."""
+    unet.set_attn_processor(_patched(dict(unet.attn_processors)))
+
+
 @contextlib.contextmanager
 def single_token_cross_attention(unet):
-    """Swap every cross-attention (attn2) processor of `unet` for the shortcut, then restore."""
+    """Swap every cross-attention (attn2) processor of `unet` for the shortcut, then restore.
+
+    A backend wrapper (not a PyTorch UNet) is left alone: its graph already has it."""
+    if not hasattr(unet, "set_attn_processor"):
+        yield unet
+        return
     original = dict(unet.attn_processors)
-    patched = {name: (SingleTokenCrossAttnProcessor(proc) if ".attn2." in name else proc)
-               for name, proc in original.items()}
-    unet.set_attn_processor(patched)
+    unet.set_attn_processor(_patched(original))
     try:
         yield unet
     finally:

@@ -39,6 +39,7 @@ class Refocuser:
     clip_std: tuple[float, float, float] = CLIP_STD
     clip_size: tuple[int, int] = (224, 224)
     notes: list[str] = field(default_factory=list)
+    choices: list = field(default_factory=list)  # per component: backend, device, reason (bundles)
 
     @property
     def latent_channels(self) -> int:
@@ -85,8 +86,15 @@ def _load(cls, folder: Path, what: str, dtype: torch.dtype):
 
 
 def load_refocuser(model: str | Path | None = None, unet: str | Path | None = None,
-                   dtype: torch.dtype = torch.float32) -> Refocuser:
-    """Load a refocuser by shipped name or folder; `unet` overrides the UNet folder."""
+                   dtype: torch.dtype = torch.float32, backend: str | None = None,
+                   precision: str | None = None, low_memory: bool = False) -> Refocuser:
+    """Load a refocuser by shipped name, model folder or bundle folder.
+
+    `unet` overrides the UNet folder (model folders only). `backend` (None: the
+    REFOCUS_BACKEND variable, else auto) and `precision` apply to bundles; a plain
+    model folder runs on torch only. `low_memory` loads each component when its
+    stage starts and frees it when the stage ends (runtime/low_memory.py).
+    """
     from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
     from transformers import CLIPVisionModelWithProjection
 
@@ -96,6 +104,19 @@ def load_refocuser(model: str | Path | None = None, unet: str | Path | None = No
                              "the shipped ones", root)
     if not root.is_dir():
         raise ModelLoadError("is a file; a model is a folder in diffusers layout", root)
+    from runtime.bundle import is_bundle
+    from runtime.dispatch import requested_backend
+
+    if is_bundle(root):
+        if unet is not None:
+            raise ModelLoadError("--unet overrides apply to model folders, not to exported bundles", root)
+        from runtime.bundle_loading import load_bundle_refocuser
+
+        return load_bundle_refocuser(root, backend, precision, low_memory=low_memory)
+    chosen = requested_backend(backend)
+    if chosen not in ("auto", "torch"):
+        raise ModelLoadError(f"backend '{chosen}' runs exported bundles; export this model first: "
+                             f"refocus export onnx --model {model or root} --out BUNDLE", root)
     if not (root / "model_index.json").is_file():
         raise ModelLoadError("no model_index.json: not a diffusers pipeline folder (expected "
                              "unet/, vae/, image_encoder/, scheduler/, model_index.json)", root)
@@ -132,10 +153,21 @@ def load_refocuser(model: str | Path | None = None, unet: str | Path | None = No
         raise ModelLoadError(f"scheduler prediction_type is {sched_cfg.get('prediction_type')!r}; "
                              "the refocuser is v-prediction", root / "scheduler")
 
+    parts = {"unet": (UNetSpatioTemporalConditionModel, unet_dir, "UNet", unet_cfg),
+             "vae": (AutoencoderKLTemporalDecoder, root / "vae", "VAE", vae_cfg),
+             "image_encoder": (CLIPVisionModelWithProjection, root / "image_encoder", "image encoder", enc_cfg)}
+    if low_memory:
+        from runtime.backends.adapters import AttrConfig
+        from runtime.low_memory import LazyComponent
+
+        modules = {k: LazyComponent(k, AttrConfig(c), (lambda a=(cls, f, what): _load(*a, dtype)), dtype)
+                   for k, (cls, f, what, c) in parts.items()}
+    else:
+        modules = {k: _load(cls, f, what, dtype) for k, (cls, f, what, _) in parts.items()}
     refocuser = Refocuser(
-        unet=_load(UNetSpatioTemporalConditionModel, unet_dir, "UNet", dtype),
-        vae=_load(AutoencoderKLTemporalDecoder, root / "vae", "VAE", dtype),
-        image_encoder=_load(CLIPVisionModelWithProjection, root / "image_encoder", "image encoder", dtype),
+        unet=modules["unet"],
+        vae=modules["vae"],
+        image_encoder=modules["image_encoder"],
         scheduler=EulerDiscreteScheduler.from_pretrained(root / "scheduler"),
         config=cfg,
         source=root,
@@ -145,8 +177,10 @@ def load_refocuser(model: str | Path | None = None, unet: str | Path | None = No
         fe_cfg = _read_json(fe)
         refocuser.clip_mean = tuple(fe_cfg.get("image_mean", CLIP_MEAN))
         refocuser.clip_std = tuple(fe_cfg.get("image_std", CLIP_STD))
-    size = int(getattr(refocuser.image_encoder.config, "image_size", 224))
+    size = int(enc_cfg.get("image_size", 224))
     refocuser.clip_size = (size, size)
     if unet is not None:
         refocuser.notes.append(f"UNet from {unet_dir}")
+    if low_memory:
+        refocuser.notes.append("low-memory mode: one component resident at a time")
     return refocuser

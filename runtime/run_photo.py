@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from runtime.errors import InvalidArgumentError
+from runtime.low_memory import low_memory_mode
 
 PHOTO_DECODE_SIDE = 2048
 
@@ -31,6 +32,9 @@ class RunConfig:
     mode: str = "fast"
     force: bool = False
     progress: bool = True
+    backend: str | None = None  # auto|torch|onnxruntime|tensorrt|coreml; None: $REFOCUS_BACKEND or auto
+    precision: str | None = None  # bundles only: fp32|fp16; None: any that passed its gate
+    low_memory: bool = False  # one component resident at a time (8 GB boards, phones)
 
 
 @dataclass
@@ -71,13 +75,24 @@ def refocus_photo(cfg: RunConfig, log: Callable[[str], None] = lambda _msg: None
     photo = load_photo(cfg.image, max_side_hint=PHOTO_DECODE_SIDE)
     timings["load_photo"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    refocuser = load_refocuser(cfg.model, unet=cfg.unet)
+    refocuser = load_refocuser(cfg.model, unet=cfg.unet, backend=cfg.backend, precision=cfg.precision,
+                               low_memory=cfg.low_memory)
     timings["load_model"] = time.perf_counter() - t0
     rgb, resize_note = fit_photo(photo.rgb, refocuser.config.resolution_policy)
     notes = list(photo.notes) + [resize_note] + list(refocuser.notes)
     position = refocuser.config.default_position if cfg.position is None else cfg.position
     h, w = rgb.shape[:2]
-    log(f"model     {refocuser.source} ({sum(p.numel() for p in refocuser.unet.parameters()) / 1e6:.1f} M UNet parameters)")
+    if refocuser.choices:  # a bundle (in low-memory mode the choices arrive stage by stage)
+        log(f"model     {refocuser.source} (bundle)")
+        for c in refocuser.choices:
+            log(f"backend   {c.component:14s} {c.backend} [{c.device}]: {c.reason}")
+    elif low_memory_mode(refocuser):
+        log(f"model     {refocuser.source} (low-memory mode: each component loads for its stage only)")
+    else:
+        params = sum(p.numel() for p in refocuser.unet.parameters()) / 1e6
+        log(f"model     {refocuser.source} ({params:.1f} M UNet parameters)")
+        log("backend   torch (a model folder runs on PyTorch; `refocus export onnx` makes a bundle "
+            "for the other backends)")
     log(f"input     {cfg.image} ({photo.source_size[0]}x{photo.source_size[1]}) -> {w}x{h}: {resize_note}")
     for note in photo.notes:
         log(f"          {note}")
@@ -101,6 +116,10 @@ def refocus_photo(cfg: RunConfig, log: Callable[[str], None] = lambda _msg: None
         "seed": cfg.seed, "mode": cfg.mode, "unet_calls": result.unet_calls,
         "sigmas": result.sigmas, "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "notes": notes,
+        "backends": ({c.component: {"backend": c.backend, "precision": c.precision, "device": c.device,
+                                    "reason": c.reason} for c in refocuser.choices}
+                     or {"all": {"backend": "torch", "precision": "fp32", "device": "torch cpu",
+                                 "reason": "model folder"}}),
     }
     t0 = time.perf_counter()
     files = write_stack(cfg.out_dir, frames, icc_profile=photo.icc_profile, input_position=position,

@@ -23,9 +23,11 @@ from typing import Literal
 
 import torch
 
-from runtime.conditioning import conditioning_latents, conditioning_latents_literal, image_embedding
+from runtime.conditioning import (component_dtype, conditioning_latents, conditioning_latents_literal,
+                                  image_embedding)
 from runtime.errors import InvalidArgumentError
 from runtime.fast_attention import single_token_cross_attention
+from runtime.low_memory import release
 
 Mode = Literal["reference", "fast"]
 
@@ -73,7 +75,7 @@ def initial_noise(shape, seed: int, init_noise_sigma) -> torch.Tensor:
 def decode_latents(vae, latents: torch.Tensor, chunk_sizes) -> torch.Tensor:
     """[1, F, C, h, w] latents -> [F, 3, H, W] in [0, 1], decoding chunk by chunk."""
     flat = latents[0] / vae.config.scaling_factor
-    dtype = next(vae.parameters()).dtype
+    dtype = component_dtype(vae)
     out, start = [], 0
     for size in chunk_sizes:
         chunk = flat[start:start + size].to(dtype)
@@ -114,18 +116,20 @@ def sample_focal_stack(refocuser, image: torch.Tensor, cfg: SamplerConfig = Samp
     t0 = time.perf_counter()
     emb = image_embedding(refocuser.image_encoder, image, refocuser.clip_size,
                           refocuser.clip_mean, refocuser.clip_std)
+    release(refocuser.image_encoder)  # low-memory mode: free each component after its stage
     timings["image_encoder"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     encode = conditioning_latents_literal if literal else conditioning_latents
     cond = encode(refocuser.vae, image, position, frames_n)
+    release(refocuser.vae)
     timings["vae_encode"] = time.perf_counter() - t0
 
     scheduler = make_scheduler(refocuser, steps)
     h, w = image.shape[-2] // factor, image.shape[-1] // factor
     latents = initial_noise((1, frames_n, refocuser.latent_channels, h, w), cfg.seed,
                             scheduler.init_noise_sigma)
-    unet_dtype = next(refocuser.unet.parameters()).dtype
+    unet_dtype = component_dtype(refocuser.unet)
     time_ids = torch.tensor([mcfg.added_time_ids], dtype=unet_dtype)
     zero_cond, zero_emb = torch.zeros_like(cond), torch.zeros_like(emb)
 
@@ -154,11 +158,13 @@ def sample_focal_stack(refocuser, image: torch.Tensor, cfg: SamplerConfig = Samp
                 calls += 1
                 pred = pred_uncond + guidance * (pred_cond - pred_uncond)
             latents = scheduler.step(pred, t, latents).prev_sample
+    release(refocuser.unet)
     timings["unet_total"] = time.perf_counter() - t0
     timings["unet_per_step"] = timings["unet_total"] / max(len(scheduler.timesteps), 1)
 
     t0 = time.perf_counter()
     frames = decode_latents(refocuser.vae, latents, mcfg.decode_chunk_sizes)
+    release(refocuser.vae)
     timings["vae_decode"] = time.perf_counter() - t0
     timings["total"] = sum(timings[k] for k in ("image_encoder", "vae_encode", "unet_total", "vae_decode"))
     return SampleResult(frames=frames, position=position, num_inference_steps=steps,

@@ -50,3 +50,21 @@ def random_refocuser(random_model_dir):
     from runtime.loading import load_refocuser
 
     return load_refocuser(random_model_dir)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Backend timings and engines go to a per-session temp cache, never the user's."""
+    monkeypatch.setenv("REFOCUS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "refocus-cache"))
+    monkeypatch.delenv("REFOCUS_BACKEND", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(random_model_dir, tmp_path_factory) -> Path:
+    """The random tiny refocuser exported to an fp32 + fp16 ONNX bundle (both gates passed)."""
+    from export.onnx_export import OnnxExportConfig, export_onnx
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    export_onnx(OnnxExportConfig(model=random_model_dir, out=out, precisions=("fp32", "fp16")),
+                log=lambda _msg: None)
+    return out

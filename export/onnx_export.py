@@ -1,0 +1,168 @@
+"""`refocus export onnx`: a model folder (or shipped name) -> a verified ONNX bundle.
+
+For every precision asked for, each component (runtime/components.py) is traced
+to ONNX, run in ONNX Runtime on fresh random inputs at the min/opt/max corners of
+its profile and compared with the PyTorch component (gate 1). Then a whole focal
+stack is sampled through the bundle and through PyTorch with the same seed and
+compared frame by frame with LPIPS (gate 2). A failed gate raises ParityError and
+nothing is written; on success the bundle appears at once (export/bundle_writer.py).
+"""
+from __future__ import annotations
+
+import json
+import platform
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from export.bundle_writer import staged_bundle, write_manifest
+from export.onnx_graphs import OPSET, export_component, graph_files
+from export.parity import component_gate, end_to_end_gate
+from runtime.artifacts import BUNDLE_FORMAT, PRECISIONS, model_hash, onnx_artifact
+from runtime.components import ModelDims, component_specs
+from runtime.errors import InvalidArgumentError
+
+@dataclass(frozen=True)
+class OnnxExportConfig:
+    model: str | Path
+    out: Path
+    precisions: tuple[str, ...] = ("fp32",)
+    resolutions: tuple[tuple[int, int], ...] = ()  # (W, H); empty: the model's working size
+    force: bool = False
+    gate_steps: int | None = None  # sampler steps of the end-to-end gate (None: the model's own)
+    gate_seed: int = 0
+    progress: bool = True
+
+@dataclass
+class ExportReport:
+    out: Path
+    gates: list = field(default_factory=list)  # GateResult
+    seconds: dict = field(default_factory=dict)
+
+def _tool_versions() -> dict:
+    import diffusers
+    import onnx
+    import onnxruntime
+    import transformers
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "opset": OPSET}
+
+def _gate_image(refocuser, dims: ModelDims, position: int) -> torch.Tensor:
+    """A held-out synthetic photo at the opt resolution ([1, 3, H, W] in [-1, 1])."""
+    from focalstacks.synthetic import SyntheticFocalStacks
+
+    w, h = dims.resolutions[0]
+    frames = SyntheticFocalStacks("heldout", size=(h, w), length=1)[0]["frames"]
+    return frames[position:position + 1] * 2 - 1
+
+def _sample(refocuser, image, steps, seed):
+    from runtime.sampler import SamplerConfig, sample_focal_stack
+
+    cfg = SamplerConfig(num_inference_steps=steps, seed=seed, mode="fast", progress=False)
+    return sample_focal_stack(refocuser, image, cfg).frames
+
+def export_onnx(cfg: OnnxExportConfig, log: Callable[[str], None] = print) -> ExportReport:
+    from runtime.backends.backend_onnxruntime import BACKEND as ORT, session_runner
+    from runtime.bundle_loading import load_bundle_refocuser
+    from runtime.component_modules import component_module
+    from runtime.loading import load_refocuser
+    from runtime.metrics.lpips import LPIPS
+    from runtime.model_config import save_model_config
+
+    bad = [p for p in cfg.precisions if p not in PRECISIONS]
+    if bad or not cfg.precisions:
+        raise InvalidArgumentError(f"--precision must be among {', '.join(PRECISIONS)}, got {list(cfg.precisions)}")
+    ORT.require()
+    started = time.perf_counter()
+    refocuser = load_refocuser(cfg.model)
+    dims = ModelDims.of(refocuser, cfg.resolutions)
+    specs = component_specs(dims)
+    source_hash = model_hash(refocuser.source)
+    log(f"model      {refocuser.source} (hash {source_hash[:12]})")
+    log(f"profiles   {', '.join(f'{w}x{h}' for w, h in dims.resolutions)} (first = opt)")
+    report = ExportReport(out=Path(cfg.out))
+    steps = cfg.gate_steps or refocuser.config.num_inference_steps
+    position = refocuser.config.default_position
+    image = _gate_image(refocuser, dims, position)
+    lpips = LPIPS("alex")
+
+    with staged_bundle(Path(cfg.out), cfg.force) as stage:
+        refocuser.scheduler.save_config(stage / "scheduler")
+        save_model_config(refocuser.config, stage)
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "created_by": "refocus export onnx",
+            "source": {"model": str(cfg.model), "path": str(Path(refocuser.source).resolve()),
+                       "hash": source_hash},
+            "dims": dims.to_json(),
+            "components": {name: spec.to_json() for name, spec in specs.items()},
+            "configs": {"unet": _plain(refocuser.unet.config), "vae": _plain(refocuser.vae.config),
+                        "image_encoder": _plain(refocuser.image_encoder.config.to_dict())},
+            "clip": {"mean": list(refocuser.clip_mean), "std": list(refocuser.clip_std),
+                     "size": list(refocuser.clip_size)},
+            "sampler": {"num_inference_steps": refocuser.config.num_inference_steps,
+                        "guidance_scale": refocuser.config.guidance_scale,
+                        "added_time_ids": list(refocuser.config.added_time_ids),
+                        "decode_chunk_sizes": list(refocuser.config.decode_chunk_sizes),
+                        "sigmas": [float(s) for s in _sigmas(refocuser)]},
+            "tools": _tool_versions(),
+            "artifacts": {"onnx": {}},
+            "gates": {"onnx": {}},
+        }
+        reference = {name: component_module(refocuser, spec) for name, spec in specs.items()}
+        with torch.no_grad():
+            ref_frames = _sample(refocuser, image, steps, cfg.gate_seed)
+        for precision in cfg.precisions:
+            dtype = torch.float32 if precision == "fp32" else torch.float16
+            source = refocuser if precision == "fp32" else load_refocuser(cfg.model, dtype=dtype)
+            table, gates = {}, {}
+            for name, spec in specs.items():
+                t0 = time.perf_counter()
+                rel = onnx_artifact(name, precision)
+                export_component(component_module(source, spec), spec, stage / rel, dtype)
+                runner = session_runner(stage / rel, spec, precision, provider="CPUExecutionProvider")
+                gate = component_gate(spec, "onnx", precision, reference[name], runner).enforce()
+                runner.close()
+                table[name], gates[name] = rel, gate.to_json()
+                report.gates.append(gate)
+                report.seconds[f"{precision}/{name}"] = time.perf_counter() - t0
+                size = sum(f.stat().st_size for f in graph_files(stage / rel)) / 2 ** 20
+                log(f"{precision:5s} {name:14s} {size:8.1f} MiB  {gate.metric} {gate.value:.2e} "
+                    f"<= {gate.threshold:.0e}  ({report.seconds[f'{precision}/{name}']:.1f} s)")
+            manifest["artifacts"]["onnx"][precision] = table
+            manifest["gates"]["onnx"][precision] = gates
+            write_manifest(stage, manifest)  # the end-to-end gate loads the staged bundle like any other
+            t0 = time.perf_counter()
+            staged = load_bundle_refocuser(stage, backend="onnxruntime", precision=precision)
+            with torch.no_grad():
+                frames = _sample(staged, image, steps, cfg.gate_seed)
+            gate = end_to_end_gate("onnx", precision, frames, ref_frames, lpips).enforce()
+            gates["end_to_end"] = {**gate.to_json(), "steps": steps, "seed": cfg.gate_seed,
+                                   "position": position}
+            report.gates.append(gate)
+            log(f"{precision:5s} {'end to end':14s} {'':13s} {gate.metric} {gate.value:.2e} "
+                f"<= {gate.threshold:.0e}  ({steps} steps, {time.perf_counter() - t0:.1f} s)")
+            if source is not refocuser:
+                del source
+        manifest["export_seconds"] = round(time.perf_counter() - started, 1)
+        write_manifest(stage, manifest)
+    log(f"bundle     {cfg.out} ({sum(f.stat().st_size for f in Path(cfg.out).rglob('*') if f.is_file()) / 2**20:.1f} MiB)")
+    return report
+
+def _plain(config) -> dict:
+    """A model config as plain JSON (paths become strings; private keys dropped)."""
+    return {k: v for k, v in json.loads(json.dumps(dict(config), default=str)).items()
+            if not k.startswith("_") or k == "_class_name"}
+
+
+def _sigmas(refocuser):
+    from runtime.sampler import make_scheduler
+
+    return make_scheduler(refocuser, refocuser.config.num_inference_steps).sigmas
+

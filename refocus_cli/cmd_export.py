@@ -1,0 +1,69 @@
+"""`refocus export onnx|tensorrt`: verified bundles of a refocuser."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def _resolution(text: str) -> tuple[int, int]:
+    import argparse
+
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"resolution must look like 512x320 (W x H), got {text!r}") from None
+    return w, h
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export a model to ONNX / TensorRT (parity-gated bundles)",
+                       description="Export a refocuser into a bundle; every artifact passes a parity "
+                                   "gate against PyTorch before the bundle is written.")
+    targets = p.add_subparsers(dest="target", metavar="TARGET")
+    targets.required = True
+
+    onnx = targets.add_parser("onnx", help="one ONNX graph per component, parity-gated, as a bundle")
+    onnx.add_argument("--model", default=None, metavar="NAME_OR_PATH",
+                      help="shipped model name or model folder (default: refocus-tiny)")
+    onnx.add_argument("--out", type=Path, required=True, metavar="BUNDLE", help="bundle folder to write")
+    onnx.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "fp16"],
+                      help="one or more graph precisions (default fp32)")
+    onnx.add_argument("--resolution", nargs="+", type=_resolution, default=None, metavar="WxH",
+                      help="working sizes the graphs must accept; the first is the optimisation "
+                           "target, min/max span them (default: the model's working size)")
+    onnx.add_argument("--gate-steps", type=int, default=None,
+                      help="Euler steps of the end-to-end gate (default: the model's own)")
+    onnx.add_argument("--force", action="store_true", help="replace an existing bundle")
+    onnx.set_defaults(func=run_onnx)
+
+    trt = targets.add_parser("tensorrt", help="build and cache TensorRT engines for a bundle on this machine")
+    trt.add_argument("--model", required=True, metavar="BUNDLE", help="a bundle written by `refocus export onnx`")
+    trt.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "bf16"],
+                     help="engine precision (default fp16)")
+    trt.set_defaults(func=run_tensorrt)
+
+
+def run_onnx(args) -> int:
+    from export.onnx_export import OnnxExportConfig, export_onnx
+    from runtime.zoo import DEFAULT_MODEL
+
+    cfg = OnnxExportConfig(model=args.model or DEFAULT_MODEL, out=args.out, precisions=tuple(args.precision),
+                           resolutions=tuple(args.resolution or ()), force=args.force,
+                           gate_steps=args.gate_steps)
+    export_onnx(cfg, log=lambda msg: print(msg, file=sys.stderr))
+    print(args.out)
+    return 0
+
+
+def run_tensorrt(args) -> int:
+    from runtime.backends.backend_tensorrt import build_engines
+    from runtime.bundle import BundleError, is_bundle, read_bundle
+    from runtime.zoo import resolve_model
+
+    folder = resolve_model(args.model)
+    if not is_bundle(folder):
+        raise BundleError("not a bundle (no manifest.json); run `refocus export onnx` first", folder)
+    for row in build_engines(read_bundle(folder), args.precision):
+        state = "built" if row["built"] else "cached"
+        print(f"{row['name']:14s} {state:6s} {row['seconds']:7.1f} s  {row['path']}", file=sys.stderr)
+    return 0

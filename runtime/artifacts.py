@@ -1,0 +1,111 @@
+"""The one place that names artifacts and derives cache keys.
+
+Everything that must invalidate a cached artifact goes into its key: the source
+model's hash, the precision recipe, the shape profile, the tool version and, for
+hardware-specific artifacts (TensorRT engines, dispatch timings), the hardware.
+A key is a short sha256 of a canonical JSON of those facts, so adding a fact
+changes every key and nothing stale can match by accident.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+
+MANIFEST_NAME = "manifest.json"
+BUNDLE_FORMAT = 1
+PRECISIONS = ("fp32", "fp16")
+
+
+def _digest(facts: dict) -> str:
+    canonical = json.dumps(facts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_hash(folder: Path) -> str:
+    """Hash of every weight and config file of a diffusers-layout model folder.
+
+    File names and contents both count, so a retrained or re-configured model
+    (or a swapped UNet override) gets a new hash.
+    """
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        if not (rel.endswith((".json", ".safetensors")) and not rel.startswith(".")):
+            continue
+        if rel.startswith(("README", "samples/")):
+            continue
+        h.update(rel.encode() + b"\0" + file_sha256(path).encode() + b"\n")
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------ names
+def onnx_artifact(component: str, precision: str) -> str:
+    """Bundle-relative path of a component's ONNX graph."""
+    return f"onnx/{precision}/{component}.onnx"
+
+
+def onnx_external_data(component: str) -> str:
+    """File name (beside the graph) of the weights of a graph over the 2 GB protobuf limit."""
+    return f"{component}.onnx.data"
+
+
+def coreml_artifact(component: str, precision: str) -> str:
+    return f"coreml/{precision}/{component}.mlpackage"
+
+
+def profile_facts(spec) -> dict:
+    return {"inputs": {t.name: list(t.dims) for t in spec.inputs},
+            "profile": {k: list(v) for k, v in sorted(spec.profile.items())}}
+
+
+def engine_key(model_hash_: str, component: str, precision: str, spec, trt_version: str,
+               compute_capability: str) -> str:
+    """Cache key of a TensorRT engine: a change in any input means a rebuild, never a stale load."""
+    return _digest({"kind": "tensorrt-engine", "model": model_hash_, "component": component,
+                    "precision": precision, "shapes": profile_facts(spec), "tensorrt": trt_version,
+                    "sm": compute_capability})
+
+
+def engine_file(component: str, precision: str, key: str) -> str:
+    return f"{component}.{precision}.{key}.engine"
+
+
+def timing_cache_file(trt_version: str, compute_capability: str) -> str:
+    return f"timing.trt{trt_version}.sm{compute_capability}.cache"
+
+
+def hardware_facts() -> dict:
+    """What makes a timing measured on this machine invalid on another."""
+    facts = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+             "cpus": os.cpu_count(), "system": platform.system()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+        facts["cpu_model"] = model
+    except OSError:
+        pass
+    return facts
+
+
+def dispatch_key(bundle_hash: str, versions: dict, hardware: dict | None = None) -> str:
+    """Cache key of measured backend timings: bundle content + backend versions + hardware."""
+    return _digest({"kind": "dispatch", "bundle": bundle_hash, "versions": versions,
+                    "hardware": hardware if hardware is not None else hardware_facts()})
+
+
+def cache_dir() -> Path:
+    """Machine-local cache (engines, timings): $REFOCUS_CACHE_DIR or ~/.cache/refocus-edge."""
+    env = os.environ.get("REFOCUS_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "refocus-edge"

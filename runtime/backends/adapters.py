@@ -1,0 +1,87 @@
+"""PyTorch call signatures on top of backend runners.
+
+The sampler calls `unet(sample, t, encoder_hidden_states=..., added_time_ids=...,
+return_dict=False)[0]`, `vae.encode(x).latent_dist.mode()`,
+`vae.decode(z, num_frames=n).sample` and `image_encoder(pixels).image_embeds`,
+and reads `.dtype` and `.config`. These adapters provide exactly that, so the
+loop is written once and never chooses a backend.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+
+from runtime.errors import InvalidArgumentError
+
+
+class AttrConfig(dict):
+    """A model config with attribute access, like diffusers' FrozenDict."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class _Adapter:
+    dtype = torch.float32  # the I/O dtype; a runner casts to its graph's precision itself
+
+    def __init__(self, config: dict, runners: dict):
+        self.config = AttrConfig(config)
+        self.runners = runners
+
+    @property
+    def devices(self) -> dict[str, str]:
+        return {name: r.device for name, r in self.runners.items()}
+
+    def close(self) -> None:
+        for r in self.runners.values():
+            r.close()
+
+
+class UNetAdapter(_Adapter):
+    def __call__(self, sample, timestep, encoder_hidden_states=None, added_time_ids=None,
+                 return_dict: bool = True, **unused):
+        batch = sample.shape[0]
+        t = torch.as_tensor(timestep, dtype=torch.float32).reshape(-1)
+        t = t.expand(batch) if t.numel() == 1 else t
+        out = self.runners["unet"]({"sample": sample.float(), "timestep": t.contiguous(),
+                                    "encoder_hidden_states": encoder_hidden_states.float(),
+                                    "added_time_ids": added_time_ids.float()})["out_sample"]
+        return SimpleNamespace(sample=out) if return_dict else (out,)
+
+
+class _Mode:
+    def __init__(self, latent):
+        self._latent = latent
+
+    def mode(self):
+        return self._latent
+
+    mean = property(mode)
+
+
+class VaeAdapter(_Adapter):
+    """Encoder runner under "vae_encoder", decoder runners under "vae_decoder_<chunk>"."""
+
+    def encode(self, image, return_dict: bool = True):
+        latent = self.runners["vae_encoder"]({"image": image.float()})["latent"]
+        dist = _Mode(latent)
+        return SimpleNamespace(latent_dist=dist) if return_dict else (dist,)
+
+    def decode(self, latent, num_frames: int, return_dict: bool = True):
+        runner = self.runners.get(f"vae_decoder_{int(num_frames)}")
+        if runner is None:
+            chunks = sorted(int(k.rsplit("_", 1)[1]) for k in self.runners if k.startswith("vae_decoder_"))
+            raise InvalidArgumentError(f"no VAE decoder for chunks of {num_frames} frames in this bundle "
+                                       f"(it has {chunks}); export with matching decode_chunk_sizes")
+        image = runner({"latent": latent.float()})["image"]
+        return SimpleNamespace(sample=image) if return_dict else (image,)
+
+
+class ImageEncoderAdapter(_Adapter):
+    def __call__(self, pixel_values, **unused):
+        embeds = self.runners["image_encoder"]({"pixel_values": pixel_values.float()})["image_embeds"]
+        return SimpleNamespace(image_embeds=embeds)

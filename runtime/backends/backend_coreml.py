@@ -1,0 +1,109 @@
+"""Core ML: runs a bundle's Core ML packages (coreml/<precision>/<component>.mlpackage), macOS only.
+
+Core ML's runtime is part of macOS, so on any other system this backend is
+unavailable whatever is installed (coremltools imports on Linux but cannot
+predict). Compute units: $REFOCUS_COREML_COMPUTE_UNITS (ALL, CPU_ONLY,
+CPU_AND_GPU, CPU_AND_NE), default ALL, letting Core ML place each layer on the
+Neural Engine, GPU or CPU. Feeds are numpy arrays in the dtype each package
+input declares (float32, or float16 for packages exported with fp16 I/O);
+outputs come back as CPU float32 torch tensors named as the spec names them.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import platform
+
+import numpy as np
+import torch
+
+from runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
+from runtime.bundle import BundleError
+from runtime.errors import InvalidArgumentError
+
+MACOS_ONLY = "Core ML runs only on macOS"
+UNITS_ENV = "REFOCUS_COREML_COMPUTE_UNITS"
+COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
+# Core ML multi-array element types (ArrayFeatureType.ArrayDataType names) -> numpy.
+_NP_TYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "DOUBLE": np.float64, "INT32": np.int32}
+
+
+def on_macos() -> bool:
+    return platform.system() == "Darwin"
+
+
+def compute_units() -> str:
+    units = os.environ.get(UNITS_ENV, "ALL").strip().upper()
+    if units not in COMPUTE_UNITS:
+        raise InvalidArgumentError(f"${UNITS_ENV}={units!r} is not one of {', '.join(COMPUTE_UNITS)}")
+    return units
+
+
+def numpy_type(data_type_name: str):
+    """numpy dtype of a Core ML multi-array type name; float32 for anything else (Core ML converts)."""
+    return _NP_TYPES.get(data_type_name, np.float32)
+
+
+def _installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+def _input_types(model, ct) -> dict:
+    """Input name -> numpy dtype, read from the package's model description."""
+    enum = ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType
+    out = {}
+    for item in model.get_spec().description.input:
+        name = enum.Name(item.type.multiArrayType.dataType) if item.type.HasField("multiArrayType") else ""
+        out[item.name] = numpy_type(name)
+    return out
+
+
+class CoreMLBackend(Backend):
+    name = "coreml"
+    artifact = "coreml"
+    priority = 3
+
+    def availability(self) -> Availability:
+        if not on_macos():
+            return Availability(False, f"{MACOS_ONLY} (this is {platform.system() or 'an unknown system'})")
+        if not _installed("coremltools"):
+            return Availability(False, "package 'coremltools' is not installed (pip install coremltools)")
+        try:
+            units = compute_units()
+        except InvalidArgumentError as exc:
+            return Availability(False, str(exc))
+        version = importlib.metadata.version("coremltools")
+        return Availability(True, f"coremltools {version}, macOS {platform.mac_ver()[0]}, compute units {units}",
+                            {"coremltools": version, "macos": platform.mac_ver()[0], "compute_units": units})
+
+    def load(self, bundle, spec, precision: str) -> Runner:
+        if not on_macos():
+            raise BackendUnavailableError(f"{spec.name}: {MACOS_ONLY}, this machine runs "
+                                          f"{platform.system() or 'another system'}; use the onnxruntime "
+                                          "or tensorrt backend")
+        self.require()
+        import coremltools as ct
+
+        path = bundle.artifact_path("coreml", precision, spec.name)
+        units = compute_units()
+        model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, units))
+        types = _input_types(model, ct)
+        outputs = {o.name for o in model.get_spec().description.output}
+        unknown = sorted(set(types) - set(spec.input_names))
+        missing = sorted(set(spec.output_names) - outputs)
+        if unknown or missing:
+            raise BundleError(f"{spec.name}: the Core ML package's inputs {sorted(types)} / outputs {sorted(outputs)}"
+                              f" do not match the manifest's spec; re-export the bundle", path)
+        names = spec.output_names
+
+        def run(feeds):
+            arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy().astype(types[k], copy=False))
+                      for k, v in feeds.items() if k in types}
+            result = model.predict(arrays)
+            return {n: torch.from_numpy(np.asarray(result[n], dtype=np.float32)) for n in names}
+
+        return Runner(spec, run, f"coreml {units} {precision}")
+
+
+BACKEND = CoreMLBackend()

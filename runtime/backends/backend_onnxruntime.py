@@ -1,0 +1,84 @@
+"""ONNX Runtime: runs a bundle's ONNX graphs.
+
+Execution provider: $REFOCUS_ORT_PROVIDER if set (e.g. CUDAExecutionProvider),
+else CUDA when this onnxruntime build has it, else CPU. The provider a session
+actually uses is reported; if ONNX Runtime falls back from the one asked for, the
+load fails instead of running silently on something slower.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import torch
+
+from runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
+
+PREFERENCE = ("CUDAExecutionProvider", "CPUExecutionProvider")
+_NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def _provider(ort) -> str:
+    available = ort.get_available_providers()
+    wanted = os.environ.get("REFOCUS_ORT_PROVIDER")
+    if wanted:
+        if wanted not in available:
+            raise BackendUnavailableError(f"REFOCUS_ORT_PROVIDER={wanted} but this onnxruntime has only "
+                                          f"{', '.join(available)}")
+        return wanted
+    return next(p for p in PREFERENCE + tuple(available) if p in available)
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    artifact = "onnx"
+    priority = 1
+
+    def availability(self) -> Availability:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return Availability(False, "package 'onnxruntime' is not installed (pip install onnxruntime)")
+        import onnxruntime as ort
+
+        try:
+            provider = _provider(ort)
+        except BackendUnavailableError as exc:
+            return Availability(False, str(exc))
+        return Availability(True, f"onnxruntime {ort.__version__}, {provider}",
+                            {"onnxruntime": ort.__version__, "provider": provider})
+
+    def load(self, bundle, spec, precision: str) -> Runner:
+        self.require()
+        return session_runner(bundle.artifact_path("onnx", precision, spec.name), spec, precision)
+
+
+def session_runner(path, spec, precision: str, provider: str | None = None) -> Runner:
+    """An ONNX Runtime session on `path` behind the Runner interface of `spec`."""
+    import onnxruntime as ort
+
+    provider = provider or _provider(ort)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    # The same thread budget as PyTorch (OMP_NUM_THREADS / torch.set_num_threads), so that
+    # backend timings compare like with like.
+    options.intra_op_num_threads = torch.get_num_threads()
+    # The exported graphs are constant-folded already; ORT's own fusions still apply here.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=[provider])
+    used = session.get_providers()[0]
+    if used != provider:
+        raise BackendUnavailableError(f"{spec.name}: asked onnxruntime for {provider}, it fell back to "
+                                      f"{used}; refusing to run on a provider nobody chose")
+    types = {i.name: _NP_TYPES.get(i.type, np.float32) for i in session.get_inputs()}
+    names = spec.output_names
+
+    def run(feeds):
+        arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy().astype(types[k], copy=False))
+                  for k, v in feeds.items() if k in types}
+        outs = session.run(names, arrays)
+        return {n: torch.from_numpy(np.asarray(o, dtype=np.float32)) for n, o in zip(names, outs)}
+
+    return Runner(spec, run, f"onnxruntime {used} {precision}")
+
+
+BACKEND = OnnxRuntimeBackend()

@@ -1,0 +1,70 @@
+"""The reference backend: the source model's PyTorch modules, fp32 eager.
+
+For a bundle it loads the model the bundle was exported from (by shipped name
+or path, as the manifest records it) and refuses one whose hash changed since.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+from runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
+
+
+@functools.lru_cache(maxsize=2)
+def _source_refocuser(path: str):
+    from runtime.loading import load_refocuser
+
+    return load_refocuser(path)
+
+
+def source_folder(bundle) -> Path | None:
+    from runtime.zoo import resolve_model
+
+    src = bundle.source
+    for candidate in (src.get("model"), src.get("path")):
+        if not candidate:
+            continue
+        try:
+            folder = resolve_model(candidate)
+        except Exception:  # an unknown name: try the next candidate
+            continue
+        if folder.is_dir():
+            return folder
+    return None
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    artifact = "torch"
+    priority = 0
+
+    def availability(self) -> Availability:
+        return Availability(True, f"PyTorch {torch.__version__}, CPU, fp32 eager (the reference)",
+                            {"torch": torch.__version__})
+
+    def load(self, bundle, spec, precision: str) -> Runner:
+        from runtime.artifacts import model_hash
+        from runtime.component_modules import component_module
+
+        folder = source_folder(bundle)
+        if folder is None:
+            raise BackendUnavailableError(
+                f"the source model of this bundle ({bundle.source.get('model') or bundle.source.get('path')}) "
+                "is not on this machine; the torch backend runs the original PyTorch model")
+        if bundle.source.get("hash") and model_hash(folder) != bundle.source["hash"]:
+            raise BackendUnavailableError(f"the source model at {folder} changed since the bundle was "
+                                          "exported (hash differs); re-export the bundle")
+        module = component_module(_source_refocuser(str(folder)), spec)
+
+        @torch.no_grad()
+        def run(feeds):
+            out = module(*(feeds[name] for name in spec.input_names))
+            return {spec.output_names[0]: out.float()}
+
+        return Runner(spec, run, "torch cpu fp32")
+
+
+BACKEND = TorchBackend()

@@ -1,0 +1,65 @@
+"""What every backend provides.
+
+A backend turns one component's artifact (a PyTorch module, an ONNX graph, a
+TensorRT engine, a Core ML package) into a `Runner`: a callable taking the
+spec's inputs by name (torch tensors) and returning the spec's outputs by name.
+The adapters in runtime/backends/adapters.py put the PyTorch call signatures
+back on top of runners, so the sampling loop never knows which backend it runs.
+
+A backend module `runtime/backends/backend_<name>.py` registers itself by
+defining `BACKEND`, an instance of a `Backend` subclass; nothing else lists them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from runtime.errors import RefocusError
+
+
+class BackendUnavailableError(RefocusError):
+    """A backend cannot run here (package, hardware or artifact missing); the message says why."""
+
+
+@dataclass(frozen=True)
+class Availability:
+    available: bool
+    reason: str  # why not, or what it will run on
+    versions: dict = field(default_factory=dict)
+
+
+class Runner:
+    """One loaded component. `device` says what it actually runs on (e.g. the ORT provider)."""
+
+    def __init__(self, spec, fn: Callable[[dict], dict], device: str, check_inputs: bool = True):
+        self.spec, self._fn, self.device, self._check = spec, fn, device, check_inputs
+
+    def __call__(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self._check:
+            self.spec.check_inputs(feeds)
+        return self._fn(feeds)
+
+    def close(self) -> None:
+        self._fn = None
+
+
+class Backend:
+    name: str = ""
+    artifact: str = ""  # the bundle artifact kind it loads: "torch", "onnx", "coreml"
+    priority: int = 100  # tie-break when timings are unknown: lower first
+
+    def availability(self) -> Availability:
+        """Cheap check (no model loading); heavy packages are only looked up, not imported."""
+        raise NotImplementedError
+
+    def load(self, bundle, spec, precision: str) -> Runner:
+        """Load `spec`'s artifact from `bundle` (a runtime.bundle.Bundle)."""
+        raise NotImplementedError
+
+    def require(self) -> Availability:
+        state = self.availability()
+        if not state.available:
+            raise BackendUnavailableError(f"backend '{self.name}' is unavailable here: {state.reason}")
+        return state

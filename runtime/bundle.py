@@ -1,0 +1,122 @@
+"""Bundles: a folder written by `refocus export`/`refocus quantize`, loadable wherever a model is.
+
+Layout: manifest.json, refocus.json, scheduler/, and the artifacts the manifest
+lists (onnx/<precision>/<component>.onnx, ...). The manifest records the
+component specs, the sampler config, the source model and its hash, tool
+versions, parity gate results and a sha256 for every file. Before anything is
+loaded the runtime checks that every path stays inside the bundle and that each
+file it is about to load matches its checksum.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.artifacts import BUNDLE_FORMAT, MANIFEST_NAME, file_sha256
+from runtime.components import ComponentSpec
+from runtime.errors import RefocusError
+
+
+class BundleError(RefocusError):
+    """A bundle is malformed, tampered with or refers outside itself."""
+
+
+def is_bundle(path) -> bool:
+    return Path(path).is_dir() and (Path(path) / MANIFEST_NAME).is_file()
+
+
+def resolve_inside(root: Path, rel: str) -> Path:
+    """`root/rel`, refusing absolute paths, `..` and links that lead out of the bundle."""
+    if not isinstance(rel, str) or not rel:
+        raise BundleError(f"manifest has an empty or non-string path {rel!r}", root / MANIFEST_NAME)
+    if os.path.isabs(rel) or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
+        raise BundleError(f"manifest path {rel!r} is absolute; bundle paths must be relative",
+                          root / MANIFEST_NAME)
+    if ".." in Path(rel).parts:
+        raise BundleError(f"manifest path {rel!r} climbs out of the bundle with '..'", root / MANIFEST_NAME)
+    real_root = root.resolve()
+    target = (root / rel).resolve()
+    if target != real_root and real_root not in target.parents:
+        raise BundleError(f"manifest path {rel!r} is a link that leads outside the bundle ({target})",
+                          root / MANIFEST_NAME)
+    return root / rel
+
+
+@dataclass
+class Bundle:
+    root: Path
+    manifest: dict
+
+    @property
+    def specs(self) -> dict[str, ComponentSpec]:
+        return {name: ComponentSpec.from_json(d) for name, d in self.manifest["components"].items()}
+
+    @property
+    def source(self) -> dict:
+        return self.manifest.get("source", {})
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of the bundle's contents (its checksum table), for cache keys."""
+        import hashlib
+
+        table = json.dumps(self.manifest.get("files", {}), sort_keys=True)
+        return hashlib.sha256(table.encode()).hexdigest()
+
+    def precisions(self, artifact: str) -> list[str]:
+        return list(self.manifest.get("artifacts", {}).get(artifact, {}))
+
+    def artifact_path(self, artifact: str, precision: str, component: str, verify: bool = True) -> Path:
+        table = self.manifest.get("artifacts", {}).get(artifact, {}).get(precision, {})
+        if component not in table:
+            raise BundleError(f"no {artifact} {precision} artifact for component '{component}' "
+                              f"(has: {sorted(table) or 'none'})", self.root)
+        path = resolve_inside(self.root, table[component])
+        if verify:
+            self.verify(table[component])
+        return path
+
+    def gate_passed(self, artifact: str, precision: str, component: str) -> bool:
+        gate = self.manifest.get("gates", {}).get(artifact, {}).get(precision, {}).get(component)
+        return bool(gate and gate.get("passed"))
+
+    def verify(self, rel: str) -> None:
+        """Check every file at or under `rel` against the manifest's checksums."""
+        files = self.manifest.get("files", {})
+        prefix = rel.rstrip("/") + "/"
+        # The graph, a package folder's files, and an ONNX graph's external weights file.
+        wanted = [f for f in files if f in (rel, rel + ".data") or f.startswith(prefix)]
+        if not wanted:
+            raise BundleError(f"'{rel}' has no checksum in the manifest; refusing to load it", self.root)
+        for name in wanted:
+            path = resolve_inside(self.root, name)
+            if not path.is_file():
+                raise BundleError(f"'{name}' listed in the manifest is missing; re-export the bundle", self.root)
+            if file_sha256(path) != files[name]:
+                raise BundleError(f"checksum mismatch for '{name}': the file changed after export "
+                                  "(corrupted or edited); re-export the bundle", self.root)
+
+
+def read_bundle(path) -> Bundle:
+    root = Path(path)
+    manifest_path = root / MANIFEST_NAME
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"cannot read the manifest ({exc})", manifest_path) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"unsupported bundle format {manifest.get('format') if isinstance(manifest, dict) else '?'}"
+                          f" (this runtime reads format {BUNDLE_FORMAT})", manifest_path)
+    for key in ("components", "files", "artifacts"):
+        if not isinstance(manifest.get(key), dict):
+            raise BundleError(f"manifest has no '{key}' table", manifest_path)
+    # Every path the manifest names must stay inside the bundle, used or not.
+    for name in manifest["files"]:
+        resolve_inside(root, name)
+    for artifact in manifest["artifacts"].values():
+        for table in artifact.values():
+            for rel in table.values():
+                resolve_inside(root, rel)
+    return Bundle(root=root, manifest=manifest)

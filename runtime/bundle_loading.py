@@ -1,0 +1,70 @@
+"""Turn a bundle into a Refocuser whose components are backend adapters.
+
+The result has the same fields as a PyTorch refocuser (runtime/loading.py), so
+`sample_focal_stack` runs it unchanged; `choices` says which backend runs each
+component and why.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from runtime.backends.adapters import AttrConfig, ImageEncoderAdapter, UNetAdapter, VaeAdapter
+from runtime.bundle import BundleError, read_bundle, resolve_inside
+from runtime.dispatch import load_runners, requested_backend
+
+
+def load_bundle_refocuser(path: Path, backend: str | None = None, precision: str | None = None,
+                          low_memory: bool = False):
+    from diffusers import EulerDiscreteScheduler
+
+    from runtime.loading import CLIP_MEAN, CLIP_STD, Refocuser
+    from runtime.model_config import load_model_config
+
+    bundle = read_bundle(path)
+    configs = bundle.manifest.get("configs", {})
+    for part in ("unet", "vae", "image_encoder"):
+        if part not in configs:
+            raise BundleError(f"manifest has no '{part}' config", bundle.root)
+    for rel in ("scheduler/scheduler_config.json", "refocus.json"):
+        bundle.verify(rel)
+    scheduler = EulerDiscreteScheduler.from_pretrained(resolve_inside(bundle.root, "scheduler"))
+    requested = requested_backend(backend)
+    groups = {"unet": (UNetAdapter, ["unet"]),
+              "vae": (VaeAdapter, [n for n in bundle.specs if n.startswith("vae_")]),
+              "image_encoder": (ImageEncoderAdapter, ["image_encoder"])}
+    choices: list = []
+    if low_memory:
+        from runtime.low_memory import LazyComponent
+
+        def loader(part):
+            cls, names = groups[part]
+            runners, picked = load_runners(bundle, requested, precision, components=names)
+            known = {c.component for c in choices}
+            choices.extend(c for c in picked if c.component not in known)
+            return cls(configs[part], runners)
+
+        # Adapters take and return fp32 whatever their graphs' precision.
+        parts = {part: LazyComponent(part, AttrConfig(configs[part]), (lambda p=part: loader(p)), torch.float32)
+                 for part in groups}
+    else:
+        runners, choices = load_runners(bundle, requested, precision)
+        parts = {part: cls(configs[part], {n: runners[n] for n in names}) for part, (cls, names) in groups.items()}
+    clip = bundle.manifest.get("clip", {})
+    refocuser = Refocuser(
+        unet=parts["unet"],
+        vae=parts["vae"],
+        image_encoder=parts["image_encoder"],
+        scheduler=scheduler,
+        config=load_model_config(bundle.root),
+        source=bundle.root,
+        clip_mean=tuple(clip.get("mean", CLIP_MEAN)),
+        clip_std=tuple(clip.get("std", CLIP_STD)),
+        clip_size=tuple(clip.get("size", (224, 224))),
+    )
+    refocuser.choices = choices  # filled as components load in low-memory mode
+    refocuser.notes.extend(f"{c.component}: {c.backend} ({c.device}): {c.reason}" for c in choices)
+    if low_memory:
+        refocuser.notes.append("low-memory mode: one component resident at a time")
+    return refocuser
