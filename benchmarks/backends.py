@@ -36,7 +36,6 @@ import json
 import os
 import platform
 import shlex
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -258,19 +257,6 @@ def _current_rss_mib() -> float | None:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
-def _timed(fn: Callable, repeats: int, warmup: int) -> tuple[dict, object]:
-    """Median/min/max seconds of `repeats` calls after `warmup` untimed ones, and the last output."""
-    for _ in range(warmup):
-        fn()
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "runs": repeats}, out
-
-
 def stage_what(decode_chunks) -> dict[str, str]:
     """Stage name -> description, in report order, for a model's decode chunk sizes."""
     what = dict(STAGES)
@@ -286,32 +272,21 @@ def stage_callables(refocuser, size, position: int, seed: int, steps: int) -> di
     module and a backend adapter run the same code."""
     import torch
 
-    from benchmarks.latency import bench_image
-    from runtime.conditioning import conditioning_latents, image_embedding
-    from runtime.sampler import SamplerConfig, make_scheduler, sample_focal_stack
+    from benchmarks.latency import stage_inputs
+    from runtime.conditioning import component_dtype, conditioning_latents, image_embedding
+    from runtime.sampler import SamplerConfig, sample_focal_stack
 
     cfg = refocuser.config
     unet, vae, enc = refocuser.unet, refocuser.vae, refocuser.image_encoder
-    image = bench_image(size, seed)
-    with torch.no_grad():
-        emb = image_embedding(enc, image, refocuser.clip_size, refocuser.clip_mean, refocuser.clip_std)
-        cond = conditioning_latents(vae, image, position, cfg.num_frames)
-    dtype = unet.dtype
-    emb, cond = emb.to(dtype), cond.to(dtype)
-    g = torch.Generator().manual_seed(seed)
-    noisy = torch.randn(cond.shape, generator=g).to(dtype)
-    t = make_scheduler(refocuser, steps).timesteps[0]  # the timestep value does not change the cost
-    x1 = torch.cat([noisy, cond], dim=2)
-    x2 = torch.cat([torch.cat([noisy, torch.zeros_like(cond)], dim=2), x1])  # [uncond, cond], as fast mode
-    emb2 = torch.cat([torch.zeros_like(emb), emb])
-    ids = torch.tensor([cfg.added_time_ids], dtype=dtype)
-    latents = torch.randn(cond.shape, generator=g)[0] / vae.config.scaling_factor
+    inp = stage_inputs(refocuser, size, position, seed, steps)
+    image, x1, x2, emb, emb2, ids, t = inp.image, inp.x1, inp.x2, inp.emb, inp.emb2, inp.ids, inp.t
+    latents = inp.latents[0] / vae.config.scaling_factor
 
     def nograd(fn):
         return torch.no_grad()(fn)
 
     def decode(chunk):
-        z = latents[:chunk].to(vae.dtype)
+        z = latents[:chunk].to(component_dtype(vae))
         return nograd(lambda: vae.decode(z, num_frames=chunk).sample)
 
     def sample(mode):
@@ -356,6 +331,7 @@ def _measure_backend(spec: WorkerSpec, refocuser, bar) -> tuple[dict, dict]:
     """Stage and end-to-end timings, then the held-out stacks. -> (result fields, tensors to save)."""
     import torch
 
+    from benchmarks.latency import timed
     from runtime.fast_attention import single_token_cross_attention
     from runtime.sampler import SamplerConfig, sample_focal_stack
 
@@ -367,7 +343,7 @@ def _measure_backend(spec: WorkerSpec, refocuser, bar) -> tuple[dict, dict]:
     with single_token_cross_attention(refocuser.unet):
         for name, fn in fns.items():
             bar.set_postfix_str(name)
-            stages[name], out = _timed(fn, spec.repeats, spec.warmup)
+            stages[name], out = timed(fn, spec.repeats, spec.warmup)
             outputs[name] = out
             bar.update()
         inputs = torch.load(spec.inputs)
@@ -387,11 +363,11 @@ def _measure_backend(spec: WorkerSpec, refocuser, bar) -> tuple[dict, dict]:
 
 
 def _measure_baseline(spec: WorkerSpec, refocuser, bar) -> tuple[dict, dict]:
-    from benchmarks.latency import bench_image, diffusers_baseline
+    from benchmarks.latency import bench_image, diffusers_baseline, timed
 
     image = bench_image(spec.size, spec.seed)
     bar.set_postfix_str(BASELINE)
-    stats, out = _timed(lambda: diffusers_baseline(refocuser, image, spec.position, spec.seed, spec.steps),
+    stats, out = timed(lambda: diffusers_baseline(refocuser, image, spec.position, spec.seed, spec.steps),
                         spec.repeats, spec.warmup)
     bar.update()
     return {"stages": {BASELINE: stats}, "devices": {"all": "torch cpu (plain diffusers modules)"}}, \

@@ -23,10 +23,13 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 from benchmarks.models import load, working_size
+from runtime.conditioning import component_dtype, conditioning_latents, image_embedding
+from runtime.sampler import make_scheduler
 
 # name -> what is timed. Order = report order.
 STAGES = {
@@ -53,12 +56,11 @@ def diffusers_baseline(refocuser, image: torch.Tensor, position: int, seed: int 
     Same maths as the reference (so same output), none of the project's speed-ups:
     what "just use diffusers" costs. It only encodes the input frame, as a user would.
     """
-    from runtime.conditioning import conditioning_latents, image_embedding
-    from runtime.sampler import decode_latents, initial_noise, make_scheduler
+    from runtime.sampler import decode_latents, initial_noise
 
     cfg, unet, vae = refocuser.config, refocuser.unet, refocuser.vae
     steps = cfg.num_inference_steps if steps is None else steps
-    dtype = unet.dtype
+    dtype = component_dtype(unet)
     emb = image_embedding(refocuser.image_encoder, image, refocuser.clip_size, refocuser.clip_mean,
                           refocuser.clip_std).to(dtype)
     cond = conditioning_latents(vae, image, position, cfg.num_frames).to(dtype)
@@ -84,33 +86,56 @@ def bench_image(size: tuple[int, int], seed: int = 0) -> torch.Tensor:
     return torch.rand((1, 3, h, w), generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 
+def stage_inputs(refocuser, size, position: int, seed: int, steps: int) -> SimpleNamespace:
+    """The inputs every stage benchmark feeds, prepared once outside the timed region.
+
+    image, emb/cond (batch 1), x1 (batch 1) and x2/emb2 (batch 2 = [unconditional, conditional],
+    the order fast mode uses), ids, the first timestep t, and random latents [1, F, C, h, w]."""
+    unet, vae = refocuser.unet, refocuser.vae
+    image = bench_image(size, seed)
+    dtype = component_dtype(unet)
+    with torch.no_grad():
+        emb = image_embedding(refocuser.image_encoder, image, refocuser.clip_size, refocuser.clip_mean,
+                              refocuser.clip_std).to(dtype)
+        cond = conditioning_latents(vae, image, position, refocuser.config.num_frames).to(dtype)
+    g = torch.Generator().manual_seed(seed)
+    noisy = torch.randn(cond.shape, generator=g).to(dtype)
+    x1 = torch.cat([noisy, cond], dim=2)
+    return SimpleNamespace(
+        image=image, emb=emb, cond=cond, x1=x1,
+        x2=torch.cat([torch.cat([noisy, torch.zeros_like(cond)], dim=2), x1]),
+        emb2=torch.cat([torch.zeros_like(emb), emb]),
+        ids=torch.tensor([refocuser.config.added_time_ids], dtype=dtype),
+        t=make_scheduler(refocuser, steps).timesteps[0],  # the timestep value does not change the cost
+        latents=torch.randn(cond.shape, generator=g))
+
+
+def timed(fn, repeats: int, warmup: int) -> tuple[dict, object]:
+    """Median/min/max seconds of `repeats` calls after `warmup` untimed ones, and the last output."""
+    for _ in range(warmup):
+        fn()
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "runs": repeats}, out
+
+
 def stage_callables(refocuser, size=None, position: int | None = None, seed: int = 0,
                     steps: int | None = None) -> dict:
     """name -> (fn, context factory): enter the context, then time fn() (no arguments)."""
-    from runtime.conditioning import conditioning_latents, conditioning_latents_literal, image_embedding
+    from runtime.conditioning import conditioning_latents_literal
     from runtime.fast_attention import single_token_cross_attention
-    from runtime.sampler import SamplerConfig, decode_latents, make_scheduler, sample_focal_stack
+    from runtime.sampler import SamplerConfig, decode_latents, sample_focal_stack
 
     cfg = refocuser.config
     size = tuple(size) if size is not None else working_size(refocuser)
     position = cfg.default_position if position is None else int(position)
     steps = cfg.num_inference_steps if steps is None else int(steps)
-    image = bench_image(size, seed)
+    inp = stage_inputs(refocuser, size, position, seed, steps)
+    image, x1, x2, emb, emb2, ids, t = inp.image, inp.x1, inp.x2, inp.emb, inp.emb2, inp.ids, inp.t
     unet, vae, frames_n = refocuser.unet, refocuser.vae, cfg.num_frames
-    dtype = unet.dtype
-    with torch.no_grad():
-        emb = image_embedding(refocuser.image_encoder, image, refocuser.clip_size, refocuser.clip_mean,
-                              refocuser.clip_std).to(dtype)
-        cond = conditioning_latents(vae, image, position, frames_n).to(dtype)
-    g = torch.Generator().manual_seed(seed)
-    noisy = torch.randn(cond.shape, generator=g).to(dtype)
-    t = make_scheduler(refocuser, steps).timesteps[0]  # the timestep value does not change the cost
-    x1 = torch.cat([noisy, cond], dim=2)
-    # Batch 2 = [unconditional, conditional], the order fast mode uses.
-    x2 = torch.cat([torch.cat([noisy, torch.zeros_like(cond)], dim=2), x1])
-    emb2 = torch.cat([torch.zeros_like(emb), emb])
-    ids = torch.tensor([cfg.added_time_ids], dtype=dtype)
-    latents = torch.randn(cond.shape, generator=g)
 
     def nograd(fn):
         return torch.no_grad()(fn)
@@ -131,7 +156,7 @@ def stage_callables(refocuser, size=None, position: int | None = None, seed: int
         # The shortcut is entered once around all runs, as the sampler does once per stack.
         "unet_b2_fast": (nograd(lambda: unet(x2, t, encoder_hidden_states=emb2,
                                              added_time_ids=ids.repeat(2, 1)).sample), shortcut),
-        "vae_decode": (nograd(lambda: decode_latents(vae, latents, cfg.decode_chunk_sizes)), none),
+        "vae_decode": (nograd(lambda: decode_latents(vae, inp.latents, cfg.decode_chunk_sizes)), none),
         "end_to_end_reference": (sample("reference"), none),
         "end_to_end_fast": (sample("fast"), none),
         "diffusers_baseline": (lambda: diffusers_baseline(refocuser, image, position, seed, steps), none),
@@ -161,18 +186,11 @@ def measure_stages(refocuser, size=None, position: int | None = None, seed: int 
     for name, (fn, context) in fns.items():
         if progress:
             print(f"  {name} ...", file=sys.stderr, flush=True)
-        times = []
         with context():
-            for _ in range(warmup):
-                fn()
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                out = fn()
-                times.append(time.perf_counter() - t0)
+            stats, out = timed(fn, repeats, warmup)
         if name in END_TO_END:
             outputs[name] = out
-        stages[name] = {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-                        "runs": repeats, "what": STAGES[name]}
+        stages[name] = {**stats, "what": STAGES[name]}
     ref = outputs["end_to_end_reference"]
     median = {k: v["median_s"] for k, v in stages.items()}
     return {
@@ -197,7 +215,7 @@ def measure_stages(refocuser, size=None, position: int | None = None, seed: int 
         "peak_rss_note": "process-wide RSS high-water mark (getrusage), model loading and anything run "
                          "earlier in this process included; not per stage",
         "env": {"torch": torch.__version__, "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-                "dtype": str(refocuser.unet.dtype), "machine": platform.machine(),
+                "dtype": str(component_dtype(refocuser.unet)), "machine": platform.machine(),
                 "load_avg_1min_start": load_start, "load_avg_1min_end": os.getloadavg()[0]},
     }
 

@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 
 CHILD = r"""
-import json, resource, sys, time
-import torch
+import json, sys, time
+from benchmarks.latency import peak_rss_mib
 from runtime.loading import load_refocuser
 from runtime.sampler import SamplerConfig, sample_focal_stack
 from focalstacks.synthetic import SyntheticFocalStacks
 model, low, backend = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = peak_rss_mib()
 t0 = time.perf_counter()
 r = load_refocuser(model, low_memory=low, backend=None if backend == "auto" else backend)
 load_s = time.perf_counter() - t0
@@ -30,7 +30,7 @@ w, h = r.config.fixed_size or (128, 128)
 image = SyntheticFocalStacks("heldout", size=(h, w), length=1)[0]["frames"][4:5] * 2 - 1
 t0 = time.perf_counter()
 frames = sample_focal_stack(r, image, SamplerConfig(seed=0, progress=False)).frames
-print(json.dumps({"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "import_mib": base,
+print(json.dumps({"peak_mib": peak_rss_mib(), "import_mib": base,
                   "load_s": load_s, "sample_s": time.perf_counter() - t0,
                   "backends": sorted({c.backend for c in r.choices}) or ["torch"],
                   "checksum": float(frames.double().sum())}))

@@ -39,10 +39,11 @@ def _u8(frames: torch.Tensor) -> np.ndarray:
 
 def _vae_roundtrip(refocuser, gt_pm1: torch.Tensor) -> torch.Tensor:
     """Encode (.mode()) and decode the 9 GT frames exactly as the sampler decodes: -> [9, 3, H, W] in [0, 1]."""
+    from runtime.conditioning import component_dtype
     from runtime.sampler import decode_latents
 
     vae = refocuser.vae
-    dtype = vae.dtype
+    dtype = component_dtype(vae)
     latents = vae.encode(gt_pm1.to(dtype)).latent_dist.mode().float()
     # decode_latents divides by the scaling factor (diffusion latents are scaled), so scale here.
     return decode_latents(vae, latents[None] * vae.config.scaling_factor, refocuser.config.decode_chunk_sizes)

@@ -12,15 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def _specs(width: int, height: int):
@@ -37,6 +32,7 @@ def export_step(out: Path, width: int, height: int) -> dict:
     import torch
     from diffusers import UNetSpatioTemporalConditionModel
 
+    from benchmarks.latency import peak_rss_mib
     from export.onnx_graphs import export_component, graph_files
     from runtime.component_modules import UNetComponent
 
@@ -51,13 +47,15 @@ def export_step(out: Path, width: int, height: int) -> dict:
     export_s = time.perf_counter() - t0
     sizes = {f.name: f.stat().st_size for f in graph_files(path)}
     return {"parameters": params, "build_s": build_s, "export_s": export_s, "files": sizes,
-            "export_peak_rss_mib": _peak_rss_mib()}
+            "export_peak_rss_mib": peak_rss_mib()}
 
 
 def run_step(graph: Path, width: int, height: int, batch: int) -> dict:
     import numpy as np
     import onnxruntime as ort
     import torch
+
+    from benchmarks.latency import peak_rss_mib
 
     spec = _specs(width, height)
     t0 = time.perf_counter()
@@ -70,7 +68,7 @@ def run_step(graph: Path, width: int, height: int, batch: int) -> dict:
     call_s = time.perf_counter() - t0
     return {"provider": session.get_providers()[0], "load_s": load_s, "call_s": call_s, "batch": batch,
             "input_shape": list(arrays["sample"].shape), "output_shape": list(out.shape),
-            "output_finite": bool(np.isfinite(out).all()), "run_peak_rss_mib": _peak_rss_mib()}
+            "output_finite": bool(np.isfinite(out).all()), "run_peak_rss_mib": peak_rss_mib()}
 
 
 def main(argv=None) -> None:

@@ -53,7 +53,7 @@ def _tool_versions() -> dict:
             "diffusers": diffusers.__version__, "transformers": transformers.__version__,
             "python": platform.python_version(), "opset": OPSET}
 
-def _gate_image(refocuser, dims: ModelDims, position: int) -> torch.Tensor:
+def _gate_image(dims: ModelDims, position: int) -> torch.Tensor:
     """A held-out synthetic photo at the opt resolution ([1, 3, H, W] in [-1, 1])."""
     from focalstacks.synthetic import SyntheticFocalStacks
 
@@ -89,7 +89,7 @@ def export_onnx(cfg: OnnxExportConfig, log: Callable[[str], None] = print) -> Ex
     report = ExportReport(out=Path(cfg.out))
     steps = cfg.gate_steps or refocuser.config.num_inference_steps
     position = refocuser.config.default_position
-    image = _gate_image(refocuser, dims, position)
+    image = _gate_image(dims, position)
     lpips = LPIPS("alex")
 
     with staged_bundle(Path(cfg.out), cfg.force) as stage:
@@ -125,7 +125,8 @@ def export_onnx(cfg: OnnxExportConfig, log: Callable[[str], None] = print) -> Ex
             for name, spec in specs.items():
                 t0 = time.perf_counter()
                 rel = onnx_artifact(name, precision)
-                export_component(component_module(source, spec), spec, stage / rel, dtype)
+                module = reference[name] if source is refocuser else component_module(source, spec)
+                export_component(module, spec, stage / rel, dtype)
                 runner = session_runner(stage / rel, spec, precision, provider="CPUExecutionProvider")
                 gate = component_gate(spec, "onnx", precision, reference[name], runner).enforce()
                 runner.close()
@@ -148,8 +149,6 @@ def export_onnx(cfg: OnnxExportConfig, log: Callable[[str], None] = print) -> Ex
             report.gates.append(gate)
             log(f"{precision:5s} {'end to end':14s} {'':13s} {gate.metric} {gate.value:.2e} "
                 f"<= {gate.threshold:.0e}  ({steps} steps, {time.perf_counter() - t0:.1f} s)")
-            if source is not refocuser:
-                del source
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
         write_manifest(stage, manifest)
     log(f"bundle     {cfg.out} ({sum(f.stat().st_size for f in Path(cfg.out).rglob('*') if f.is_file()) / 2**20:.1f} MiB)")

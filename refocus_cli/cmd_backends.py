@@ -21,15 +21,12 @@ def run(args) -> int:
         print(f"{name:12s} {mark}  {state.reason}")
     if args.model is None:
         return 0
-    from runtime.bundle import BundleError, is_bundle, read_bundle
+    from runtime.bundle import open_bundle
     from runtime.dispatch import load_runners
-    from runtime.zoo import resolve_model
 
-    folder = resolve_model(args.model)
-    if not is_bundle(folder):
-        raise BundleError("not a bundle (no manifest.json); run `refocus export onnx` first", folder)
-    _, choices = load_runners(read_bundle(folder), "auto", args.precision)
-    print(f"\nmeasured on this machine (median of warm calls at the opt shapes), bundle {folder}:")
+    bundle = open_bundle(args.model)
+    _, choices = load_runners(bundle, "auto", args.precision)
+    print(f"\nmeasured on this machine (median of warm calls at the opt shapes), bundle {bundle.root}:")
     for c in choices:
         measured = sorted((v, k) for k, v in c.timings_ms.items() if isinstance(v, (int, float)))
         times = ", ".join(f"{k} {v:.1f} ms" for v, k in measured)

@@ -57,13 +57,9 @@ def run_onnx(args) -> int:
 
 def run_tensorrt(args) -> int:
     from runtime.backends.backend_tensorrt import build_engines
-    from runtime.bundle import BundleError, is_bundle, read_bundle
-    from runtime.zoo import resolve_model
+    from runtime.bundle import open_bundle
 
-    folder = resolve_model(args.model)
-    if not is_bundle(folder):
-        raise BundleError("not a bundle (no manifest.json); run `refocus export onnx` first", folder)
-    for row in build_engines(read_bundle(folder), args.precision):
+    for row in build_engines(open_bundle(args.model), args.precision):
         state = "built" if row["built"] else "cached"
         print(f"{row['name']:14s} {state:6s} {row['seconds']:7.1f} s  {row['path']}", file=sys.stderr)
     return 0

@@ -90,6 +90,10 @@ class Bundle:
         wanted = [f for f in files if f in (rel, rel + ".data") or f.startswith(prefix)]
         if not wanted:
             raise BundleError(f"'{rel}' has no checksum in the manifest; refusing to load it", self.root)
+        # An ONNX graph over 2 GB reads its weights from "<graph>.data" beside it, listed or not:
+        # an unlisted one would be loaded unchecked, so it is refused.
+        if rel + ".data" not in files and (self.root / (rel + ".data")).exists():
+            raise BundleError(f"'{rel}.data' has no checksum in the manifest; refusing to load it", self.root)
         for name in wanted:
             path = resolve_inside(self.root, name)
             if not path.is_file():
@@ -97,6 +101,16 @@ class Bundle:
             if file_sha256(path) != files[name]:
                 raise BundleError(f"checksum mismatch for '{name}': the file changed after export "
                                   "(corrupted or edited); re-export the bundle", self.root)
+
+
+def open_bundle(name_or_path) -> Bundle:
+    """A bundle given by path (or a name in the models folder), or a one-line error saying what to do."""
+    from runtime.zoo import resolve_model
+
+    folder = resolve_model(name_or_path)
+    if not is_bundle(folder):
+        raise BundleError("not a bundle (no manifest.json); run `refocus export onnx` first", folder)
+    return read_bundle(folder)
 
 
 def read_bundle(path) -> Bundle:

