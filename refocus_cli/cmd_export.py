@@ -4,15 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-
-def _resolution(text: str) -> tuple[int, int]:
-    import argparse
-
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"resolution must look like 512x320 (W x H), got {text!r}") from None
-    return w, h
+from refocus_cli.arg_types import size_wxh
 
 
 def register(sub) -> None:
@@ -28,7 +20,7 @@ def register(sub) -> None:
     onnx.add_argument("--out", type=Path, required=True, metavar="BUNDLE", help="bundle folder to write")
     onnx.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "fp16"],
                       help="one or more graph precisions (default fp32)")
-    onnx.add_argument("--resolution", nargs="+", type=_resolution, default=None, metavar="WxH",
+    onnx.add_argument("--resolution", nargs="+", type=size_wxh, default=None, metavar="WxH",
                       help="working sizes the graphs must accept; the first is the optimisation "
                            "target, min/max span them (default: the model's working size)")
     onnx.add_argument("--gate-steps", type=int, default=None,

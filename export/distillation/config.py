@@ -1,0 +1,62 @@
+"""Typed configuration of one distillation run (the CLI builds it; library code reads it)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from export.distillation.schedule import StudentSchedule
+
+# Levels recorded in every trajectory cache, so one cache serves the 4-, 2- and 1-step students.
+SHARED_STEP_COUNTS = (1, 2, 4)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    teacher: str | Path
+    out: Path
+    steps: int = 4
+    teacher_unet: Path | None = None  # the released layout: base folder + UNet folder
+    data: str = "synthetic"
+    size: tuple[int, int] | None = None  # (W, H); None: the teacher's fixed working size
+    samples: int = 512  # teacher trajectories (inputs x noise seeds)
+    iterations: int = 2000
+    batch: int = 4
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    rollout_fraction: float = 0.5  # share of updates taken from the student's own states
+    seed: int = 0
+    init: Path | None = None  # student UNet to start from (default: the teacher's UNet)
+    trainable: Literal["all", "temporal"] = "all"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    gradient_checkpointing: bool = False
+    device: str = "cpu"
+    sigma_max: float | None = None
+    sigma_min: float | None = None
+    run_dir: Path | None = None  # checkpoints; default runs/distill/<out name>
+    cache: Path | None = None  # trajectory cache; default runs/distill/cache/<key>
+    checkpoint_minutes: float = 5.0
+    progress: bool = True
+    force: bool = False  # replace an existing --out folder
+    extra_card: dict = field(default_factory=dict)
+
+    @property
+    def schedule(self) -> StudentSchedule:
+        kwargs = {}
+        if self.sigma_max is not None:
+            kwargs["sigma_max"] = float(self.sigma_max)
+        if self.sigma_min is not None:
+            kwargs["sigma_min"] = float(self.sigma_min)
+        return StudentSchedule(self.steps, **kwargs)
+
+    @property
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir) if self.run_dir is not None else Path("runs/distill") / Path(self.out).name
+
+    def training_facts(self) -> dict:
+        """What a resumed run must share with the run it continues."""
+        keys = ("steps", "batch", "lr", "weight_decay", "ema_decay", "rollout_fraction", "seed",
+                "trainable", "precision", "sigma_max", "sigma_min", "samples")
+        d = asdict(self)
+        return {k: d[k] for k in keys} | {"init": str(self.init) if self.init else None}

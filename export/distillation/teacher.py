@@ -1,0 +1,103 @@
+"""The teacher's guided Euler solve, batched over inputs, over any sigma grid.
+
+The maths is the runtime sampler's (runtime/sampler.py): EDM preconditioning of a
+v-prediction UNet, timestep 0.25 ln sigma, guidance on the prediction with an
+unconditional branch that zeros both conditioning latents and embedding, Euler
+steps with the scheduler's own formula. It is restated here for a batch of
+different inputs at once (the runtime samples one photo) and to record the
+state at chosen levels; tests/test_distill.py checks it reproduces the sampler.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from runtime.conditioning import component_dtype, image_embedding
+from runtime.fast_attention import single_token_cross_attention
+
+
+@dataclass
+class Conditioning:
+    """What the UNet is conditioned on, for B inputs."""
+
+    latents: torch.Tensor  # [B, F, C, h, w]: the input's VAE mode at its position, zeros elsewhere
+    embeddings: torch.Tensor  # [B, 1, D]
+    positions: torch.Tensor  # [B] long
+
+
+@torch.no_grad()
+def encode_inputs(refocuser, images: torch.Tensor, positions) -> Conditioning:
+    """[-1, 1] images [B, 3, H, W] at focal `positions` -> the conditioning the sampler builds."""
+    positions = torch.as_tensor(positions, dtype=torch.long)
+    emb = image_embedding(refocuser.image_encoder, images, refocuser.clip_size,
+                          refocuser.clip_mean, refocuser.clip_std).float()
+    vae = refocuser.vae
+    lat = vae.encode(images.to(component_dtype(vae))).latent_dist.mode().float()  # unscaled
+    frames = refocuser.config.num_frames
+    cond = torch.zeros((len(images), frames, *lat.shape[1:]), dtype=torch.float32)
+    cond[torch.arange(len(images)), positions] = lat
+    return Conditioning(cond, emb, positions)
+
+
+def denoise(unet, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, emb: torch.Tensor,
+            time_ids: torch.Tensor) -> torch.Tensor:
+    """x0 estimate D(x; sigma) of a v-prediction UNet under EDM preconditioning.
+
+    `sigma` is a float32 tensor, one value or one per sample; the arithmetic is the
+    scheduler's (scale_model_input, then pred_original_sample for v-prediction).
+    """
+    s = sigma.to(torch.float32).reshape(-1, 1, 1, 1, 1)
+    t = (0.25 * sigma.to(torch.float32).log()).reshape(-1)
+    if t.numel() == 1:
+        t = t.reshape(())
+    dtype = component_dtype(unet)
+    scaled = x / ((s ** 2 + 1) ** 0.5)
+    v = unet(torch.cat([scaled, cond], dim=2).to(dtype), t, encoder_hidden_states=emb.to(dtype),
+             added_time_ids=time_ids.to(dtype).expand(x.shape[0], -1), return_dict=False)[0].float()
+    return v * (-s / ((s ** 2 + 1) ** 0.5)) + x / (s ** 2 + 1)
+
+
+def guided_denoise(unet, x, sigma, c: Conditioning, guidance: float, time_ids) -> torch.Tensor:
+    """The reference's guided x0 estimate; both branches in one batch (exactly as `fast` mode)."""
+    if not guidance > 0:  # the reference guides whenever the weight is > 0
+        return denoise(unet, x, sigma, c.latents, c.embeddings, time_ids)
+    both = denoise(unet, torch.cat([x, x]), sigma, torch.cat([torch.zeros_like(c.latents), c.latents]),
+                   torch.cat([torch.zeros_like(c.embeddings), c.embeddings]), time_ids)
+    uncond, cond = both.chunk(2)
+    # Guidance on v equals guidance on x0: x0 is affine in v with the same coefficients.
+    return uncond + guidance * (cond - uncond)
+
+
+def euler_step(x: torch.Tensor, denoised: torch.Tensor, sigma, sigma_next) -> torch.Tensor:
+    """EulerDiscreteScheduler.step with s_churn 0: x + (x - D) / sigma * (sigma_next - sigma)."""
+    s = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1, 1, 1, 1, 1)
+    n = torch.as_tensor(sigma_next, dtype=torch.float32).reshape(-1, 1, 1, 1, 1)
+    return x + (x - denoised) / s * (n - s)
+
+
+@torch.no_grad()
+def solve(refocuser, x: torch.Tensor, grid: torch.Tensor, c: Conditioning, record=(),
+          guidance: float | None = None, progress=None) -> dict[float, torch.Tensor]:
+    """Guided Euler from x (at grid[0]) through `grid` (descending, ending at 0).
+
+    Returns {level: state} for every level of `record` on the grid, plus 0.0: the final sample.
+    """
+    guidance = refocuser.config.guidance_scale if guidance is None else float(guidance)
+    time_ids = torch.tensor([refocuser.config.added_time_ids], dtype=torch.float32)
+    wanted = {float(r) for r in record}
+    missing = wanted - {float(g) for g in grid}
+    if missing:
+        raise ValueError(f"levels {sorted(missing)} are not on the grid")
+    out = {}
+    with single_token_cross_attention(refocuser.unet):
+        for i in range(len(grid) - 1):
+            sigma, nxt = grid[i], grid[i + 1]
+            if float(sigma) in wanted:
+                out[float(sigma)] = x.clone()
+            d = guided_denoise(refocuser.unet, x, sigma, c, guidance, time_ids)
+            x = euler_step(x, d, sigma, nxt)
+            if progress is not None:
+                progress()
+    out[0.0] = x
+    return out

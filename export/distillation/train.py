@@ -1,0 +1,206 @@
+"""The student's training loop: deterministic, checkpointed, resumable, with EMA.
+
+A run killed at any point continues from its last checkpoint: the checkpoint
+holds the student, its EMA, the optimiser, the data generator's state, the
+step and the loss history, and is written atomically. Resuming a run whose
+settings differ (steps, batch, lr, ...) is refused rather than mixed.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from export.distillation.config import DistillConfig
+from export.distillation.objective import regression_loss, step_target
+from export.distillation.teacher import denoise, euler_step
+from export.distillation.trajectories import Trajectories
+from runtime.errors import InvalidArgumentError
+from runtime.sampler import initial_noise
+
+WARMUP = 50
+SHOW_EVERY = 10
+
+
+def lr_at(step: int, cfg: DistillConfig) -> float:
+    warm = min(WARMUP, max(cfg.iterations // 10, 1))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    progress = (step - warm) / max(cfg.iterations - warm, 1)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def trainable_parameters(unet, which: str) -> list[torch.nn.Parameter]:
+    """'all', or 'temporal': the temporal transformer blocks only (what the reference finetuned)."""
+    if which == "all":
+        chosen = list(unet.parameters())
+    elif which == "temporal":
+        unet.requires_grad_(False)
+        chosen = [p for n, p in unet.named_parameters() if "temporal_transformer_blocks" in n]
+        if not chosen:
+            raise InvalidArgumentError("--trainable temporal: this UNet has no temporal transformer blocks")
+    else:
+        raise InvalidArgumentError(f"--trainable must be 'all' or 'temporal', got {which!r}")
+    for p in chosen:
+        p.requires_grad_(True)
+    return chosen
+
+
+def initial_states(traj: Trajectories, init_sigma: float) -> torch.Tensor:
+    """The student's starting noise per sample: the runtime's draw for that seed at its own sigma."""
+    shape = (1, *traj.final.shape[1:])
+    return torch.cat([initial_noise(shape, int(s), init_sigma) for s in traj.noise_seeds])
+
+
+class StudentTrainer:
+    """Holds one run's state; `run()` trains to cfg.iterations, checkpointing on the way."""
+
+    def __init__(self, student, teacher_config, traj: Trajectories, sigmas: torch.Tensor, init_sigma: float,
+                 cfg: DistillConfig, train_count: int, log=print):
+        self.cfg, self.log, self.traj = cfg, log, traj
+        self.sigmas = sigmas.to(torch.float32)
+        self.steps = len(sigmas) - 1
+        missing = [float(s) for s in self.sigmas[1:-1] if float(s) not in traj.levels]
+        if missing:
+            raise InvalidArgumentError(f"the trajectory cache has no teacher states at {missing}; "
+                                       "build one for this schedule (a new --cache folder)")
+        self.device = torch.device(cfg.device)
+        self.student = student.to(self.device).train()
+        if cfg.gradient_checkpointing:
+            self.student.enable_gradient_checkpointing()
+        self.params = trainable_parameters(self.student, cfg.trainable)
+        self.ema = copy.deepcopy(self.student).eval().requires_grad_(False)
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.time_ids = torch.tensor([teacher_config.added_time_ids], dtype=torch.float32, device=self.device)
+        self.init = initial_states(traj, init_sigma)
+        self.train_count = int(train_count)
+        self.step, self.history, self.seconds = 0, [], 0.0
+        self.ckpt = cfg.resolved_run_dir / "student.ckpt"
+
+    # ------------------------------------------------------------ checkpoints
+    def resume(self) -> bool:
+        if not self.ckpt.is_file():
+            return False
+        state = torch.load(self.ckpt, weights_only=False, map_location=self.device)
+        if state["facts"] != self.cfg.training_facts():
+            changed = sorted(k for k in state["facts"] if state["facts"][k] != self.cfg.training_facts().get(k))
+            raise InvalidArgumentError(f"{self.ckpt} belongs to a run with different settings {changed}; "
+                                       "use another --run-dir, or delete it to start over")
+        self.student.load_state_dict(state["student"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.gen.set_state(state["gen"])
+        self.step, self.history, self.seconds = state["step"], state["history"], state["seconds"]
+        self.log(f"distill: resumed {self.ckpt} at step {self.step}/{self.cfg.iterations}")
+        return True
+
+    def save(self) -> None:
+        self.ckpt.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.ckpt.with_suffix(".tmp")
+        torch.save({"student": self.student.state_dict(), "ema": self.ema.state_dict(),
+                    "opt": self.opt.state_dict(), "gen": self.gen.get_state(), "step": self.step,
+                    "history": self.history, "seconds": self.seconds,
+                    "facts": self.cfg.training_facts()}, tmp)
+        tmp.replace(self.ckpt)
+
+    # ------------------------------------------------------------- one update
+    def _autocast(self):
+        if self.cfg.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _d(self, unet, x, sigma, c):
+        with self._autocast():
+            return denoise(unet, x, sigma, c.latents.to(self.device), c.embeddings.to(self.device),
+                           self.time_ids).float()
+
+    def _states(self, idx, k, rollout) -> torch.Tensor:
+        """x at level k per sample: the teacher's state, or the student's own after k steps."""
+        x = torch.stack([self.init[i] if kk == 0 else self.traj.state_at(i, self.sigmas[kk])
+                         for i, kk in zip(idx.tolist(), k.tolist())]).to(self.device)
+        own = (rollout & (k > 0)).nonzero().flatten()
+        if len(own):
+            sub = idx[own]
+            c = self.traj.conditioning(sub)
+            y = self.init[sub].to(self.device)
+            with torch.no_grad():
+                for j in range(int(k[own].max())):
+                    active = (k[own] > j).nonzero().flatten()
+                    if not len(active):
+                        break
+                    s = self.sigmas[j].expand(len(active)).to(self.device)
+                    ca = type(c)(c.latents[active], c.embeddings[active], c.positions[active])
+                    d = self._d(self.student, y[active], s, ca)
+                    y[active] = euler_step(y[active], d, s, self.sigmas[j + 1])
+            x[own] = y
+        return x
+
+    def update(self) -> float:
+        cfg, b = self.cfg, self.cfg.batch
+        idx = torch.randint(self.train_count, (b,), generator=self.gen)
+        k = torch.randint(self.steps, (b,), generator=self.gen)
+        rollout = torch.rand(b, generator=self.gen) < cfg.rollout_fraction
+        x = self._states(idx, k, rollout)
+        s, n = self.sigmas[k].to(self.device), self.sigmas[k + 1].to(self.device)
+        nxt = torch.stack([self.traj.final[i] if kk + 1 == self.steps else self.traj.state_at(i, self.sigmas[kk + 1])
+                           for i, kk in zip(idx.tolist(), k.tolist())]).to(self.device)
+        target = step_target(x, s, n, nxt)
+        lr = lr_at(self.step, cfg)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        loss = regression_loss(self._d(self.student, x, s, self.traj.conditioning(idx)), target)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for pe, pl in zip(self.ema.parameters(), self.student.parameters()):
+                pe.lerp_(pl, 1 - decay)
+        self.step += 1
+        return float(loss.detach())
+
+    # ------------------------------------------------------------------ loop
+    def run(self, stop_after: int | None = None) -> None:
+        """Train to cfg.iterations (or `stop_after` more updates: tests use it to simulate a kill)."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        end = cfg.iterations if stop_after is None else min(cfg.iterations, self.step + stop_after)
+        bar = tqdm(total=cfg.iterations, initial=self.step, desc=f"distill {self.steps}-step", unit="it",
+                   disable=not cfg.progress, mininterval=2)
+        last_save = time.time()
+        while self.step < end:
+            t0 = time.perf_counter()
+            loss = self.update()
+            self.seconds += time.perf_counter() - t0
+            self.history.append((self.step, loss))  # every update: a resumed run continues it exactly
+            if self.step % SHOW_EVERY == 0:
+                recent = [v for _, v in self.history[-SHOW_EVERY:]]
+                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
+            bar.update()
+            if time.time() - last_save > cfg.checkpoint_minutes * 60:
+                self.save()
+                last_save = time.time()
+        bar.close()
+        self.save()
+
+    # ------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def sample(self, unet, idx: torch.Tensor) -> torch.Tensor:
+        """The student's full few-step sample for cached inputs `idx` (as the runtime would draw it)."""
+        c = self.traj.conditioning(idx)
+        x = self.init[idx].to(self.device)
+        for j in range(self.steps):
+            s = self.sigmas[j].expand(len(idx)).to(self.device)
+            x = euler_step(x, self._d(unet, x, s, c), s, self.sigmas[j + 1])
+        return x
+
+    def validation_mse(self, unet, idx: torch.Tensor) -> float:
+        """Latent MSE between the student's sample and the teacher's, on samples never trained on."""
+        return float((self.sample(unet, idx).cpu() - self.traj.final[idx]).pow(2).mean())

@@ -1,0 +1,69 @@
+"""`refocus distill`: a few-step, guidance-free student of a refocuser."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from refocus_cli.arg_types import size_wxh
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "distill", help="distill a refocuser into a few-step student without guidance",
+        description="Record the teacher's guided trajectories once, train a student whose every Euler "
+                    "step lands on them, and write it as a model folder. Rerun the same command to "
+                    "resume an interrupted run.")
+    p.add_argument("--teacher", default="refocus-tiny", metavar="NAME_OR_PATH",
+                   help="shipped model name or model folder (default: refocus-tiny)")
+    p.add_argument("--teacher-unet", type=Path, default=None, metavar="DIR",
+                   help="UNet folder overriding the teacher's (the released layout: SVD base + checkpoint UNet)")
+    p.add_argument("--steps", type=int, default=4, help="student sampling steps = UNet calls (default 4)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="student model folder to write")
+    p.add_argument("--data", default="synthetic",
+                   help="'synthetic' (training split), a .npy stack cache, or a learn2refocus dataset folder")
+    p.add_argument("--size", type=size_wxh, default=None, metavar="WxH",
+                   help="working size (default: the teacher's fixed size; required for the released model)")
+    p.add_argument("--samples", type=int, default=512, help="teacher trajectories to record (default 512)")
+    p.add_argument("--iterations", type=int, default=2000, help="student updates (default 2000)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the shipped weights")
+    p.add_argument("--rollout-fraction", type=float, default=0.5,
+                   help="share of updates from the student's own states (default 0.5)")
+    p.add_argument("--init", type=Path, default=None, metavar="DIR",
+                   help="start the student from this model's UNet (default: the teacher's)")
+    p.add_argument("--trainable", choices=["all", "temporal"], default="all",
+                   help="'temporal': only the temporal transformer blocks, as the reference finetuned")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast precision")
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--sigma-max", type=float, default=None, help="student's first sigma (default 20)")
+    p.add_argument("--sigma-min", type=float, default=None, help="student's last nonzero sigma")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-dir", type=Path, default=None, help="checkpoints (default runs/distill/<out name>)")
+    p.add_argument("--cache", type=Path, default=None, help="trajectory cache folder (default: keyed by teacher)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from export.distillation.config import DistillConfig
+    from export.distillation.pipeline import run_distillation
+    from runtime.errors import InvalidArgumentError
+
+    if args.steps < 1:
+        raise InvalidArgumentError(f"--steps must be >= 1, got {args.steps}")
+    if args.samples < 4 or args.iterations < 1 or args.batch < 1:
+        raise InvalidArgumentError("--samples must be >= 4, --iterations and --batch >= 1")
+    if not 0.0 <= args.rollout_fraction <= 1.0:
+        raise InvalidArgumentError(f"--rollout-fraction must be in [0, 1], got {args.rollout_fraction}")
+    cfg = DistillConfig(
+        teacher=args.teacher, teacher_unet=args.teacher_unet, out=args.out, steps=args.steps, data=args.data,
+        size=args.size, samples=args.samples, iterations=args.iterations, batch=args.batch, lr=args.lr,
+        ema_decay=args.ema, rollout_fraction=args.rollout_fraction, seed=args.seed, init=args.init,
+        trainable=args.trainable, precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
+        device=args.device, sigma_max=args.sigma_max, sigma_min=args.sigma_min, run_dir=args.run_dir,
+        cache=args.cache, force=args.force)
+    out = run_distillation(cfg, log=lambda msg: print(msg, file=sys.stderr))
+    print(out)
+    return 0
