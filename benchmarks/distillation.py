@@ -30,6 +30,7 @@ import torch
 
 from benchmarks.models import load, working_size
 from benchmarks.quality import LARGE_JUMP, LPIPS_NET, _u8
+from runtime.zoo import TEACHER_MODEL
 
 SPREAD_SEED_OFFSET = 1000
 
@@ -199,7 +200,7 @@ def main(argv=None) -> int:
     from runtime.errors import RefocusError
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.distillation", description=__doc__.split("\n\n")[0])
-    p.add_argument("--teacher", default="refocus-tiny")
+    p.add_argument("--teacher", default=TEACHER_MODEL)
     p.add_argument("--students", nargs="+", required=True)
     p.add_argument("--count", type=int, default=8)
     p.add_argument("--positions", type=int, nargs="+", default=[0, 4, 8])

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from refocus_cli.arg_types import size_wxh
+from runtime.zoo import TEACHER_MODEL
 
 
 def register(sub) -> None:
@@ -13,7 +14,7 @@ def register(sub) -> None:
         description="Record the teacher's guided trajectories once, train a student whose every Euler "
                     "step lands on them, and write it as a model folder. Rerun the same command to "
                     "resume an interrupted run.")
-    p.add_argument("--teacher", default="refocus-tiny", metavar="NAME_OR_PATH",
+    p.add_argument("--teacher", default=TEACHER_MODEL, metavar="NAME_OR_PATH",
                    help="shipped model name or model folder (default: refocus-tiny)")
     p.add_argument("--teacher-unet", type=Path, default=None, metavar="DIR",
                    help="UNet folder overriding the teacher's (the released layout: SVD base + checkpoint UNet)")

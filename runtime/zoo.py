@@ -10,7 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_MODEL = "refocus-tiny"
+DEFAULT_MODEL = "refocus-tiny-4step"  # the best student meeting the distillation bar (see its card)
+TEACHER_MODEL = "refocus-tiny"
 
 
 def models_dir() -> Path:

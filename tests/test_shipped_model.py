@@ -7,7 +7,7 @@ import torch
 from refocus_cli.main import main
 from runtime.loading import load_refocuser
 from runtime.sampler import SamplerConfig, sample_focal_stack
-from runtime.zoo import DEFAULT_MODEL, list_models
+from runtime.zoo import DEFAULT_MODEL, TEACHER_MODEL, list_models
 
 
 def test_default_model_is_listed_by_name(capsys):
@@ -19,7 +19,7 @@ def test_default_model_is_listed_by_name(capsys):
 def test_shipped_model_fast_equals_literal_reference():
     from focalstacks.synthetic import SyntheticFocalStacks
 
-    refocuser = load_refocuser(DEFAULT_MODEL)
+    refocuser = load_refocuser(TEACHER_MODEL)
     assert refocuser.config.num_inference_steps == 25 and refocuser.config.guidance_scale == 1.5
     frames = SyntheticFocalStacks("heldout", size=(128, 128))[0]["frames"]
     image = frames[2:3] * 2 - 1
@@ -28,3 +28,30 @@ def test_shipped_model_fast_equals_literal_reference():
     assert ref.unet_calls == 50 and fast.unet_calls == 25
     assert (ref.frames - fast.frames).abs().max().item() <= 1e-3
     assert ref.frames.shape == (9, 3, 128, 128) and torch.isfinite(ref.frames).all()
+
+
+STUDENTS = {"refocus-tiny-4step": 4, "refocus-tiny-2step": 2, "refocus-tiny-1step": 1}
+
+
+def test_shipped_student_runs_by_name_in_its_own_step_count(tmp_path):
+    """`refocus run --model refocus-tiny-4step` needs no flags: 4 UNet calls, no guidance, its own sigmas."""
+    import json
+
+    from diffusers import EulerDiscreteScheduler
+
+    from runtime.zoo import models_dir
+
+    for name, steps in STUDENTS.items():
+        student = load_refocuser(name)
+        assert student.config.num_inference_steps == steps and student.config.guidance_scale == 0
+        # The scheduler config alone gives the student's sigmas in stock diffusers (a round trip).
+        stock = EulerDiscreteScheduler.from_pretrained(models_dir() / name / "scheduler")
+        stock.set_timesteps(steps)
+        card = json.loads((models_dir() / name / "refocus.json").read_text())["extra"]
+        assert [round(float(s), 4) for s in stock.sigmas] == [round(s, 4) for s in card["sigmas"]]
+
+        out = tmp_path / name
+        assert main(["run", "samples/coffee.jpg", "--model", name, "--position", "3", "--out", str(out)]) == 0
+        run = json.loads((out / "run.json").read_text())
+        assert run["steps"] == steps and run["unet_calls"] == steps
+        assert all((out / f"frame_{j}.png").is_file() for j in range(9))

@@ -118,8 +118,12 @@ Written by `refocus distill` ({card['command']}).
   weights run for {cfg.steps} unguided steps), {t['val_mse_end']:.4f} after.
   Training loss over the last 50 updates {t['final_loss']:.4f}.
 
-Image-space quality (LPIPS against ground truth and against the teacher) is
-measured by `python -m benchmarks.distillation`.
+Why this method: the teacher's calls are the expensive part, so they are paid
+once per sample and every update regresses on an exact target on the teacher's
+trajectory, with no bootstrapping from the student's own EMA (consistency
+distillation) and no stage per halving (progressive distillation). Image-space
+quality (LPIPS against ground truth and against the teacher) is measured by
+`python -m benchmarks.distillation`.
 """
 
 
