@@ -106,8 +106,11 @@ def refocus_photo(cfg: RunConfig, log: Callable[[str], None] = lambda _msg: None
         position=position, num_inference_steps=cfg.steps, seed=cfg.seed, mode=cfg.mode,
         progress=cfg.progress))
     timings.update(result.timings)
-    log(f"sampler   {cfg.mode}: {result.num_inference_steps} Euler steps, guidance "
-        f"{result.guidance_scale}, {result.unet_calls} UNet calls, seed {cfg.seed}")
+    # Weight 0 means no unconditional branch (the reference guides whenever the weight is > 0).
+    guidance = (f"guidance {result.guidance_scale}" if result.guidance_scale > 0
+                else "no guidance (distilled in)")
+    log(f"sampler   {cfg.mode}: {result.num_inference_steps} Euler steps, {guidance}, "
+        f"{result.unet_calls} UNet calls, seed {cfg.seed}")
 
     frames = (result.frames.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
     metadata = {
