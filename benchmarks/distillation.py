@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -51,17 +50,12 @@ def _frames(refocuser, image, k: int, seed: int, mode: str = "fast") -> torch.Te
 
 
 def _latency(refocuser, image, k: int, mode: str, repeats: int) -> dict:
+    from benchmarks.latency import timed
     from runtime.sampler import SamplerConfig, sample_focal_stack
 
     cfg = SamplerConfig(position=k, seed=0, mode=mode, progress=False)
-    sample_focal_stack(refocuser, image, cfg)  # warm-up
-    times, calls = [], 0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        res = sample_focal_stack(refocuser, image, cfg)
-        times.append(time.perf_counter() - t0)
-        calls = res.unet_calls
-    return {"median_s": float(np.median(times)), "min_s": float(min(times)), "unet_calls": calls,
+    stats, res = timed(lambda: sample_focal_stack(refocuser, image, cfg), repeats, warmup=1)
+    return {"median_s": float(stats["median_s"]), "min_s": float(stats["min_s"]), "unet_calls": res.unet_calls,
             "unet_s": float(res.timings["unet_total"]), "vae_decode_s": float(res.timings["vae_decode"])}
 
 

@@ -35,7 +35,9 @@ def test_teacher_solve_reproduces_the_sampler(random_refocuser):
 
 
 def test_inserted_levels_refine_the_grid(random_refocuser):
-    grid = teacher_grid(random_refocuser.scheduler, 4, [20.0, 1.0])
+    from runtime.sampler import make_scheduler
+
+    grid = teacher_grid(make_scheduler(random_refocuser, 4), [20.0, 1.0])
     assert float(grid[-1]) == 0.0 and torch.all(grid[:-1] > grid[1:])
     assert {20.0, 1.0} <= {float(g) for g in grid}
     assert len(grid) == 4 + 1 + 2

@@ -11,6 +11,7 @@ from export.distillation.config import SHARED_STEP_COUNTS, DistillConfig
 from export.distillation.data import FocalStackSource
 from export.distillation.schedule import StudentSchedule, student_sigmas, teacher_grid
 from runtime.errors import InvalidArgumentError
+from runtime.sampler import make_scheduler
 
 
 def working_size(refocuser, cfg: DistillConfig) -> tuple[int, int]:
@@ -49,10 +50,15 @@ def default_cache_dir(facts: dict) -> Path:
     return Path("runs/distill/cache") / f"trajectories-{digest}"
 
 
-def teacher_hash_of(refocuser) -> str:
+def teacher_hash_of(refocuser, cfg: DistillConfig) -> str:
+    """The teacher folder's hash, and its UNet override's when one is given (the released layout):
+    a different finetuned UNet on the same base must not reuse the cache."""
     from runtime.artifacts import model_hash
 
-    return model_hash(Path(refocuser.source))
+    base = model_hash(Path(refocuser.source))
+    if cfg.teacher_unet is None:
+        return base
+    return hashlib.sha256(f"{base}:{model_hash(Path(cfg.teacher_unet))}".encode()).hexdigest()
 
 
 def prepare_trajectories(refocuser, cfg: DistillConfig, log=print) -> Path:
@@ -61,11 +67,11 @@ def prepare_trajectories(refocuser, cfg: DistillConfig, log=print) -> Path:
 
     size = working_size(refocuser, cfg)
     levels = recorded_levels(cfg, refocuser.scheduler)
-    facts = cache_facts(refocuser, cfg, teacher_hash_of(refocuser), levels, size)
+    facts = cache_facts(refocuser, cfg, teacher_hash_of(refocuser, cfg), levels, size)
     folder = Path(cfg.cache) if cfg.cache is not None else default_cache_dir(facts)
-    grid = teacher_grid(refocuser.scheduler, refocuser.config.num_inference_steps, levels)
-    sched = type(refocuser.scheduler).from_config(refocuser.scheduler.config)
-    sched.set_timesteps(refocuser.config.num_inference_steps, device="cpu")
+    # The teacher's schedule exactly as its sampler sets it (its own sigmas, if it carries any).
+    sched = make_scheduler(refocuser, refocuser.config.num_inference_steps)
+    grid = teacher_grid(sched, levels)
     source = FocalStackSource(cfg.data, size)
     log(f"distill: teacher trajectories -> {folder} ({cfg.samples} samples from {source.kind}; "
         f"{len(grid) - 1} guided Euler steps each, student levels {[round(v, 4) for v in levels]})")

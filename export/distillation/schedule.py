@@ -58,15 +58,14 @@ def student_sigmas(schedule: StudentSchedule, teacher_scheduler) -> tuple[torch.
     return sched.sigmas.to(torch.float32).clone(), float(sched.init_noise_sigma)
 
 
-def teacher_grid(teacher_scheduler, steps: int, extra_sigmas) -> torch.Tensor:
-    """The teacher's own sigma grid at `steps` with `extra_sigmas` inserted (descending, ends at 0).
+def teacher_grid(teacher_sched, extra_sigmas) -> torch.Tensor:
+    """The teacher's own sigma grid (`teacher_sched`: runtime.sampler.make_scheduler's, timesteps
+    set) with `extra_sigmas` inserted (descending, ends at 0).
 
     Inserting a level into an Euler grid only refines it, so the teacher's trajectory stays the
     one its own sampler follows (to its discretisation error) and has a state at every level a
     student steps through.
     """
-    sched = type(teacher_scheduler).from_config(teacher_scheduler.config)
-    sched.set_timesteps(steps, device="cpu")
-    levels = {float(s) for s in sched.sigmas.to(torch.float32)}
+    levels = {float(s) for s in teacher_sched.sigmas.to(torch.float32)}
     levels.update(float(torch.tensor(s, dtype=torch.float32)) for s in extra_sigmas)
     return torch.tensor(sorted(levels, reverse=True), dtype=torch.float32)

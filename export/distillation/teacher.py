@@ -26,6 +26,13 @@ class Conditioning:
     positions: torch.Tensor  # [B] long
 
 
+def place_at_positions(latents: torch.Tensor, positions: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """[B, C, h, w] input latents -> [B, F, C, h, w]: each at its focal position, zeros elsewhere."""
+    cond = torch.zeros((len(latents), num_frames, *latents.shape[1:]), dtype=latents.dtype)
+    cond[torch.arange(len(latents)), positions] = latents
+    return cond
+
+
 @torch.no_grad()
 def encode_inputs(refocuser, images: torch.Tensor, positions) -> Conditioning:
     """[-1, 1] images [B, 3, H, W] at focal `positions` -> the conditioning the sampler builds."""
@@ -34,10 +41,7 @@ def encode_inputs(refocuser, images: torch.Tensor, positions) -> Conditioning:
                           refocuser.clip_mean, refocuser.clip_std).float()
     vae = refocuser.vae
     lat = vae.encode(images.to(component_dtype(vae))).latent_dist.mode().float()  # unscaled
-    frames = refocuser.config.num_frames
-    cond = torch.zeros((len(images), frames, *lat.shape[1:]), dtype=torch.float32)
-    cond[torch.arange(len(images)), positions] = lat
-    return Conditioning(cond, emb, positions)
+    return Conditioning(place_at_positions(lat, positions, refocuser.config.num_frames), emb, positions)
 
 
 def denoise(unet, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, emb: torch.Tensor,

@@ -11,7 +11,6 @@ import copy
 import math
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from export.distillation.data import FocalStackSource
-from export.distillation.teacher import Conditioning, encode_inputs, solve
+from export.distillation.teacher import Conditioning, encode_inputs, place_at_positions, solve
 from runtime.errors import InvalidArgumentError
 from runtime.sampler import initial_noise
 
@@ -46,9 +46,7 @@ class Trajectories:
         return self.states[idx, self.levels.index(float(level))]
 
     def conditioning(self, idx: torch.Tensor) -> Conditioning:
-        lat = self.cond_latents[idx]
-        cond = torch.zeros((len(idx), self.num_frames, *lat.shape[1:]), dtype=lat.dtype)
-        cond[torch.arange(len(idx)), self.positions[idx]] = lat
+        cond = place_at_positions(self.cond_latents[idx], self.positions[idx], self.num_frames)
         return Conditioning(cond, self.embeddings[idx], self.positions[idx])
 
 
