@@ -9,9 +9,7 @@ nothing is written; on success the bundle appears at once (export/bundle_writer.
 """
 from __future__ import annotations
 
-import json
 import platform
-
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +18,10 @@ from typing import Callable
 import torch
 
 from export.bundle_writer import staged_bundle, write_manifest
+from export.manifest import base_manifest
 from export.onnx_graphs import OPSET, export_component, graph_files
 from export.parity import component_gate, end_to_end_gate
-from runtime.artifacts import BUNDLE_FORMAT, PRECISIONS, model_hash, onnx_artifact
+from runtime.artifacts import PRECISIONS, model_hash, onnx_artifact
 from runtime.components import ModelDims, component_specs
 from runtime.errors import InvalidArgumentError
 
@@ -95,26 +94,9 @@ def export_onnx(cfg: OnnxExportConfig, log: Callable[[str], None] = print) -> Ex
     with staged_bundle(Path(cfg.out), cfg.force) as stage:
         refocuser.scheduler.save_config(stage / "scheduler")
         save_model_config(refocuser.config, stage)
-        manifest = {
-            "format": BUNDLE_FORMAT,
-            "created_by": "refocus export onnx",
-            "source": {"model": str(cfg.model), "path": str(Path(refocuser.source).resolve()),
-                       "hash": source_hash},
-            "dims": dims.to_json(),
-            "components": {name: spec.to_json() for name, spec in specs.items()},
-            "configs": {"unet": _plain(refocuser.unet.config), "vae": _plain(refocuser.vae.config),
-                        "image_encoder": _plain(refocuser.image_encoder.config.to_dict())},
-            "clip": {"mean": list(refocuser.clip_mean), "std": list(refocuser.clip_std),
-                     "size": list(refocuser.clip_size)},
-            "sampler": {"num_inference_steps": refocuser.config.num_inference_steps,
-                        "guidance_scale": refocuser.config.guidance_scale,
-                        "added_time_ids": list(refocuser.config.added_time_ids),
-                        "decode_chunk_sizes": list(refocuser.config.decode_chunk_sizes),
-                        "sigmas": [float(s) for s in _sigmas(refocuser)]},
-            "tools": _tool_versions(),
-            "artifacts": {"onnx": {}},
-            "gates": {"onnx": {}},
-        }
+        manifest = base_manifest(refocuser, cfg.model, dims, specs, "refocus export onnx", _tool_versions(),
+                                 source_hash)
+        manifest["artifacts"], manifest["gates"] = {"onnx": {}}, {"onnx": {}}
         reference = {name: component_module(refocuser, spec) for name, spec in specs.items()}
         with torch.no_grad():
             ref_frames = _sample(refocuser, image, steps, cfg.gate_seed)
@@ -153,15 +135,3 @@ def export_onnx(cfg: OnnxExportConfig, log: Callable[[str], None] = print) -> Ex
         write_manifest(stage, manifest)
     log(f"bundle     {cfg.out} ({sum(f.stat().st_size for f in Path(cfg.out).rglob('*') if f.is_file()) / 2**20:.1f} MiB)")
     return report
-
-def _plain(config) -> dict:
-    """A model config as plain JSON (paths become strings; private keys dropped)."""
-    return {k: v for k, v in json.loads(json.dumps(dict(config), default=str)).items()
-            if not k.startswith("_") or k == "_class_name"}
-
-
-def _sigmas(refocuser):
-    from runtime.sampler import make_scheduler
-
-    return make_scheduler(refocuser, refocuser.config.num_inference_steps).sigmas
-

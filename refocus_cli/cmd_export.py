@@ -1,4 +1,4 @@
-"""`refocus export onnx|tensorrt`: verified bundles of a refocuser."""
+"""`refocus export onnx|coreml|tensorrt`: verified bundles of a refocuser."""
 from __future__ import annotations
 
 import sys
@@ -8,7 +8,7 @@ from refocus_cli.arg_types import size_wxh
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export a model to ONNX / TensorRT (parity-gated bundles)",
+    p = sub.add_parser("export", help="export a model to ONNX / Core ML / TensorRT (parity-gated bundles)",
                        description="Export a refocuser into a bundle; every artifact passes a parity "
                                    "gate against PyTorch before the bundle is written.")
     targets = p.add_subparsers(dest="target", metavar="TARGET")
@@ -28,6 +28,31 @@ def register(sub) -> None:
     onnx.add_argument("--force", action="store_true", help="replace an existing bundle")
     onnx.set_defaults(func=run_onnx)
 
+    cml = targets.add_parser("coreml", help="Core ML packages for iPhone/Mac (fp16 mlprograms, chunked UNet, "
+                                            "compressed variants), verified without a Mac",
+                             description="One .mlpackage per component (iOS 17 / macOS 14 mlprogram), built from "
+                                         "conversion-ready rewrites that must match the PyTorch modules; each "
+                                         "package's spec is checked and the whole stack is sampled through the "
+                                         "same modules in PyTorch before the bundle is written.")
+    cml.add_argument("--model", default=None, metavar="NAME_OR_PATH",
+                     help="shipped model name or model folder (default: the default model)")
+    cml.add_argument("--out", type=Path, required=True, metavar="BUNDLE", help="bundle folder to write")
+    cml.add_argument("--precision", default="fp16", choices=["fp16", "fp32"],
+                     help="compute precision (default fp16; a component whose activations leave fp16's "
+                          "safe range is kept in fp32 and the export says so)")
+    cml.add_argument("--compress", nargs="+", default=["none"], choices=["none", "w8", "p6", "p4"],
+                     help="compress the UNet's weights: w8 (8-bit linear), p6 / p4 (6- / 4-bit palettes), "
+                          "none; one package set per value (default none)")
+    cml.add_argument("--resolution", type=size_wxh, default=None, metavar="WxH",
+                     help="the packages' static working size (default: the model's working size)")
+    cml.add_argument("--max-package-mb", type=float, default=1024.0, metavar="MB",
+                     help="split the UNet at block boundaries when its weights exceed this "
+                          "(default 1024, what iOS loads comfortably; ignored at <= 6 bits)")
+    cml.add_argument("--gate-steps", type=int, default=None,
+                     help="Euler steps of the end-to-end check (default: the model's own)")
+    cml.add_argument("--force", action="store_true", help="replace an existing bundle")
+    cml.set_defaults(func=run_coreml)
+
     trt = targets.add_parser("tensorrt", help="build and cache TensorRT engines for a bundle on this machine")
     trt.add_argument("--model", required=True, metavar="BUNDLE", help="a bundle written by `refocus export onnx`")
     trt.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "bf16"],
@@ -43,6 +68,20 @@ def run_onnx(args) -> int:
                            resolutions=tuple(args.resolution or ()), force=args.force,
                            gate_steps=args.gate_steps)
     export_onnx(cfg, log=lambda msg: print(msg, file=sys.stderr))
+    print(args.out)
+    return 0
+
+
+def run_coreml(args) -> int:
+    from export.coreml.export import CoreMLExportConfig, export_coreml
+    from export.coreml.recipes import CoreMLRecipe
+    from runtime.zoo import DEFAULT_MODEL
+
+    recipes = tuple(CoreMLRecipe(args.precision, None if c == "none" else c) for c in dict.fromkeys(args.compress))
+    cfg = CoreMLExportConfig(model=args.model or DEFAULT_MODEL, out=args.out, recipes=recipes,
+                             resolution=args.resolution, max_package_mb=args.max_package_mb, force=args.force,
+                             gate_steps=args.gate_steps)
+    export_coreml(cfg, log=lambda msg: print(msg, file=sys.stderr))
     print(args.out)
     return 0
 

@@ -62,7 +62,13 @@ def onnx_external_data(component: str) -> str:
 
 
 def coreml_artifact(component: str, precision: str) -> str:
+    """A component's Core ML package; `precision` is the recipe name (fp16, fp16-p6, ...)."""
     return f"coreml/{precision}/{component}.mlpackage"
+
+
+def coreml_chunk_artifact(component: str, precision: str, index: int) -> str:
+    """Chunk `index` (from 0) of a component split at block boundaries, in its own folder."""
+    return f"coreml/{precision}/{component}/chunk_{index + 1}.mlpackage"
 
 
 def profile_facts(spec) -> dict:

@@ -147,6 +147,10 @@ class ModelDims:
     decode_chunk_sizes: tuple[int, ...]
     num_time_ids: int = 3
     resolutions: tuple[tuple[int, int], ...] = ((128, 128),)  # (W, H); the first is "opt"
+    # A guided model calls the UNet on both guidance branches at once (batch 2); a
+    # distilled student (guidance 0) on batch 1. That is the UNet's "opt" batch, the
+    # shape TensorRT tunes for and Core ML packages are built at.
+    guided: bool = True
 
     @classmethod
     def of(cls, refocuser, resolutions=None) -> "ModelDims":
@@ -162,6 +166,7 @@ class ModelDims:
             decode_chunk_sizes=tuple(sorted(set(cfg.decode_chunk_sizes), reverse=True)),
             num_time_ids=len(cfg.added_time_ids),
             resolutions=tuple((int(w), int(h)) for w, h in resolutions),
+            guided=cfg.guidance_scale > 0,
         )
 
     def validate(self) -> None:
@@ -211,7 +216,7 @@ def component_specs(dims: ModelDims) -> dict[str, ComponentSpec]:
                     TensorSpec("encoder_hidden_states", ("batch", 1, dims.embed_dim), "model"),
                     TensorSpec("added_time_ids", ("batch", dims.num_time_ids), "model")),
             outputs=(TensorSpec("out_sample", ("batch", n, c, "latent_height", "latent_width"), "model"),),
-            profile={"batch": (1, 2, 2), **latent_profile},
+            profile={"batch": (1, 2 if dims.guided else 1, 2), **latent_profile},
             notes="v-prediction; sample = scaled noisy latents ++ conditioning latents on channels"),
     }
     for chunk in dims.decode_chunk_sizes:

@@ -11,6 +11,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+# The random refocuser's UNet: 2 levels, heads (1, 2); tests of UNet rewrites reuse it.
+RANDOM_UNET_CONFIG = dict(
+    sample_size=8, in_channels=8, out_channels=4,
+    down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+    up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+    block_out_channels=(32, 64), addition_time_embed_dim=8, projection_class_embeddings_input_dim=24,
+    layers_per_block=1, cross_attention_dim=32, transformer_layers_per_block=1,
+    num_attention_heads=(1, 2), num_frames=9)
+
+
 def _save_random_refocuser(out: Path) -> Path:
     """A randomly initialised refocuser in diffusers layout, at the shipped model's shapes."""
     from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
@@ -19,13 +29,7 @@ def _save_random_refocuser(out: Path) -> Path:
     from training.tiny_architecture import build_scheduler
 
     torch.manual_seed(0)
-    unet = UNetSpatioTemporalConditionModel(
-        sample_size=8, in_channels=8, out_channels=4,
-        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-        block_out_channels=(32, 64), addition_time_embed_dim=8, projection_class_embeddings_input_dim=24,
-        layers_per_block=1, cross_attention_dim=32, transformer_layers_per_block=1,
-        num_attention_heads=(1, 2), num_frames=9)
+    unet = UNetSpatioTemporalConditionModel(**RANDOM_UNET_CONFIG)
     vae = AutoencoderKLTemporalDecoder(block_out_channels=(32, 32, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
                                        layers_per_block=1, latent_channels=4)
     enc = CLIPVisionModelWithProjection(CLIPVisionConfig(

@@ -55,3 +55,36 @@ def test_feed_types_follow_the_package():
 
 def test_registered_as_the_coreml_artifact_backend():
     assert (coreml.BACKEND.name, coreml.BACKEND.artifact) == ("coreml", "coreml")
+
+
+def test_package_table_lists_chunks_in_call_order():
+    from types import SimpleNamespace
+
+    chunks = [{"path": "coreml/fp16/unet/chunk_1.mlpackage"}, {"path": "coreml/fp16/unet/chunk_2.mlpackage"}]
+    bundle = SimpleNamespace(manifest={"artifacts": {"coreml": {"fp16": {"unet": "coreml/fp16/unet"}}},
+                                       "coreml": {"fp16": {"unet": {"packages": chunks}}}})
+    assert coreml.package_table(bundle, "fp16", tiny_spec()) == chunks
+    # A bundle without the per-package table (an older export) loads its one package.
+    bundle.manifest.pop("coreml")
+    assert coreml.package_table(bundle, "fp16", tiny_spec()) == [{"path": "coreml/fp16/unet"}]
+
+
+@pytest.mark.skipif(not coreml.on_macos(), reason="Core ML runs only on macOS: package parity is checked there")
+def test_packages_match_the_pytorch_rewrites_on_macos(random_model_dir, tmp_path):
+    pytest.importorskip("coremltools")
+    import torch
+
+    from export.coreml.export import CoreMLExportConfig, export_coreml
+    from runtime.bundle import read_bundle
+
+    out = tmp_path / "bundle"
+    export_coreml(CoreMLExportConfig(model=random_model_dir, out=out, max_package_mb=0.05, gate_steps=1),
+                  log=lambda m: None)
+    bundle = read_bundle(out)
+    from runtime.backends.backend_torch import BACKEND as TORCH
+
+    for name, spec in bundle.specs.items():
+        feeds = spec.sample_inputs(torch.Generator().manual_seed(0), "opt")
+        got = coreml.BACKEND.load(bundle, spec, "fp16")(feeds)[spec.output_names[0]]
+        ref = TORCH.load(bundle, spec, "fp32")(feeds)[spec.output_names[0]]
+        assert float((got - ref).abs().max() / ref.abs().max()) < 3e-2, name

@@ -1,4 +1,5 @@
-"""Core ML: runs a bundle's Core ML packages (coreml/<precision>/<component>.mlpackage), macOS only.
+"""Core ML: runs a bundle's Core ML packages (coreml/<recipe>/<component>.mlpackage, or a
+folder of chunk packages run in sequence), macOS only.
 
 Core ML's runtime is part of macOS, so on any other system this backend is
 unavailable whatever is installed (coremltools imports on Linux but cannot
@@ -19,7 +20,8 @@ import numpy as np
 import torch
 
 from runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
-from runtime.bundle import BundleError
+from runtime.backends.chain import ChainRunner
+from runtime.bundle import BundleError, resolve_inside
 from runtime.errors import InvalidArgumentError
 
 MACOS_ONLY = "Core ML runs only on macOS"
@@ -85,25 +87,54 @@ class CoreMLBackend(Backend):
         self.require()
         import coremltools as ct
 
-        path = bundle.artifact_path("coreml", precision, spec.name)
+        bundle.artifact_path("coreml", precision, spec.name)  # checks every file of it, chunks included
         units = compute_units()
-        model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, units))
-        types = _input_types(model, ct)
-        outputs = {o.name for o in model.get_spec().description.output}
-        unknown = sorted(set(types) - set(spec.input_names))
-        missing = sorted(set(spec.output_names) - outputs)
-        if unknown or missing:
-            raise BundleError(f"{spec.name}: the Core ML package's inputs {sorted(types)} / outputs {sorted(outputs)}"
-                              f" do not match the manifest's spec; re-export the bundle", path)
-        names = spec.output_names
+        packages = package_table(bundle, precision, spec)
+        pieces = [_PackageRunner(ct, resolve_inside(bundle.root, p["path"]), units) for p in packages]
+        try:
+            run = ChainRunner(pieces, spec.output_names)
+        except ValueError as exc:
+            raise BundleError(f"{spec.name}: its Core ML packages do not fit together ({exc}); "
+                              "re-export the bundle", bundle.root) from None
+        label = f"coreml {units} {precision}" + (f", {len(pieces)} chunks" if len(pieces) > 1 else "")
+        return Runner(spec, run, label)
 
-        def run(feeds):
-            arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy().astype(types[k], copy=False))
-                      for k, v in feeds.items() if k in types}
-            result = model.predict(arrays)
-            return {n: torch.from_numpy(np.asarray(result[n], dtype=np.float32)) for n in names}
 
-        return Runner(spec, run, f"coreml {units} {precision}")
+def package_table(bundle, precision: str, spec) -> list[dict]:
+    """The packages that make up `spec`'s component, in call order, from the manifest.
+
+    One entry for a whole component; several for a UNet split at block boundaries,
+    each with the named tensors it reads and writes (the chunk interface)."""
+    entry = bundle.manifest.get("coreml", {}).get(precision, {}).get(spec.name)
+    if not entry or not entry.get("packages"):
+        return [{"path": bundle.manifest["artifacts"]["coreml"][precision][spec.name]}]
+    return entry["packages"]
+
+
+class _PackageRunner:
+    """One package: feeds by name (cast to the package's declared types, shapes checked) -> outputs."""
+
+    def __init__(self, ct, path, units: str):
+        self.path = path
+        self.model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, units))
+        spec = self.model.get_spec()
+        self.types = _input_types(self.model, ct)
+        self.shapes = {i.name: tuple(int(d) for d in i.type.multiArrayType.shape) for i in spec.description.input}
+        self.input_names = list(self.types)
+        self.output_names = [o.name for o in spec.description.output]
+
+    def __call__(self, feeds):
+        for name, shape in self.shapes.items():
+            got = tuple(feeds[name].shape)
+            if got != shape:
+                # Core ML packages have static shapes: say which export would fit this call.
+                raise InvalidArgumentError(f"{self.path.name}: input '{name}' has shape {list(got)}, the package "
+                                           f"was built for {list(shape)}; export with --resolution matching the "
+                                           "photo's working size")
+        arrays = {k: np.ascontiguousarray(feeds[k].detach().cpu().numpy().astype(self.types[k], copy=False))
+                  for k in self.input_names}
+        result = self.model.predict(arrays)
+        return {n: torch.from_numpy(np.asarray(result[n], dtype=np.float32)) for n in self.output_names}
 
 
 BACKEND = CoreMLBackend()
