@@ -102,10 +102,15 @@ def test_a_rewrite_that_differs_fails_the_export_and_writes_nothing(random_model
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
-def test_cli_exports_a_bundle(random_model_dir, tmp_path):
+def test_cli_converts_every_component_of_the_shipped_default_model(tmp_path):
     from refocus_cli.main import main
+    from runtime.zoo import DEFAULT_MODEL
 
     out = tmp_path / "cli-bundle"
-    assert main(["export", "coreml", "--model", str(random_model_dir), "--out", str(out), "--gate-steps", "1"]) == 0
-    assert read_bundle(out).precisions("coreml") == ["fp16"]
-    assert main(["export", "coreml", "--model", str(random_model_dir), "--out", str(out)]) != 0  # exists, no --force
+    assert main(["export", "coreml", "--out", str(out), "--gate-steps", "1"]) == 0
+    bundle = read_bundle(out)
+    assert bundle.source["model"] == DEFAULT_MODEL and bundle.precisions("coreml") == ["fp16"]
+    for name in COMPONENTS:
+        (package,) = bundle.manifest["coreml"]["fp16"][name]["packages"]  # 10 MB: no chunks
+        assert (out / package["path"]).is_dir() and package["opset"] == "CoreML7"
+    assert main(["export", "coreml", "--out", str(out)]) != 0  # exists, and no --force

@@ -52,3 +52,21 @@ def activation_max(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -
         for h in handles:
             h.remove()
     return peak[0]
+
+
+def emulated_refocuser(refocuser, specs, runners: dict, label: str):
+    """`refocuser` with its components replaced by `runners` (component name -> feeds ->
+    outputs) behind the runtime's adapters: what sample_focal_stack would run on device."""
+    from dataclasses import replace
+
+    from runtime.backends.adapters import ImageEncoderAdapter, UNetAdapter, VaeAdapter
+    from runtime.backends.base import Runner
+
+    wrapped = {n: Runner(specs[n], r, f"coreml-emulated {label}") for n, r in runners.items()}
+    return replace(
+        refocuser, notes=[], choices=[],
+        unet=UNetAdapter(dict(refocuser.unet.config), {"unet": wrapped["unet"]}),
+        vae=VaeAdapter(dict(refocuser.vae.config), {n: r for n, r in wrapped.items() if n.startswith("vae_")}),
+        image_encoder=ImageEncoderAdapter(refocuser.image_encoder.config.to_dict(),
+                                          {"image_encoder": wrapped["image_encoder"]}),
+    )

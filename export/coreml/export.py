@@ -28,7 +28,7 @@ import torch
 
 from export.bundle_writer import staged_bundle, write_manifest
 from export.coreml.convert import TensorIO, convert, require_coremltools
-from export.coreml.emulate import FP16_SAFE_MAX, ModuleRunner, activation_max
+from export.coreml.emulate import FP16_SAFE_MAX, ModuleRunner, activation_max, emulated_refocuser
 from export.coreml.package_check import check_package
 from export.coreml.recipes import CoreMLRecipe, compress_module
 from export.coreml.weights_check import check_compressed_weights
@@ -228,7 +228,7 @@ def export_coreml(cfg: CoreMLExportConfig, log: Callable[[str], None] = print) -
                 chain = piece_runners[0] if len(piece_runners) == 1 else ChainRunner(piece_runners, spec.output_names)
                 runners[name] = chain
             # Gate 3: the whole stack through the same modules in the packages' precision.
-            frames = _sample(_emulated_refocuser(refocuser, specs, runners, recipe), image, steps, cfg.gate_seed)
+            frames = _sample(emulated_refocuser(refocuser, specs, runners, recipe.name), image, steps, cfg.gate_seed)
             gate = end_to_end_gate("coreml", recipe.precision, frames, ref_frames, lpips)
             if recipe.compress is not None:
                 gate.threshold = COMPRESSED_LPIPS[recipe.compress]
@@ -258,19 +258,3 @@ def _describe(spec, name: str) -> str:
         if t.name == name:
             return f"{spec.name} {name} {list(t.dims)}; {spec.notes}"
     return f"{spec.name} chunk interface tensor '{name}'"
-
-
-def _emulated_refocuser(refocuser, specs, runners, recipe):
-    from dataclasses import replace
-
-    from runtime.backends.adapters import ImageEncoderAdapter, UNetAdapter, VaeAdapter
-    from runtime.backends.base import Runner
-
-    wrapped = {n: Runner(specs[n], r, f"coreml-emulated {recipe.name}") for n, r in runners.items()}
-    return replace(
-        refocuser, notes=[], choices=[],
-        unet=UNetAdapter(dict(refocuser.unet.config), {"unet": wrapped["unet"]}),
-        vae=VaeAdapter(dict(refocuser.vae.config), {n: r for n, r in wrapped.items() if n.startswith("vae_")}),
-        image_encoder=ImageEncoderAdapter(refocuser.image_encoder.config.to_dict(),
-                                          {"image_encoder": wrapped["image_encoder"]}),
-    )
