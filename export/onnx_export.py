@@ -20,7 +20,7 @@ import torch
 from export.bundle_writer import staged_bundle, write_manifest
 from export.manifest import base_manifest
 from export.onnx_graphs import OPSET, export_component, graph_files
-from export.parity import component_gate, end_to_end_gate
+from export.parity import component_gate, end_to_end_gate, gate_image, gate_sample
 from runtime.artifacts import PRECISIONS, model_hash, onnx_artifact
 from runtime.components import ModelDims, component_specs
 from runtime.errors import InvalidArgumentError
@@ -52,20 +52,6 @@ def _tool_versions() -> dict:
             "diffusers": diffusers.__version__, "transformers": transformers.__version__,
             "python": platform.python_version(), "opset": OPSET}
 
-def _gate_image(dims: ModelDims, position: int) -> torch.Tensor:
-    """A held-out synthetic photo at the opt resolution ([1, 3, H, W] in [-1, 1])."""
-    from focalstacks.synthetic import SyntheticFocalStacks
-
-    w, h = dims.resolutions[0]
-    frames = SyntheticFocalStacks("heldout", size=(h, w), length=1)[0]["frames"]
-    return frames[position:position + 1] * 2 - 1
-
-def _sample(refocuser, image, steps, seed):
-    from runtime.sampler import SamplerConfig, sample_focal_stack
-
-    cfg = SamplerConfig(num_inference_steps=steps, seed=seed, mode="fast", progress=False)
-    return sample_focal_stack(refocuser, image, cfg).frames
-
 def export_onnx(cfg: OnnxExportConfig, log: Callable[[str], None] = print) -> ExportReport:
     from runtime.backends.backend_onnxruntime import BACKEND as ORT, session_runner
     from runtime.bundle_loading import load_bundle_refocuser
@@ -88,7 +74,7 @@ def export_onnx(cfg: OnnxExportConfig, log: Callable[[str], None] = print) -> Ex
     report = ExportReport(out=Path(cfg.out))
     steps = cfg.gate_steps or refocuser.config.num_inference_steps
     position = refocuser.config.default_position
-    image = _gate_image(dims, position)
+    image = gate_image(dims, position)
     lpips = LPIPS("alex")
 
     with staged_bundle(Path(cfg.out), cfg.force) as stage:
@@ -99,7 +85,7 @@ def export_onnx(cfg: OnnxExportConfig, log: Callable[[str], None] = print) -> Ex
         manifest["artifacts"], manifest["gates"] = {"onnx": {}}, {"onnx": {}}
         reference = {name: component_module(refocuser, spec) for name, spec in specs.items()}
         with torch.no_grad():
-            ref_frames = _sample(refocuser, image, steps, cfg.gate_seed)
+            ref_frames = gate_sample(refocuser, image, steps, cfg.gate_seed)
         for precision in cfg.precisions:
             dtype = torch.float32 if precision == "fp32" else torch.float16
             source = refocuser if precision == "fp32" else load_refocuser(cfg.model, dtype=dtype)
@@ -124,7 +110,7 @@ def export_onnx(cfg: OnnxExportConfig, log: Callable[[str], None] = print) -> Ex
             t0 = time.perf_counter()
             staged = load_bundle_refocuser(stage, backend="onnxruntime", precision=precision)
             with torch.no_grad():
-                frames = _sample(staged, image, steps, cfg.gate_seed)
+                frames = gate_sample(staged, image, steps, cfg.gate_seed)
             gate = end_to_end_gate("onnx", precision, frames, ref_frames, lpips).enforce()
             gates["end_to_end"] = {**gate.to_json(), "steps": steps, "seed": cfg.gate_seed,
                                    "position": position}

@@ -82,3 +82,20 @@ def end_to_end_gate(artifact: str, precision: str, frames: torch.Tensor, referen
     worst = int(per_frame.argmax())
     return GateResult("end_to_end", artifact, precision, "lpips_alex_max_frame", float(per_frame.max()),
                       END_TO_END_LPIPS[precision], f"frame {worst}")
+
+
+def gate_image(dims, position: int) -> torch.Tensor:
+    """A held-out synthetic photo at the opt resolution ([1, 3, H, W] in [-1, 1])."""
+    from focalstacks.synthetic import SyntheticFocalStacks
+
+    w, h = dims.resolutions[0]
+    frames = SyntheticFocalStacks("heldout", size=(h, w), length=1)[0]["frames"]
+    return frames[position:position + 1] * 2 - 1
+
+
+def gate_sample(refocuser, image, steps: int, seed: int) -> torch.Tensor:
+    """The end-to-end gate's stack: fast mode (equal to reference mode within 1e-3), no progress bar."""
+    from runtime.sampler import SamplerConfig, sample_focal_stack
+
+    cfg = SamplerConfig(num_inference_steps=steps, seed=seed, mode="fast", progress=False)
+    return sample_focal_stack(refocuser, image, cfg).frames

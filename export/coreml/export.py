@@ -33,7 +33,7 @@ from export.coreml.package_check import check_package
 from export.coreml.recipes import CoreMLRecipe, compress_module
 from export.coreml.weights_check import check_compressed_weights
 from export.manifest import base_manifest
-from export.parity import GateResult, component_gate, end_to_end_gate
+from export.parity import GateResult, component_gate, end_to_end_gate, gate_image, gate_sample
 from runtime.artifacts import coreml_artifact, coreml_chunk_artifact, model_hash
 from runtime.backends.chain import ChainRunner
 from runtime.components import ModelDims, component_specs
@@ -149,14 +149,12 @@ def export_coreml(cfg: CoreMLExportConfig, log: Callable[[str], None] = print) -
         report.gates.append(gate)
         log(f"rewrite    {name:14s} max_rel_error {gate.value:.1e} <= {REWRITE_TOLERANCE:.0e}")
 
-    from export.onnx_export import _gate_image, _sample  # the same held-out photo and sampler call
-
     steps = cfg.gate_steps or refocuser.config.num_inference_steps
     position = refocuser.config.default_position
-    image = _gate_image(dims, position)
+    image = gate_image(dims, position)
     lpips = LPIPS("alex")
     with torch.no_grad():
-        ref_frames = _sample(refocuser, image, steps, cfg.gate_seed)
+        ref_frames = gate_sample(refocuser, image, steps, cfg.gate_seed)
 
     with staged_bundle(Path(cfg.out), cfg.force) as stage:
         refocuser.scheduler.save_config(stage / "scheduler")
@@ -228,7 +226,7 @@ def export_coreml(cfg: CoreMLExportConfig, log: Callable[[str], None] = print) -
                 chain = piece_runners[0] if len(piece_runners) == 1 else ChainRunner(piece_runners, spec.output_names)
                 runners[name] = chain
             # Gate 3: the whole stack through the same modules in the packages' precision.
-            frames = _sample(emulated_refocuser(refocuser, specs, runners, recipe.name), image, steps, cfg.gate_seed)
+            frames = gate_sample(emulated_refocuser(refocuser, specs, runners, recipe.name), image, steps, cfg.gate_seed)
             gate = end_to_end_gate("coreml", recipe.precision, frames, ref_frames, lpips)
             if recipe.compress is not None:
                 gate.threshold = COMPRESSED_LPIPS[recipe.compress]
