@@ -124,22 +124,31 @@ def _render(
     (staging / RUN_JSON_NAME).write_text(text, encoding="utf-8")
 
 
-def _publish(staging: Path, out_dir: Path) -> None:
+def publish_staged(staging: Path, out_dir: Path, names) -> bool:
+    """Move a finished staging folder's files into `out_dir`; True when it was new.
+
+    A new `out_dir` appears complete in one atomic rename. An existing one (--force, or
+    an empty folder, possibly with the user's own files) gets our files replaced one by
+    one in `names` order, so a record file listed last marks a complete set."""
     if not out_dir.exists():
         try:
-            os.rename(staging, out_dir)  # one atomic step: out_dir appears complete
-            return
+            os.rename(staging, out_dir)
+            return True
         except OSError:
             if not out_dir.is_dir():  # not a lost race with someone creating it: a real error
                 raise
-    # out_dir exists (possibly with user files): replace our files one by one,
-    # run.json last so its presence marks a complete set.
-    for name in RESULT_NAMES:
+    for name in names:
         os.replace(staging / name, out_dir / name)
+    staging.rmdir()
+    return False
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    if publish_staged(staging, out_dir, RESULT_NAMES):  # run.json is last in RESULT_NAMES
+        return
     for old in out_dir.glob("frame_*.png"):
         if _OUR_FRAME.fullmatch(old.name) and old.name not in FRAME_NAMES:
             old.unlink()
-    staging.rmdir()
 
 
 def _viewer_html(uris: list[str], input_position: int, width: int, height: int) -> str:
