@@ -66,9 +66,14 @@ def coreml_artifact(component: str, precision: str) -> str:
     return f"coreml/{precision}/{component}.mlpackage"
 
 
+def coreml_chunk_folder(component: str, precision: str) -> str:
+    """The folder holding the chunk packages of a component split at block boundaries."""
+    return f"coreml/{precision}/{component}"
+
+
 def coreml_chunk_artifact(component: str, precision: str, index: int) -> str:
-    """Chunk `index` (from 0) of a component split at block boundaries, in its own folder."""
-    return f"coreml/{precision}/{component}/chunk_{index + 1}.mlpackage"
+    """Chunk `index` (from 0) of a split component."""
+    return f"{coreml_chunk_folder(component, precision)}/chunk_{index + 1}.mlpackage"
 
 
 def profile_facts(spec) -> dict:

@@ -10,7 +10,9 @@ cast sits at either end of the graph on the device.
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,21 +32,29 @@ class TensorIO:
     description: str = ""
 
 
-def require_coremltools():
-    import logging
+@contextmanager
+def coremltools_logs(level: int, *loggers: str):
+    """Raise coremltools' loggers to `level` for a block (the export's own output stays readable)."""
+    found = [logging.getLogger(n) for n in (loggers or ("coremltools",))]
+    before = [lg.level for lg in found]
+    for lg in found:
+        lg.setLevel(level)
+    try:
+        yield
+    finally:
+        for lg, old in zip(found, before):
+            lg.setLevel(old)
 
-    logger = logging.getLogger("coremltools")
-    level = logger.level
+
+def require_coremltools():
     # Off macOS, importing coremltools warns that its prediction libraries are missing and
     # that this torch is newer than it was tested with; conversion needs neither.
-    logger.setLevel(logging.ERROR)
     try:
-        import coremltools as ct
+        with coremltools_logs(logging.ERROR):
+            import coremltools as ct
     except ImportError as exc:
         raise InvalidArgumentError("Core ML export needs the package 'coremltools' "
                                    "(pip install 'refocus-edge[coreml]')") from exc
-    finally:
-        logger.setLevel(level)
     return ct
 
 

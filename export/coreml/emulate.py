@@ -36,8 +36,9 @@ class ModuleRunner:
 
 
 @torch.no_grad()
-def activation_max(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> float:
-    """Largest |value| any submodule outputs on `example` (fp32): the fp16 range check."""
+def activation_max(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> tuple[float, tuple]:
+    """(largest |value| any submodule outputs on `example` in fp32, the module's outputs as a
+    tuple): the fp16 range check, and the output shapes from the same run."""
     peak = [0.0]
 
     def hook(_mod, _inp, out):
@@ -47,11 +48,11 @@ def activation_max(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -
 
     handles = [m.register_forward_hook(hook) for m in module.modules()]
     try:
-        module.float()(*example)
+        outputs = module.float()(*example)
     finally:
         for h in handles:
             h.remove()
-    return peak[0]
+    return peak[0], outputs if isinstance(outputs, tuple) else (outputs,)
 
 
 def emulated_refocuser(refocuser, specs, runners: dict, label: str):

@@ -34,7 +34,7 @@ from export.coreml.recipes import CoreMLRecipe, compress_module
 from export.coreml.weights_check import check_compressed_weights
 from export.manifest import base_manifest
 from export.parity import GateResult, component_gate, end_to_end_gate, gate_image, gate_sample
-from runtime.artifacts import coreml_artifact, coreml_chunk_artifact, model_hash
+from runtime.artifacts import coreml_artifact, coreml_chunk_artifact, coreml_chunk_folder, model_hash
 from runtime.backends.chain import ChainRunner
 from runtime.components import ModelDims, component_specs
 
@@ -92,10 +92,10 @@ def rewrite_modules(refocuser, specs) -> dict[str, torch.nn.Module]:
     return modules
 
 
-def _unet_pieces(unet, recipe: CoreMLRecipe, max_mb: float, example: tuple) -> list[dict]:
+def _unet_pieces(unet, recipe: CoreMLRecipe, max_mb: float, sample_shape: tuple) -> list[dict]:
     """The UNet as one piece, or as chunks when its weights exceed the package limit.
 
-    Each piece: module, input/output names and static shapes (measured by running it)."""
+    Each piece: module, input/output names and static shapes (None: the component's own)."""
     from export.coreml.rewrites.unet import UNetChunk, plan_chunks
 
     bits = recipe.weight_bits("unet")
@@ -106,16 +106,13 @@ def _unet_pieces(unet, recipe: CoreMLRecipe, max_mb: float, example: tuple) -> l
         plan = plan_chunks(unet, int(max_mb * 2 ** 20), bits / 8)
     if len(plan) == 1:
         return [{"module": unet, "inputs": None, "outputs": None, "stages": plan[0]}]
-    pieces, pool = [], dict(zip(("sample", "timestep", "encoder_hidden_states", "added_time_ids"), example))
-    with torch.no_grad():
-        for start, stop in plan:
-            chunk = UNetChunk(unet, start, stop).eval()
-            out = chunk(*(pool[n] for n in chunk.input_names))
-            out = out if isinstance(out, tuple) else (out,)
-            pool.update(zip(chunk.output_names, out))
-            pieces.append({"module": chunk, "stages": (start, stop),
-                           "inputs": [(n, tuple(pool[n].shape)) for n in chunk.input_names],
-                           "outputs": [(n, tuple(pool[n].shape)) for n in chunk.output_names]})
+    pieces = []
+    for start, stop in plan:
+        chunk = UNetChunk(unet, start, stop).eval()
+        # Boundary shapes follow from the config and the sample shape alone: no run needed.
+        pieces.append({"module": chunk, "stages": (start, stop),
+                       "inputs": list(zip(chunk.input_names, chunk.input_shapes(sample_shape))),
+                       "outputs": list(zip(chunk.output_names, chunk.output_shapes(sample_shape)))})
     return pieces
 
 
@@ -171,16 +168,14 @@ def export_coreml(cfg: CoreMLExportConfig, log: Callable[[str], None] = print) -
                 example = tuple(spec.sample_inputs(torch.Generator().manual_seed(0), "opt")[n]
                                 for n in spec.input_names)
                 module = compress_module(rewrites[name], recipe) if recipe.compresses(name) else rewrites[name]
-                peak = activation_max(module, example)
+                peak, outputs = activation_max(module, example)
+                out_shapes = {n: tuple(o.shape) for n, o in zip(spec.output_names, outputs)}
                 precision = recipe.precision
                 if precision == "fp16" and peak > FP16_SAFE_MAX:
                     precision = "fp32"  # its activations leave fp16's safe range: keep this one in fp32
                     log(f"{recipe.name:8s} {name:14s} activations reach {peak:.3g} > {FP16_SAFE_MAX:g}: fp32 compute")
                 dtype = torch.float16 if precision == "fp16" else torch.float32
-                with torch.no_grad():
-                    out_shapes = {n: tuple(o.shape) for n, o in zip(
-                        spec.output_names, (lambda o: o if isinstance(o, tuple) else (o,))(module(*example)))}
-                pieces = (_unet_pieces(module, recipe, cfg.max_package_mb, example) if name == "unet"
+                pieces = (_unet_pieces(module, recipe, cfg.max_package_mb, shapes["sample"]) if name == "unet"
                           else [{"module": module, "inputs": None, "outputs": None}])
                 entry = {"compute_precision": precision, "weight_bits": recipe.weight_bits(name),
                          "activation_max": peak,
@@ -220,7 +215,7 @@ def export_coreml(cfg: CoreMLExportConfig, log: Callable[[str], None] = print) -
                     log(f"{recipe.name:8s} {name + (f' {i + 1}/{len(pieces)}' if chunked else ''):14s} "
                         f"{mib:8.2f} MiB  {sum(pkg.ops.values()):5d} ops, rank <= {pkg.max_rank}  ({seconds:.1f} s)")
                     piece_runners.append(ModuleRunner(piece["module"], [n for n, _ in ins], [n for n, _ in outs], dtype))
-                table[name] = (coreml_artifact(name, recipe.name).rsplit(".", 1)[0] if len(pieces) > 1
+                table[name] = (coreml_chunk_folder(name, recipe.name) if len(pieces) > 1
                                else entry["packages"][0]["path"])
                 details[name] = entry
                 chain = piece_runners[0] if len(piece_runners) == 1 else ChainRunner(piece_runners, spec.output_names)

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import copy
 import logging
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
+from export.coreml.convert import coremltools_logs
 from runtime.errors import InvalidArgumentError
 
 COMPRESSIONS = {"w8": 8, "p6": 6, "p4": 4}  # name -> bits per weight
@@ -58,21 +58,6 @@ class CoreMLRecipe:
         return self.compress is not None and component == "unet"
 
 
-@contextmanager
-def _quiet_coremltools():
-    """coremltools.optimize logs a line per tensor at INFO; keep the export's own output readable."""
-    # optimize.torch has its own logger at INFO with its own handler, so set it by name.
-    loggers = [logging.getLogger(n) for n in ("coremltools", "coremltools.optimize.torch")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
 def compress_module(module: torch.nn.Module, recipe: CoreMLRecipe) -> torch.nn.Module:
     """A compressed copy of `module` per `recipe` (the original is left untouched).
 
@@ -89,7 +74,8 @@ def compress_module(module: torch.nn.Module, recipe: CoreMLRecipe) -> torch.nn.M
         raise InvalidArgumentError("Core ML weight compression needs the package 'coremltools' "
                                    "(pip install 'refocus-edge[coreml]')") from exc
     target = copy.deepcopy(module).float().eval()
-    with _quiet_coremltools(), torch.no_grad():
+    # optimize.torch logs a line per tensor at INFO through its own logger and handler.
+    with coremltools_logs(logging.WARNING, "coremltools", "coremltools.optimize.torch"), torch.no_grad():
         if recipe.compress == "w8":
             cfg = PostTrainingQuantizerConfig.from_dict({"global_config": {
                 "weight_dtype": "int8", "granularity": "per_channel", "quantization_scheme": "symmetric"}})

@@ -51,11 +51,11 @@ def _installed(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
 
 
-def _input_types(model, ct) -> dict:
+def _input_types(spec, ct) -> dict:
     """Input name -> numpy dtype, read from the package's model description."""
     enum = ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType
     out = {}
-    for item in model.get_spec().description.input:
+    for item in spec.description.input:
         name = enum.Name(item.type.multiArrayType.dataType) if item.type.HasField("multiArrayType") else ""
         out[item.name] = numpy_type(name)
     return out
@@ -118,7 +118,7 @@ class _PackageRunner:
         self.path = path
         self.model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, units))
         spec = self.model.get_spec()
-        self.types = _input_types(self.model, ct)
+        self.types = _input_types(spec, ct)
         self.shapes = {i.name: tuple(int(d) for d in i.type.multiArrayType.shape) for i in spec.description.input}
         self.input_names = list(self.types)
         self.output_names = [o.name for o in spec.description.output]
