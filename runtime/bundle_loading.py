@@ -2,7 +2,8 @@
 
 The result has the same fields as a PyTorch refocuser (runtime/loading.py), so
 `sample_focal_stack` runs it unchanged; `choices` says which backend runs each
-component and why.
+component and why. Reduced-precision VAE decoders are wrapped so that a chunk
+that comes out NaN/inf is re-run in fp32 (runtime/backends/finite_guard.py).
 """
 from __future__ import annotations
 
@@ -11,8 +12,28 @@ from pathlib import Path
 import torch
 
 from runtime.backends.adapters import AttrConfig, ImageEncoderAdapter, UNetAdapter, VaeAdapter
+from runtime.backends.finite_guard import guard_decoders
 from runtime.bundle import BundleError, read_bundle, resolve_inside
 from runtime.dispatch import load_runners, requested_backend
+
+
+def _default_precision(bundle, requested: str, precision: str | None) -> tuple[str | None, str]:
+    """A quantized bundle runs its recipe unless told otherwise (`refocus run --model BUNDLE`
+    picks the int8 graphs up): the manifest's default precision applies when no precision is
+    given and a backend that can run it is available here."""
+    from runtime.backends import get_backend, registry
+
+    default = bundle.manifest.get("default_precision")
+    if precision is not None or not default:
+        return precision, ""
+    names = list(registry()) if requested == "auto" else [requested]
+    for name in names:
+        b = get_backend(name)
+        if b.artifact != "torch" and default in bundle.precisions(b.artifact) and b.supports(default) \
+                and b.availability().available:
+            return default, f"precision {default}: the bundle's default (its quantization recipe)"
+    return None, (f"the bundle's default precision {default} has no backend here "
+                  f"({'any' if requested == 'auto' else requested}); using any precision that passed its gate")
 
 
 def load_bundle_refocuser(path: Path, backend: str | None = None, precision: str | None = None,
@@ -31,6 +52,7 @@ def load_bundle_refocuser(path: Path, backend: str | None = None, precision: str
         bundle.verify(rel)
     scheduler = EulerDiscreteScheduler.from_pretrained(resolve_inside(bundle.root, "scheduler"))
     requested = requested_backend(backend)
+    precision, default_note = _default_precision(bundle, requested, precision)
     groups = {"unet": (UNetAdapter, ["unet"]),
               "vae": (VaeAdapter, [n for n in bundle.specs if n.startswith("vae_")]),
               "image_encoder": (ImageEncoderAdapter, ["image_encoder"])}
@@ -41,6 +63,7 @@ def load_bundle_refocuser(path: Path, backend: str | None = None, precision: str
         def loader(part):
             cls, names = groups[part]
             runners, picked = load_runners(bundle, requested, precision, components=names)
+            runners = guard_decoders(bundle, runners, picked)
             known = {c.component for c in choices}
             choices.extend(c for c in picked if c.component not in known)
             return cls(configs[part], runners)
@@ -50,6 +73,7 @@ def load_bundle_refocuser(path: Path, backend: str | None = None, precision: str
                  for part in groups}
     else:
         runners, choices = load_runners(bundle, requested, precision)
+        runners = guard_decoders(bundle, runners, choices)
         parts = {part: cls(configs[part], {n: runners[n] for n in names}) for part, (cls, names) in groups.items()}
     clip = bundle.manifest.get("clip", {})
     refocuser = Refocuser(
@@ -64,6 +88,8 @@ def load_bundle_refocuser(path: Path, backend: str | None = None, precision: str
         clip_size=tuple(clip.get("size", (224, 224))),
     )
     refocuser.choices = choices  # filled as components load in low-memory mode
+    if default_note:
+        refocuser.notes.append(default_note)
     refocuser.notes.extend(f"{c.component}: {c.backend} ({c.device}): {c.reason}" for c in choices)
     if low_memory:
         refocuser.notes.append("low-memory mode: one component resident at a time")
