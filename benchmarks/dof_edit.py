@@ -49,14 +49,11 @@ def _estimator():
 
 def _estimate(est, frames_u8: np.ndarray):
     """Estimated (AIF [3, H, W], depth index [H, W]) from 8-bit frames [9, H, W, 3], as `refocus edit`."""
-    from runtime.dof.edit import _depth
+    from runtime.dof.analysis import analyse_stack
 
-    all_in_focus, depth_from_focus = est
     frames = torch.from_numpy(frames_u8).permute(0, 3, 1, 2).float() / 255.0
-    fused = all_in_focus(frames)
-    dep = _depth(depth_from_focus, frames, fused)
-    filled = getattr(dep, "filled", None)
-    return fused.image.float().clamp(0, 1), (filled if filled is not None else dep.index).float()
+    res = analyse_stack(frames)
+    return res.aif, res.depth
 
 
 @torch.no_grad()

@@ -22,6 +22,11 @@ def register(sub) -> None:
     p.add_argument("--shape", default="circle", metavar="SHAPE",
                    help="aperture: circle (default), blades:N (N-bladed iris, optionally blades:N:DEGREES), "
                         "heart, star, or a PNG mask (alpha or grey level; white/opaque = open)")
+    p.add_argument("--blend", choices=["linear", "srgb"], default="linear",
+                   help="colour space the blur averages in: linear (default) = linear light, physically "
+                        "right, so defocused highlights bloom into bright discs; srgb = the stored "
+                        "gamma-encoded values, darker bokeh but matching renderers that blend those "
+                        "(e.g. the project's synthetic stacks)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="output folder (default: STACK_DIR/edit); must be new or empty unless --force")
     p.add_argument("--force", action="store_true", help="replace the edit files in a non-empty --out")
@@ -30,9 +35,11 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from runtime.dof.bokeh import DofConfig
     from runtime.dof.edit import EditConfig, edit_stack
 
-    cfg = EditConfig(focus=args.focus, strength=args.strength, shape=args.shape, out=args.out, force=args.force)
+    cfg = EditConfig(focus=args.focus, strength=args.strength, shape=args.shape, out=args.out, force=args.force,
+                     dof=DofConfig(linear_light=args.blend == "linear"))
     log = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     result = edit_stack(args.stack_dir, cfg, log=log)
     print(result.out_dir)

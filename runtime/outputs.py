@@ -1,4 +1,6 @@
-"""Write a finished focal stack: 9 PNG frames, a sweep GIF, an HTML viewer, run.json.
+"""Write a finished focal stack: 9 PNG frames, a sweep GIF, an HTML viewer, run.json, and, when the
+run computed them, the stack's depth-of-field views (all_in_focus.png, depth.png, and a panel in the
+viewer with focus and strength sliders over precomputed re-renders: :class:`DofOutputs`).
 
 Atomicity: every file is rendered into a hidden staging folder next to out_dir
 (same parent, hence same filesystem, so renames are atomic) and only then
@@ -14,11 +16,13 @@ import os
 import re
 import secrets
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from runtime.dof.viewer_page import PanelHtml, PreviewGrid, dof_panel
 from runtime.errors import InvalidArgumentError, OutputExistsError
 
 N_FRAMES = 9
@@ -26,8 +30,36 @@ GIF_FRAME_MS = 120  # ~8 fps; GIF stores centiseconds, so 125 ms would round to 
 FRAME_NAMES = [f"frame_{i}.png" for i in range(N_FRAMES)]
 GIF_NAME, VIEWER_NAME, RUN_JSON_NAME = "focus_sweep.gif", "viewer.html", "run.json"
 RESULT_NAMES = [*FRAME_NAMES, GIF_NAME, VIEWER_NAME, RUN_JSON_NAME]
+# The same names `refocus edit` gives these images, so both commands' folders read alike.
+AIF_NAME, DEPTH_NAME = "all_in_focus.png", "depth.png"
+DOF_NAMES = [AIF_NAME, DEPTH_NAME]
+#: Results of a run with depth-of-field views; run.json stays last (it marks a complete set).
+RESULT_NAMES_WITH_DOF = [*FRAME_NAMES, *DOF_NAMES, GIF_NAME, VIEWER_NAME, RUN_JSON_NAME]
 # Only files named like ours count as stale; a user's "frame_backup.png" stays.
 _OUR_FRAME = re.compile(r"frame_\d+\.png")
+
+
+@dataclass(frozen=True)
+class DofOutputs:
+    """Depth-of-field views of a stack, to be written next to its frames.
+
+    Attributes:
+        all_in_focus: uint8 [H, W, 3], the fused all-in-focus image (saved with the input's ICC profile).
+        depth_rgb: uint8 [H, W, 3], depth colour-mapped near = warm .. far = cool
+            (:func:`runtime.dof.colormap.colorize_depth`).
+        previews: the viewer's precomputed grid (:func:`runtime.dof.preview.precompute_previews`).
+        strength: the strength slider's initial value (the focus slider starts at the input position).
+    """
+
+    all_in_focus: np.ndarray
+    depth_rgb: np.ndarray
+    previews: PreviewGrid
+    strength: float = 1.0
+
+
+def result_names(with_dof: bool) -> list[str]:
+    """The files a run publishes, in publishing order (run.json last)."""
+    return list(RESULT_NAMES_WITH_DOF if with_dof else RESULT_NAMES)
 
 
 def check_output_dir(out_dir: str | Path, force: bool) -> None:
@@ -51,13 +83,16 @@ def write_stack(
     input_position: int,
     metadata: dict,
     force: bool,
+    dof: DofOutputs | None = None,
 ) -> list[Path]:
     """Render everything into a staging folder, then publish it as out_dir.
 
     frames: uint8 [9, H, W, 3], ordered near (0) to far (8). input_position:
-    the frame whose focus matches the input photo. Returns the published paths.
+    the frame whose focus matches the input photo. dof: the stack's depth-of-field
+    views, or None for the stack alone. Returns the published paths.
     """
     _validate(frames, icc_profile, input_position, metadata)
+    _validate_dof(dof, frames.shape[1:3])
     out_dir = Path(out_dir).absolute()
     check_output_dir(out_dir, force)  # again: the folder may have changed since the first check
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -67,12 +102,12 @@ def write_stack(
     staging = out_dir.parent / f".{out_dir.name}.staging-{secrets.token_hex(4)}"
     os.mkdir(staging)
     try:
-        _render(staging, frames, icc_profile, input_position, metadata)
-        _publish(staging, out_dir)
+        _render(staging, frames, icc_profile, input_position, metadata, dof)
+        _publish(staging, out_dir, result_names(dof is not None))
     except BaseException:  # includes KeyboardInterrupt: never leave a half-written stage behind
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return [out_dir / name for name in RESULT_NAMES]
+    return [out_dir / name for name in result_names(dof is not None)]
 
 
 def _validate(frames, icc_profile, input_position, metadata) -> None:
@@ -96,13 +131,36 @@ def _validate(frames, icc_profile, input_position, metadata) -> None:
         raise InvalidArgumentError(f"metadata must be a dict, got {type(metadata).__name__}")
 
 
+def _validate_dof(dof, size_hw) -> None:
+    if dof is None:
+        return
+    if not isinstance(dof, DofOutputs):
+        raise InvalidArgumentError(f"dof must be a DofOutputs or None, got {type(dof).__name__}")
+    for name, arr in (("all_in_focus", dof.all_in_focus), ("depth_rgb", dof.depth_rgb)):
+        if not (isinstance(arr, np.ndarray) and arr.dtype == np.uint8 and arr.shape == (*size_hw, 3)):
+            got = list(arr.shape) if isinstance(arr, np.ndarray) else type(arr).__name__
+            raise InvalidArgumentError(
+                f"dof.{name} must be uint8 [{size_hw[0]}, {size_hw[1]}, 3] like the frames, got {got}")
+    if not isinstance(dof.previews, PreviewGrid):
+        raise InvalidArgumentError(f"dof.previews must be a PreviewGrid, got {type(dof.previews).__name__}")
+
+
 def _render(
-    staging: Path, frames: np.ndarray, icc: bytes | None, input_position: int, metadata: dict
+    staging: Path, frames: np.ndarray, icc: bytes | None, input_position: int, metadata: dict,
+    dof: DofOutputs | None = None,
 ) -> None:
     extra = {"icc_profile": bytes(icc)} if icc else {}
     images = [Image.fromarray(np.ascontiguousarray(f), "RGB") for f in frames]
     for img, name in zip(images, FRAME_NAMES):
         img.save(staging / name, "PNG", **extra)
+    panel = None
+    if dof is not None:
+        # ICC on the all-in-focus image (it is a photo in the frames' colour space), not on the depth
+        # map (data), as `refocus edit` does.
+        Image.fromarray(np.ascontiguousarray(dof.all_in_focus), "RGB").save(staging / AIF_NAME, "PNG", **extra)
+        Image.fromarray(np.ascontiguousarray(dof.depth_rgb), "RGB").save(staging / DEPTH_NAME, "PNG")
+        panel = dof_panel(dof.previews, focus=float(input_position), strength=dof.strength, prefix="dof-",
+                          note="Re-rendered from the all-in-focus image and the depth estimated from the stack.")
 
     # near -> far -> near without repeating the end frames, so the loop is smooth.
     sweep = images + images[-2:0:-1]
@@ -115,10 +173,10 @@ def _render(
         "data:image/png;base64," + base64.b64encode((staging / n).read_bytes()).decode("ascii")
         for n in FRAME_NAMES
     ]
-    page = _viewer_html(uris, input_position, width=frames.shape[2], height=frames.shape[1])
+    page = _viewer_html(uris, input_position, width=frames.shape[2], height=frames.shape[1], panel=panel)
     (staging / VIEWER_NAME).write_text(page, encoding="utf-8")
 
-    record = {**metadata, "files": list(RESULT_NAMES)}
+    record = {**metadata, "files": result_names(dof is not None)}
     # default=str: Paths and similar values in metadata are recorded, not fatal.
     text = json.dumps(record, indent=2, default=str) + "\n"
     (staging / RUN_JSON_NAME).write_text(text, encoding="utf-8")
@@ -143,16 +201,27 @@ def publish_staged(staging: Path, out_dir: Path, names) -> bool:
     return False
 
 
-def _publish(staging: Path, out_dir: Path) -> None:
-    if publish_staged(staging, out_dir, RESULT_NAMES):  # run.json is last in RESULT_NAMES
+def _publish(staging: Path, out_dir: Path, names: list[str]) -> None:
+    if publish_staged(staging, out_dir, names):  # run.json is last in names
         return
     for old in out_dir.glob("frame_*.png"):
         if _OUR_FRAME.fullmatch(old.name) and old.name not in FRAME_NAMES:
             old.unlink()
+    # A run without depth-of-field views replacing one with them: the old views belong to the old
+    # frames, so they go like stale frames do.
+    for name in DOF_NAMES:
+        if name not in names and (out_dir / name).is_file():
+            (out_dir / name).unlink()
 
 
-def _viewer_html(uris: list[str], input_position: int, width: int, height: int) -> str:
-    """Self-contained viewer: all frames inline, a slider, arrow keys; no external resources."""
+def _viewer_html(uris: list[str], input_position: int, width: int, height: int,
+                 panel: PanelHtml | None = None) -> str:
+    """Self-contained viewer: all frames inline, a slider, arrow keys; no external resources.
+
+    With `panel` (:func:`runtime.dof.viewer_page.dof_panel`), a depth-of-field section follows the
+    stack (all-in-focus image, depth map and legend, focus and strength sliders over precomputed
+    re-renders); the stack stays the first view.
+    """
     last = len(uris) - 1
     imgs = "\n".join(
         f'<img id="f{i}" src="{u}" width="{width}" height="{height}" alt="focus position {i}"'
@@ -163,6 +232,13 @@ def _viewer_html(uris: list[str], input_position: int, width: int, height: int) 
     # The marker sits where the slider thumb is at the input position (thumb ~16 px wide).
     mark_left = f"calc({input_position / last:.4f} * (100% - 16px) + 8px)"
     title = html.escape("Refocus Edge - focal stack")
+    dof_css = panel.css.lstrip("\n") if panel is not None else ""
+    dof_body = "" if panel is None else f"""<section class="dof" aria-label="depth of field">
+<h2>Depth of field</h2>
+{panel.body}
+</section>
+"""
+    dof_script = "" if panel is None else f"<script>\n{panel.script}\n</script>\n"
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -175,11 +251,14 @@ body {{ margin: 0; padding: 16px; background: #111; color: #eee; font: 14px syst
 #stack img {{ display: block; max-width: 95vw; max-height: 78vh; min-width: min(512px, 95vw); width: auto; height: auto; }}
 #stack img[hidden] {{ display: none; }}
 .controls {{ width: min({max(width, 320)}px, 95vw); }}
-input[type=range] {{ width: 100%; margin: 0; }}
+.controls input[type=range] {{ width: 100%; margin: 0; }}
 .marks {{ position: relative; height: 18px; }}
 .mark {{ position: absolute; transform: translateX(-50%); color: #fc6; white-space: nowrap; }}
 .ends {{ display: flex; justify-content: space-between; }}
-</style>
+.dof {{ display: flex; flex-direction: column; align-items: center; gap: 10px; margin-top: 16px;
+        border-top: 1px solid #333; padding-top: 8px; }}
+.dof h2 {{ font-size: 16px; font-weight: 600; margin: 0; }}
+{dof_css}</style>
 </head>
 <body>
 <div id="stack">
@@ -192,7 +271,7 @@ input[type=range] {{ width: 100%; margin: 0; }}
 <div class="marks"><span class="mark" style="left: {mark_left}" title="focus of the input photo">&#9650; input</span></div>
 <div class="ends"><span>near</span><span id="label"></span><span>far</span></div>
 </div>
-<script>
+{dof_body}<script>
 (function () {{
   var slider = document.getElementById("focus"), label = document.getElementById("label");
   var last = {last}, inputPos = {input_position}, shown = inputPos;
@@ -205,8 +284,11 @@ input[type=range] {{ width: 100%; margin: 0; }}
     label.textContent = "position " + i + " of " + last + (i === inputPos ? " (input focus)" : "");
   }}
   slider.addEventListener("input", function () {{ show(parseInt(slider.value, 10)); }});
-  // Handled globally (and the default prevented) so arrows work whether or not the slider has focus.
+  // Handled globally (and the default prevented) so arrows work whether or not the slider has focus,
+  // except on the page's other controls (the depth-of-field sliders keep their own keys).
   document.addEventListener("keydown", function (e) {{
+    var t = e.target;
+    if (t && t !== slider && (t.tagName === "INPUT" || t.tagName === "SELECT")) return;
     var step = {{ArrowLeft: -1, ArrowDown: -1, ArrowRight: 1, ArrowUp: 1}}[e.key];
     if (step !== undefined) show(shown + step);
     else if (e.key === "Home") show(0);
@@ -217,6 +299,6 @@ input[type=range] {{ width: 100%; margin: 0; }}
   show(inputPos);
 }})();
 </script>
-</body>
+{dof_script}</body>
 </html>
 """

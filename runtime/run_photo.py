@@ -3,6 +3,9 @@
 Order matters for the user: every check that can fail cheaply (position, output
 folder, photo, model) runs before the expensive sampling, and nothing is
 written until the whole stack exists (runtime.outputs stages and publishes).
+After sampling, the stack's depth-of-field views (all-in-focus image, depth map,
+the viewer's precomputed re-renders: runtime.dof.stack_views) are computed
+unless the config turns them off; they are published with the frames, in one go.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from runtime.dof.stack_views import StackViewsConfig
 from runtime.errors import InvalidArgumentError
 from runtime.low_memory import low_memory_mode
 
@@ -35,6 +39,8 @@ class RunConfig:
     backend: str | None = None  # auto|torch|onnxruntime|tensorrt|coreml; None: $REFOCUS_BACKEND or auto
     precision: str | None = None  # bundles only: fp32|fp16; None: any that passed its gate
     low_memory: bool = False  # one component resident at a time (8 GB boards, phones)
+    # All-in-focus image, depth map and viewer re-renders; None skips them (`--no-dof`).
+    dof_views: StackViewsConfig | None = field(default_factory=StackViewsConfig)
 
 
 @dataclass
@@ -66,6 +72,8 @@ def refocus_photo(cfg: RunConfig, log: Callable[[str], None] = lambda _msg: None
         raise InvalidArgumentError(f"--steps must be >= 1, got {cfg.steps}")
     if cfg.mode not in ("fast", "reference"):
         raise InvalidArgumentError(f"--mode must be fast or reference, got {cfg.mode!r}")
+    if cfg.dof_views is not None and not isinstance(cfg.dof_views, StackViewsConfig):
+        raise InvalidArgumentError(f"dof_views must be a StackViewsConfig or None, got {type(cfg.dof_views).__name__}")
     check_output_dir(cfg.out_dir, cfg.force)
 
     timings: dict[str, float] = {}
@@ -113,6 +121,19 @@ def refocus_photo(cfg: RunConfig, log: Callable[[str], None] = lambda _msg: None
         f"{result.unet_calls} UNet calls, seed {cfg.seed}")
 
     frames = (result.frames.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    views = None
+    if cfg.dof_views is not None:
+        from runtime.dof.stack_views import stack_views
+
+        t0 = time.perf_counter()
+        views = stack_views(frames, cfg.dof_views)
+        timings["dof"] = time.perf_counter() - t0
+        views.record["timings_s"] = {k: round(v, 4) for k, v in views.timings.items()}
+        pw, ph = views.outputs.previews.size
+        log(f"dof       all-in-focus, depth from focus ({views.record['depth_source']}, index "
+            f"{views.record['depth_range'][0]:.2f}..{views.record['depth_range'][1]:.2f}), viewer "
+            f"{len(views.outputs.previews.focus)} focus x {len(views.outputs.previews.strengths)} strengths "
+            f"at {pw}x{ph}: " + ", ".join(f"{k} {v:.2f}s" for k, v in views.timings.items()))
     metadata = {
         "input": str(cfg.image), "model": str(refocuser.source), "position": position,
         "size": [w, h], "steps": result.num_inference_steps, "guidance": result.guidance_scale,
@@ -124,14 +145,18 @@ def refocus_photo(cfg: RunConfig, log: Callable[[str], None] = lambda _msg: None
                      or {"all": {"backend": "torch", "precision": "fp32", "device": "torch cpu",
                                  "reason": "model folder"}}),
     }
+    if views is not None:
+        metadata["dof"] = views.record
     t0 = time.perf_counter()
     files = write_stack(cfg.out_dir, frames, icc_profile=photo.icc_profile, input_position=position,
-                        metadata=metadata, force=cfg.force)
+                        metadata=metadata, force=cfg.force, dof=views.outputs if views is not None else None)
     timings["write"] = time.perf_counter() - t0
-    stages = ("image_encoder", "vae_encode", "unet_total", "vae_decode", "write")
+    stages = ("image_encoder", "vae_encode", "unet_total", "vae_decode")
+    stages += ("dof", "write") if views is not None else ("write",)
     log("time      " + ", ".join(f"{k} {timings[k]:.2f}s" for k in stages)
         + f"; total {sum(timings[k] for k in stages) + timings['load_model'] + timings['load_photo']:.2f}s")
-    log(f"wrote     {cfg.out_dir}/frame_0.png .. frame_8.png, focus_sweep.gif, viewer.html")
+    dof_files = "all_in_focus.png, depth.png, " if views is not None else ""
+    log(f"wrote     {cfg.out_dir}/frame_0.png .. frame_8.png, {dof_files}focus_sweep.gif, viewer.html")
     return RunReport(out_dir=cfg.out_dir, files=files, model=str(refocuser.source), size=(w, h),
                      position=position, position_was_default=cfg.position is None,
                      steps=result.num_inference_steps, guidance=result.guidance_scale,

@@ -16,6 +16,7 @@ from PIL import Image, ImageCms
 from refocus_cli.main import main
 
 FRAMES = [f"frame_{i}.png" for i in range(9)]
+DOF_FILES = ["all_in_focus.png", "depth.png"]
 
 
 def _photo(path: Path, mode="RGB", size=(96, 72), **save):
@@ -26,8 +27,9 @@ def _photo(path: Path, mode="RGB", size=(96, 72), **save):
     return path
 
 
-def _run(args, capsys):
-    code = main(["run", *map(str, args), "--quiet"])
+def _run(args, capsys, dof=True):
+    # dof=False for tests about the input photo: the depth-of-field views cost time and are tested apart.
+    code = main(["run", *map(str, args), "--quiet", *([] if dof else ["--no-dof"])])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -48,15 +50,52 @@ def test_happy_path_writes_stack_animation_viewer(random_model_dir, tmp_path, ca
     code = main(["run", str(photo), "--model", str(random_model_dir), "--out", str(out), "--seed", "3"])
     _, err = capsys.readouterr()
     assert code == 0
-    for name in FRAMES + ["focus_sweep.gif", "viewer.html", "run.json"]:
+    for name in FRAMES + DOF_FILES + ["focus_sweep.gif", "viewer.html", "run.json"]:
         assert (out / name).is_file(), name
     assert Image.open(out / "frame_0.png").size == (64, 64)  # the model's fixed working size
     meta = json.loads((out / "run.json").read_text())
     assert meta["position"] == 4 and meta["unet_calls"] == 4 and meta["guidance"] == 1.5
     # The report names model, resolution, guidance, steps, per-stage time; the default is announced.
     assert "default: --position not given" in err
-    for word in ("model", "64x64", "guidance 1.5", "4 Euler steps", "unet_total", "vae_decode"):
+    for word in ("model", "64x64", "guidance 1.5", "4 Euler steps", "unet_total", "vae_decode", "dof "):
         assert word in err, word
+    # Depth-of-field views: written, recorded, in the viewer (tests/test_outputs.py checks the page).
+    assert set(DOF_FILES) <= set(meta["files"]) and meta["files"][-1] == "run.json"
+    for name in DOF_FILES:
+        assert Image.open(out / name).size == (64, 64)
+    assert meta["dof"]["viewer"]["preview_size"] == [64, 64] and meta["dof"]["shape"] == "circle"
+    assert set(meta["dof"]["timings_s"]) == {"all_in_focus", "depth", "previews"} and "dof" in meta["timings_s"]
+    page = (out / "viewer.html").read_text()
+    assert page.index('id="stack"') < page.index('id="dof-view"')
+    assert page.count("data:image/jpeg;base64,") == 9 * 4 + 2
+    # The same images `refocus edit` computes from the folder: one analysis for both commands.
+    assert main(["edit", str(out), "--focus", "4", "--quiet"]) == 0
+    capsys.readouterr()
+    for name in DOF_FILES:
+        assert np.array_equal(np.asarray(Image.open(out / name)), np.asarray(Image.open(out / "edit" / name))), name
+
+
+def test_no_dof_skips_the_views(random_model_dir, tmp_path, capsys):
+    # (a forced --no-dof run over one with views removes the old ones: tests/test_outputs.py)
+    photo = _photo(tmp_path / "photo.jpg")
+    out = tmp_path / "out"
+    code = main(["run", str(photo), "--model", str(random_model_dir), "--out", str(out), "--no-dof"])
+    _, err = capsys.readouterr()
+    assert code == 0
+    assert not any((out / name).exists() for name in DOF_FILES)
+    meta = json.loads((out / "run.json").read_text())
+    assert "dof" not in meta and not set(DOF_FILES) & set(meta["files"]) and "dof" not in meta["timings_s"]
+    page = (out / "viewer.html").read_text()
+    assert "dof-" not in page and page.count("data:image/png;base64,") == 9
+    assert "dof " not in err and "all_in_focus.png" not in err
+
+
+def test_help_documents_no_dof(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--no-dof" in text and "all_in_focus.png" in text and "depth.png" in text
 
 
 def test_icc_profile_is_kept(random_model_dir, tmp_path, capsys):
@@ -65,6 +104,8 @@ def test_icc_profile_is_kept(random_model_dir, tmp_path, capsys):
     out = tmp_path / "out"
     assert _run([photo, "--model", random_model_dir, "--out", out], capsys)[0] == 0
     assert Image.open(out / "frame_3.png").info.get("icc_profile") == icc
+    assert Image.open(out / "all_in_focus.png").info.get("icc_profile") == icc
+    assert "icc_profile" not in Image.open(out / "depth.png").info
 
 
 @pytest.mark.parametrize("kind", ["text", "empty", "truncated", "directory", "missing"])
@@ -103,7 +144,7 @@ def test_awkward_but_valid_photos_work(random_model_dir, tmp_path, capsys, kind)
         exif[0x0112] = 6
         _photo(path, size=(96, 48), exif=exif)
     out = tmp_path / "out"
-    code, _, err = _run([path, "--model", random_model_dir, "--out", out], capsys)
+    code, _, err = _run([path, "--model", random_model_dir, "--out", out], capsys, dof=False)
     assert code == 0, err
     assert len(list(out.glob("frame_*.png"))) == 9
     meta = json.loads((out / "run.json").read_text())
@@ -115,7 +156,7 @@ def test_huge_image_is_resized_not_rejected(random_model_dir, tmp_path, capsys):
     path = tmp_path / "huge.jpg"
     Image.new("RGB", (12000, 9000), (40, 90, 160)).save(path, quality=50)
     out = tmp_path / "out"
-    code, _, err = _run([path, "--model", random_model_dir, "--out", out], capsys)
+    code, _, err = _run([path, "--model", random_model_dir, "--out", out], capsys, dof=False)
     assert code == 0, err
     meta = json.loads((out / "run.json").read_text())
     assert any("12000x9000" in n for n in meta["notes"])

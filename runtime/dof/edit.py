@@ -1,7 +1,7 @@
 """`refocus edit`: new focus, blur strength and aperture shape for a focal stack written by `refocus run`.
 
 Pipeline: read frame_0.png .. frame_8.png -> all-in-focus fusion and depth from focus
-(:mod:`runtime.dof.all_in_focus`, :mod:`runtime.dof.depth`) -> layered bokeh rendering
+(:func:`runtime.dof.analysis.analyse_stack`) -> layered bokeh rendering
 (:func:`runtime.dof.bokeh.render_dof`) -> an output folder with
 
 * ``edited.png``: the edit at the stack's resolution;
@@ -10,7 +10,8 @@ Pipeline: read frame_0.png .. frame_8.png -> all-in-focus fusion and depth from 
 * ``confidence.png``: depth confidence, white = reliable;
 * ``viewer.html``: self-contained page with focus and strength sliders over a precomputed grid of
   edits (9 focus positions x 4 strengths at preview size, JPEG data URIs), the all-in-focus image
-  and the depth map; clicking the image focuses there;
+  and the depth map; clicking the image focuses there (grid: :mod:`runtime.dof.preview`, page:
+  :mod:`runtime.dof.viewer_page`, both shared with `refocus run`'s viewer);
 * ``edit.json``: parameters, sizes, what the renderer did and the time per stage.
 
 Atomicity as in :mod:`runtime.outputs`: everything is written into a hidden staging folder next to
@@ -19,10 +20,7 @@ existing non-empty output folder is refused up front unless ``force``.
 """
 from __future__ import annotations
 
-import base64
 import dataclasses
-import html
-import io
 import json
 import math
 import os
@@ -35,18 +33,20 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from runtime.errors import InputImageError, InvalidArgumentError, OutputExistsError
 from runtime.outputs import publish_staged
 
 from .aperture import Aperture, parse_shape
-from .bokeh import NUM_POSITIONS, DofConfig, DofRenderer, render_dof
+from .bokeh import NUM_POSITIONS, DofConfig, render_dof
+from .colormap import colorize_depth
+from .preview import VIEWER_FOCUS, VIEWER_STRENGTHS, check_viewer_params, precompute_previews, to_u8
+from .viewer_page import edit_page
 
 __all__ = [
     "EditConfig", "EditResult", "edit_stack", "load_stack", "colorize_depth",
-    "EDIT_NAMES", "VIEWER_STRENGTHS", "FRAME_NAMES",
+    "EDIT_NAMES", "VIEWER_STRENGTHS", "VIEWER_FOCUS", "FRAME_NAMES",
 ]
 
 FRAME_NAMES = [f"frame_{i}.png" for i in range(NUM_POSITIONS)]
@@ -54,15 +54,6 @@ EDITED_NAME, AIF_NAME, DEPTH_NAME, CONF_NAME = "edited.png", "all_in_focus.png",
 VIEWER_NAME, JSON_NAME = "viewer.html", "edit.json"
 # edit.json last: its presence marks a complete set when files are replaced one by one.
 EDIT_NAMES = [EDITED_NAME, AIF_NAME, DEPTH_NAME, CONF_NAME, VIEWER_NAME, JSON_NAME]
-#: Strengths precomputed for the viewer (0 = the all-in-focus image itself, no render needed).
-VIEWER_STRENGTHS = (0.5, 1.0, 2.0, 3.0)
-#: Focus positions precomputed for the viewer: the stack's own planes.
-VIEWER_FOCUS = tuple(float(i) for i in range(NUM_POSITIONS))
-#: Depth colour map anchors, near (index 0) to far (index 8): warm to cool.
-_DEPTH_COLOURS = np.array(
-    [(252, 232, 100), (250, 145, 45), (214, 56, 64), (124, 40, 140), (40, 62, 170)], dtype=np.float32)
-#: Resolution of the depth grid the viewer uses for click-to-focus (cells along the longer side).
-_CLICK_GRID = 64
 
 
 @dataclass(frozen=True)
@@ -126,10 +117,7 @@ def _check_params(cfg: EditConfig) -> tuple[float, float, Aperture]:
         raise InvalidArgumentError(f"--strength must be >= 0 (1 = the stack's own blur), got {cfg.strength!r}")
     if not isinstance(cfg.dof, DofConfig):
         raise InvalidArgumentError(f"dof must be a DofConfig, got {type(cfg.dof).__name__}")
-    if isinstance(cfg.viewer_max_side, bool) or not isinstance(cfg.viewer_max_side, int) or cfg.viewer_max_side < 32:
-        raise InvalidArgumentError(f"viewer_max_side must be an integer >= 32, got {cfg.viewer_max_side!r}")
-    if not (isinstance(cfg.viewer_quality, int) and 1 <= cfg.viewer_quality <= 95):
-        raise InvalidArgumentError(f"viewer_quality must be an integer 1..95, got {cfg.viewer_quality!r}")
+    check_viewer_params(cfg.viewer_max_side, cfg.viewer_quality)
     return focus, strength, parse_shape(cfg.shape)
 
 
@@ -174,41 +162,6 @@ def load_stack(stack_dir: str | Path) -> tuple[torch.Tensor, bytes | None]:
     return torch.stack(frames), icc
 
 
-# --------------------------------------------------------------------------- images
-
-
-def _to_u8(chw: torch.Tensor) -> np.ndarray:
-    return (chw.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-
-
-def colorize_depth(index, num_positions: int = NUM_POSITIONS) -> np.ndarray:
-    """Focus-index map [H, W] -> uint8 [H, W, 3]: near (0) warm yellow .. far (last) cool blue."""
-    t = np.clip(np.asarray(index, dtype=np.float32) / float(num_positions - 1), 0.0, 1.0)
-    pos = t * (len(_DEPTH_COLOURS) - 1)
-    lo = np.floor(pos).astype(int).clip(0, len(_DEPTH_COLOURS) - 2)
-    frac = (pos - lo)[..., None]
-    rgb = _DEPTH_COLOURS[lo] * (1 - frac) + _DEPTH_COLOURS[lo + 1] * frac
-    return (rgb + 0.5).astype(np.uint8)
-
-
-def _jpeg_uri(rgb_u8: np.ndarray, quality: int) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(rgb_u8, "RGB").save(buf, "JPEG", quality=quality, optimize=True)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _preview_inputs(aif: torch.Tensor, depth: torch.Tensor, max_side: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Downscale for the viewer: area-averaged colour, nearest-neighbour depth (no invented depths)."""
-    h, w = depth.shape
-    scale = min(1.0, max_side / max(h, w))
-    if scale >= 1.0:
-        return aif, depth
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    small = F.interpolate(aif[None], size=size, mode="area")[0]
-    d = F.interpolate(depth[None, None], size=size, mode="nearest")[0, 0]
-    return small, d
-
-
 # --------------------------------------------------------------------------- main entry
 
 
@@ -227,21 +180,13 @@ def edit_stack(stack_dir: str | Path, config: EditConfig, log: Callable[[str], N
     H, W = frames.shape[-2:]
     log(f"stack     {stack_dir} ({NUM_POSITIONS} frames, {W}x{H})")
 
-    # The stack-analysis modules are imported here, not at module import: `refocus --help` stays light.
-    from runtime.dof.all_in_focus import all_in_focus
-    from runtime.dof.depth import depth_from_focus
+    # Imported here, not at module import: `refocus --help` stays light.
+    from .analysis import analyse_stack
 
-    t0 = time.perf_counter()
-    fused = all_in_focus(frames)
-    timings["all_in_focus"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    depth_res = _depth(depth_from_focus, frames, fused)
-    timings["depth"] = time.perf_counter() - t0
-    aif = torch.as_tensor(fused.image).float().clamp(0, 1)
-    filled = getattr(depth_res, "filled", None)
-    depth_source = "filled" if filled is not None else "index"
-    depth = torch.as_tensor(filled if filled is not None else depth_res.index).float()
-    confidence = torch.as_tensor(depth_res.confidence).float().clamp(0, 1)
+    analysis = analyse_stack(frames)
+    timings.update(analysis.timings)
+    aif, depth, confidence = analysis.aif, analysis.depth, analysis.confidence
+    depth_source = analysis.depth_source
     log(f"depth     from focus ({depth_source}): index {float(depth.min()):.2f}..{float(depth.max()):.2f}, "
         f"mean confidence {float(confidence.mean()):.2f}")
 
@@ -249,25 +194,29 @@ def edit_stack(stack_dir: str | Path, config: EditConfig, log: Callable[[str], N
     stats: dict = {}
     edited = render_dof(aif, depth, focus, strength, aperture, config.dof, stats=stats)
     timings["render"] = time.perf_counter() - t0
-    log(f"edit      focus {focus:g}, strength {strength:g}, shape {aperture.name}: {stats['slices']} depth "
-        f"slices ({stats['blurred_slices']} blurred), blur up to {stats['max_radius_px']:.1f} px")
+    blend = "linear light" if config.dof.linear_light else "sRGB values"
+    log(f"edit      focus {focus:g}, strength {strength:g}, shape {aperture.name}, blend in {blend}: "
+        f"{stats['slices']} depth slices ({stats['blurred_slices']} blurred), blur up to "
+        f"{stats['max_radius_px']:.1f} px")
 
     t0 = time.perf_counter()
-    page, grid_info = _viewer(aif, depth, focus, strength, aperture, config)
+    previews = precompute_previews(aif, depth, aperture, config.dof, config.viewer_max_side, config.viewer_quality)
+    page = edit_page(previews, focus, strength)
     timings["viewer"] = time.perf_counter() - t0
-    log(f"viewer    {len(VIEWER_FOCUS)} focus x {len(VIEWER_STRENGTHS)} strengths at "
-        f"{grid_info['preview_size'][0]}x{grid_info['preview_size'][1]}, {len(page) / 1e6:.2f} MB")
+    log(f"viewer    {len(previews.focus)} focus x {len(previews.strengths)} strengths at "
+        f"{previews.size[0]}x{previews.size[1]}, {len(page) / 1e6:.2f} MB")
 
     t0 = time.perf_counter()
     record = {
         "stack_dir": str(stack_dir.absolute()), "size": [W, H], "focus": focus, "strength": strength,
-        "shape": aperture.name, "depth_source": depth_source, "render": stats, "viewer": grid_info,
+        "shape": aperture.name, "blend": "linear" if config.dof.linear_light else "srgb",
+        "depth_source": depth_source, "render": stats, "viewer": previews.info(),
         "dof_config": dataclasses.asdict(config.dof),
         "files": list(EDIT_NAMES),
     }
     images = {
-        EDITED_NAME: _to_u8(edited),
-        AIF_NAME: _to_u8(aif),
+        EDITED_NAME: to_u8(edited),
+        AIF_NAME: to_u8(aif),
         DEPTH_NAME: colorize_depth(depth.cpu().numpy()),
         CONF_NAME: (confidence.cpu().numpy() * 255.0 + 0.5).astype(np.uint8),
     }
@@ -278,50 +227,6 @@ def edit_stack(stack_dir: str | Path, config: EditConfig, log: Callable[[str], N
     return EditResult(out_dir=out_dir, files=files, size=(W, H), focus=focus, strength=strength,
                       shape=aperture.name, depth_source=depth_source, render=stats, timings=timings,
                       viewer_bytes=len(page.encode("utf-8")))
-
-
-def _depth(depth_from_focus, frames: torch.Tensor, fused):
-    """depth_from_focus, handing it the fusion already computed when its signature takes one
-    (the focus volume is the expensive part and both stages need it)."""
-    import inspect
-
-    try:
-        takes_aif = "aif" in inspect.signature(depth_from_focus).parameters
-    except (TypeError, ValueError):
-        takes_aif = False
-    return depth_from_focus(frames, aif=fused) if takes_aif else depth_from_focus(frames)
-
-
-def _viewer(aif, depth, focus, strength, aperture, config: EditConfig) -> tuple[str, dict]:
-    """Precompute the preview grid and build the self-contained page."""
-    small, d_small = _preview_inputs(aif, depth, config.viewer_max_side)
-    ph, pw = d_small.shape
-    # Same look as the full-size edit: the blur scales with the width like the lens's does.
-    rps = config.dof.step_radius(depth.shape[1]) * pw / depth.shape[1]
-    renderer = DofRenderer(small, d_small, dataclasses.replace(config.dof, radius_per_step=rps))
-    # Per strength, one slice step and one canvas margin for all focus positions: with step = 1 / m
-    # every integer focus sees the same slices, so their hidden-colour fills and FFTs are computed
-    # once per strength instead of once per edit.
-    q = config.viewer_quality
-    columns, steps = [], []
-    for s in VIEWER_STRENGTHS:
-        step = 1.0 / max(1, round(1.0 / renderer.slice_step(s)))
-        pad = renderer.pad_for(max(renderer.max_radius(f, s) for f in VIEWER_FOCUS))
-        columns.append([_jpeg_uri(_to_u8(renderer.render(f, s, aperture, step=step, pad=pad)), q)
-                        for f in VIEWER_FOCUS])
-        steps.append(step)
-    grid = [list(row) for row in zip(*columns)]  # [focus][strength]
-    aif_uri = _jpeg_uri(_to_u8(small), q)
-    depth_uri = _jpeg_uri(colorize_depth(d_small.cpu().numpy()), q)
-    # Coarse depth for click-to-focus: block means are fine here, it only picks a slider value.
-    gh, gw = (_CLICK_GRID, max(1, round(_CLICK_GRID * pw / ph))) if ph >= pw else \
-        (max(1, round(_CLICK_GRID * ph / pw)), _CLICK_GRID)
-    click = F.interpolate(depth[None, None], size=(min(gh, depth.shape[0]), min(gw, depth.shape[1])),
-                          mode="area")[0, 0]
-    page = _viewer_html(grid, aif_uri, depth_uri, click.cpu().numpy(), focus, strength, aperture.name, (pw, ph))
-    info = {"focus": list(VIEWER_FOCUS), "strengths": list(VIEWER_STRENGTHS), "preview_size": [pw, ph],
-            "jpeg_quality": q, "slice_steps": steps}
-    return page, info
 
 
 # --------------------------------------------------------------------------- output
@@ -349,101 +254,3 @@ def _write(out_dir: Path, images: dict, page: str, record: dict, timings: dict, 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return [out_dir / n for n in EDIT_NAMES]
-
-
-def _viewer_html(grid: list[list[str]], aif_uri: str, depth_uri: str, click_depth: np.ndarray, focus: float,
-                 strength: float, shape: str, size: tuple[int, int]) -> str:
-    """Self-contained page: the edit grid, all-in-focus and depth views, two sliders, click to focus."""
-    last = NUM_POSITIONS - 1
-    data = {
-        "grid": grid, "aif": aif_uri, "depth": depth_uri,
-        "focus": list(VIEWER_FOCUS), "strengths": [0.0, *VIEWER_STRENGTHS],
-        "click": [[round(float(v), 2) for v in row] for row in click_depth],
-    }
-    payload = json.dumps(data, separators=(",", ":"))
-    title = html.escape(f"Refocus Edge - depth of field ({shape})")
-    w, h = size
-    max_s = VIEWER_STRENGTHS[-1]
-    strengths = ", ".join(f"{s:g}" for s in VIEWER_STRENGTHS)
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>
-body {{ margin: 0; padding: 16px; background: #111; color: #eee; font: 14px system-ui, sans-serif;
-       display: flex; flex-direction: column; align-items: center; gap: 10px; }}
-#view {{ display: block; width: min({max(w, 480)}px, 95vw); height: auto; cursor: crosshair;
-        image-rendering: auto; aspect-ratio: {w} / {h}; }}
-.controls {{ width: min({max(w, 480)}px, 95vw); display: grid; grid-template-columns: 6em 1fr 9em;
-            gap: 6px 10px; align-items: center; }}
-input[type=range] {{ width: 100%; margin: 0; }}
-.tabs {{ display: flex; gap: 14px; }}
-.thumbs {{ display: flex; gap: 10px; }}
-.thumbs figure {{ margin: 0; text-align: center; }}
-.thumbs img {{ width: min(200px, 44vw); height: auto; display: block; }}
-small {{ color: #999; }}
-</style>
-</head>
-<body>
-<img id="view" alt="depth-of-field edit">
-<div class="controls">
-<label for="focus">focus</label>
-<input id="focus" type="range" min="0" max="{last}" step="0.01" value="{focus}"
-       aria-label="focus position, 0 is near, {last} is far">
-<span id="focusLabel"></span>
-<label for="strength">strength</label>
-<input id="strength" type="range" min="0" max="{max_s}" step="0.01" value="{min(strength, max_s)}"
-       aria-label="blur strength, 1 is the stack's own lens">
-<span id="strengthLabel"></span>
-</div>
-<div class="tabs" role="radiogroup" aria-label="what to show">
-<label><input type="radio" name="show" value="edit" checked> edit</label>
-<label><input type="radio" name="show" value="aif"> all in focus</label>
-<label><input type="radio" name="show" value="depth"> depth (near = warm)</label>
-</div>
-<div class="thumbs">
-<figure><img id="aifThumb" alt="all-in-focus image"><figcaption>all in focus</figcaption></figure>
-<figure><img id="depthThumb" alt="depth map, near warm, far cool"><figcaption>depth</figcaption></figure>
-</div>
-<small>Previews ({w}x{h}) are precomputed for focus 0..{last} and strengths {strengths};
-the sliders show the nearest one. Click the image to focus there. Shape: {html.escape(shape)}.</small>
-<script>
-(function () {{
-  var D = {payload};
-  var view = document.getElementById("view");
-  var fs = document.getElementById("focus"), ss = document.getElementById("strength");
-  var fl = document.getElementById("focusLabel"), sl = document.getElementById("strengthLabel");
-  document.getElementById("aifThumb").src = D.aif;
-  document.getElementById("depthThumb").src = D.depth;
-  function nearest(list, v) {{
-    var best = 0;
-    for (var i = 1; i < list.length; i++) if (Math.abs(list[i] - v) < Math.abs(list[best] - v)) best = i;
-    return best;
-  }}
-  function show() {{
-    var mode = document.querySelector("input[name=show]:checked").value;
-    var fi = nearest(D.focus, parseFloat(fs.value)), si = nearest(D.strengths, parseFloat(ss.value));
-    fl.textContent = "position " + D.focus[fi] + (fi === 0 ? " (near)" : fi === D.focus.length - 1 ? " (far)" : "");
-    sl.textContent = si === 0 ? "0 (all in focus)" : D.strengths[si] + "x";
-    var src = mode === "aif" ? D.aif : mode === "depth" ? D.depth : (si === 0 ? D.aif : D.grid[fi][si - 1]);
-    if (view.src !== src) view.src = src;
-  }}
-  fs.addEventListener("input", show);
-  ss.addEventListener("input", show);
-  document.querySelectorAll("input[name=show]").forEach(function (r) {{ r.addEventListener("change", show); }});
-  view.addEventListener("click", function (e) {{
-    var r = view.getBoundingClientRect();
-    var gy = Math.min(D.click.length - 1, Math.floor((e.clientY - r.top) / r.height * D.click.length));
-    var gx = Math.min(D.click[0].length - 1, Math.floor((e.clientX - r.left) / r.width * D.click[0].length));
-    fs.value = D.click[Math.max(0, gy)][Math.max(0, gx)];
-    document.querySelector("input[name=show][value=edit]").checked = true;
-    show();
-  }});
-  show();
-}})();
-</script>
-</body>
-</html>
-"""
