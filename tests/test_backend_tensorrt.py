@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import json
 import sys
+import types
 
 import pytest
 import torch
@@ -38,6 +39,43 @@ def make_bundle(root, graphs: dict[str, bytes], source_hash="model-hash-1", spec
     manifest = {"format": artifacts.BUNDLE_FORMAT, "source": {"hash": source_hash},
                 "components": {n: specs[n].to_json() for n in graphs}, "files": files,
                 "artifacts": {"onnx": {"fp32": table}}}
+    (root / artifacts.MANIFEST_NAME).write_text(json.dumps(manifest))
+    return read_bundle(root)
+
+
+def make_quant_bundle(root, quantized=("unet",), float_kept=("image_encoder",), twin=True, fp8=True,
+                      twin_gates=True):
+    """A bundle as `refocus quantize` writes it: fp32 graphs, onnx/int8 (uint8 activations), the
+    TensorRT twin onnx-tensorrt/int8 and onnx/fp8, where the components kept in float point at
+    their fp32 graph. Graph bytes name what they are, so a fake build shows its source."""
+    specs = tiny_specs()
+    names = (*quantized, *float_kept)
+    files, tables = {}, {"onnx": {"fp32": {}}}
+
+    def put(artifact, precision, name, rel, data):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+        files[rel] = hashlib.sha256(data).hexdigest()
+        tables.setdefault(artifact, {}).setdefault(precision, {})[name] = rel
+
+    for name in names:
+        put("onnx", "fp32", name, artifacts.onnx_artifact(name, "fp32"), b"fp32 " + name.encode())
+    kinds = [("onnx", "int8", b"uint8-qdq "), *([("onnx-tensorrt", "int8", b"int8-qdq ")] if twin else []),
+             *([("onnx", "fp8", b"fp8-qdq ")] if fp8 else [])]
+    gates = {"onnx": {"fp32": {n: {"passed": True} for n in names}}}
+    for artifact, precision, tag in kinds:
+        for name in quantized:
+            put(artifact, precision, name, f"{artifact}/{precision}/{name}.onnx", tag + name.encode())
+        for name in float_kept:
+            tables[artifact][precision][name] = tables["onnx"]["fp32"][name]
+        if artifact == "onnx":
+            gates["onnx"][precision] = {n: {"passed": True} for n in names}
+    if twin:
+        gates["onnx-tensorrt"] = {"int8": {"end_to_end": {"passed": True},
+                                           "end_to_end_worst": {"passed": twin_gates}}}
+    manifest = {"format": artifacts.BUNDLE_FORMAT, "source": {"hash": "model-hash-1"},
+                "components": {n: specs[n].to_json() for n in names}, "files": files,
+                "artifacts": tables, "gates": gates}
     (root / artifacts.MANIFEST_NAME).write_text(json.dumps(manifest))
     return read_bundle(root)
 
@@ -97,7 +135,10 @@ def test_engine_bytes_must_match_the_sidecar():
 # ------------------------------------------------------------------ precision decisions
 @pytest.mark.parametrize("precision,capability,ok", [
     ("fp32", (3, 0), True), ("fp16", (5, 2), False), ("fp16", (5, 3), True), ("fp16", (8, 9), True),
-    ("bf16", (7, 5), False), ("bf16", (8, 0), True), ("bf16", (9, 0), True), ("bf16", (12, 0), True)])
+    ("bf16", (7, 5), False), ("bf16", (8, 0), True), ("bf16", (9, 0), True), ("bf16", (12, 0), True),
+    ("int8", (5, 3), False), ("int8", (6, 0), False), ("int8", (6, 1), True), ("int8", (7, 5), True),
+    ("fp8", (8, 0), False), ("fp8", (8, 6), False), ("fp8", (8, 7), False), ("fp8", (8, 9), True),
+    ("fp8", (9, 0), True), ("fp8", (12, 0), True)])
 def test_reduced_precision_needs_capability(precision, capability, ok):
     assert (trt_backend.precision_problem(precision, capability) is None) == ok
 
@@ -105,8 +146,129 @@ def test_reduced_precision_needs_capability(precision, capability, ok):
 def test_unsupported_precision_errors():
     with pytest.raises(BackendUnavailableError, match=r"unet: .*bf16 needs compute capability 8\.0.*7\.5"):
         trt_backend.check_precision("unet", "bf16", (7, 5))
-    with pytest.raises(InvalidArgumentError, match="int8"):
-        trt_backend.precision_problem("int8", (9, 0))
+    with pytest.raises(InvalidArgumentError, match="int4"):
+        trt_backend.precision_problem("int4", (9, 0))
+    with pytest.raises(InvalidArgumentError, match="int4"):
+        trt_backend.builder_flags("int4")
+
+
+def test_quantized_precisions_name_what_the_gpu_lacks():
+    assert "6.1" in trt_backend.precision_problem("int8", (6, 0)) and "DP4A" in \
+        trt_backend.precision_problem("int8", (6, 0))
+    fp8 = trt_backend.precision_problem("fp8", (8, 6))
+    assert "8.9" in fp8 and "8.6" in fp8 and "FP8" in fp8
+    with pytest.raises(BackendUnavailableError, match=r"unet: TensorRT cannot build fp8 here"):
+        trt_backend.check_precision("unet", "fp8", (8, 6))
+
+
+@pytest.mark.parametrize("precision,flags", [
+    ("fp32", ()), ("fp16", ("FP16",)), ("bf16", ("BF16",)), ("int8", ("INT8", "FP16")), ("fp8", ("FP8", "FP16"))])
+def test_builder_flags_per_precision(precision, flags):
+    assert trt_backend.builder_flags(precision) == flags
+
+
+def test_components_kept_in_float_get_no_quantization_flag():
+    # No Q/DQ nodes + INT8 would be TensorRT's deprecated implicit (calibrated) mode.
+    assert trt_backend.builder_flags("int8", quantized=False) == ("FP16",)
+    assert trt_backend.builder_flags("fp8", quantized=False) == ("FP16",)
+    assert trt_backend.builder_flags("bf16", quantized=False) == ("BF16",)
+
+
+class FakeFlags:
+    FP16, BF16, INT8 = "fp16-flag", "bf16-flag", "int8-flag"
+
+
+def fake_trt(flags=FakeFlags, version="10.0.1"):
+    return types.SimpleNamespace(BuilderFlag=flags, __version__=version)
+
+
+class FakeConfig:
+    def __init__(self):
+        self.flags = []
+
+    def set_flag(self, flag):
+        self.flags.append(flag)
+
+
+GPU = trt_backend._Gpu(0, "fake gpu", (8, 9))
+
+
+def set_flags(precision, trt=None, fast_fp16=True, quantized=True):
+    config, spec = FakeConfig(), tiny_specs()["unet"]
+    builder = types.SimpleNamespace(platform_has_fast_fp16=fast_fp16)
+    trt_backend._set_precision_flags(trt or fake_trt(), builder, config, spec, precision, GPU, quantized)
+    return config.flags
+
+
+def test_build_sets_each_named_flag():
+    assert set_flags("int8") == ["int8-flag", "fp16-flag"]
+    assert set_flags("int8", quantized=False) == ["fp16-flag"]
+    assert set_flags("bf16") == ["bf16-flag"] and set_flags("fp32") == []
+    # FP16 only permits half kernels for the float layers: no fast fp16 is no reason to refuse int8.
+    assert set_flags("int8", fast_fp16=False) == ["int8-flag", "fp16-flag"]
+    with pytest.raises(BackendUnavailableError, match="no fast fp16"):
+        set_flags("fp16", fast_fp16=False)
+
+
+def test_missing_fp8_flag_names_the_tensorrt_version():
+    with pytest.raises(BackendUnavailableError, match=r"unet: tensorrt 10\.0\.1 has no BuilderFlag FP8.*fp8"):
+        set_flags("fp8")
+
+    class WithFp8(FakeFlags):
+        FP8 = "fp8-flag"
+
+    assert set_flags("fp8", trt=fake_trt(WithFp8)) == ["fp8-flag", "fp16-flag"]
+
+
+# ------------------------------------------------------------------ source graphs per precision
+def test_source_graph_per_precision(tmp_path):
+    bundle = make_quant_bundle(tmp_path / "b")
+    files, spec = bundle.manifest["files"], bundle.specs["unet"]
+    expect = {"int8": "onnx-tensorrt/int8/unet.onnx", "fp8": "onnx/fp8/unet.onnx",
+              **{p: artifacts.onnx_artifact("unet", "fp32") for p in ("fp32", "fp16", "bf16")}}
+    for precision, rel in expect.items():
+        path, sha = trt_backend.source_graph(bundle, spec, precision)
+        assert path == tmp_path / "b" / rel and sha == files[rel], precision
+    # Kept in float by the recipe: the twin's entry is the fp32 graph, built without INT8.
+    enc = bundle.specs["image_encoder"]
+    fp32 = trt_backend.source_graph(bundle, enc, "fp32")
+    assert trt_backend.source_graph(bundle, enc, "int8") == fp32 == trt_backend.source_graph(bundle, enc, "fp8")
+    assert trt_backend.source_is_quantized(bundle, "unet", "int8")
+    assert trt_backend.source_is_quantized(bundle, "unet", "fp8")
+    assert not trt_backend.source_is_quantized(bundle, "image_encoder", "int8")
+    assert not trt_backend.source_is_quantized(bundle, "unet", "fp16")
+
+
+def test_int8_without_tensorrt_twin_says_to_requantize(tmp_path):
+    bundle = make_quant_bundle(tmp_path / "b", twin=False)
+    for name in ("unet", "image_encoder"):
+        with pytest.raises(BundleError, match=r"uint8.*TensorRT cannot build.*refocus quantize --recipe int8"):
+            trt_backend.source_graph(bundle, bundle.specs[name], "int8")
+    plain = make_bundle(tmp_path / "p", {"unet": b"graph"})
+    with pytest.raises(BundleError, match=r"no int8 graphs.*refocus quantize --recipe int8"):
+        trt_backend.source_graph(plain, plain.specs["unet"], "int8")
+    with pytest.raises(BundleError, match=r"no fp8 graphs.*refocus quantize --recipe fp8"):
+        trt_backend.source_graph(plain, plain.specs["unet"], "fp8")
+
+
+def test_twin_with_a_failed_gate_is_refused(tmp_path):
+    bundle = make_quant_bundle(tmp_path / "b", twin_gates=False)
+    with pytest.raises(BundleError, match=r"end_to_end_worst.*refocus quantize --recipe int8"):
+        trt_backend.source_graph(bundle, bundle.specs["unet"], "int8")
+
+
+def test_twin_graph_is_checksum_verified(tmp_path):
+    bundle = make_quant_bundle(tmp_path / "b")
+    (tmp_path / "b" / "onnx-tensorrt" / "int8" / "unet.onnx").write_bytes(b"edited")
+    with pytest.raises(BundleError, match="checksum mismatch"):
+        trt_backend.source_graph(bundle, bundle.specs["unet"], "int8")
+
+
+def test_supports_the_tensorrt_precisions_only():
+    for precision in ("fp32", "fp16", "bf16", "int8", "fp8"):
+        assert trt_backend.BACKEND.supports(precision)
+    for precision in ("int4", "w8", "p6", "fp16-p4"):
+        assert not trt_backend.BACKEND.supports(precision)
 
 
 # ------------------------------------------------------------------ the engine cache (fake builds)
@@ -135,6 +297,29 @@ def test_cache_builds_once_then_reuses(tmp_path, cache):
     again = ensure(bundle, spec, build)
     assert not again.built and again.reason == "cached" and build.calls == 1 and again.data == first.data
     assert not list(cache.glob("*.tmp"))
+
+
+def test_int8_engine_is_built_from_the_twin_under_its_own_key(tmp_path, cache):
+    bundle = make_quant_bundle(tmp_path / "b")
+    spec, build = bundle.specs["unet"], FakeBuild()
+    fp16, int8, fp8 = (ensure(bundle, spec, build, precision=p) for p in ("fp16", "int8", "fp8"))
+    assert fp16.data.startswith(b"engine:fp32 unet") and int8.data.startswith(b"engine:int8-qdq unet")
+    assert fp8.data.startswith(b"engine:fp8-qdq unet")
+    assert len({fp16.key, int8.key, fp8.key}) == 3 and len({fp16.path, int8.path, fp8.path}) == 3
+    sidecar = json.loads(int8.path.with_name(int8.path.name + ".json").read_text())
+    assert sidecar["precision"] == "int8"
+    assert sidecar["onnx_sha256"] == bundle.manifest["files"]["onnx-tensorrt/int8/unet.onnx"]
+    assert not ensure(bundle, spec, build, precision="int8").built and build.calls == 3
+
+
+def test_build_engines_checks_every_source_graph_before_building(tmp_path, cache, monkeypatch):
+    bundle = make_quant_bundle(tmp_path / "b", quantized=("image_encoder",), float_kept=("unet",), twin=False)
+    monkeypatch.setattr(trt_backend.BACKEND, "require", lambda: None)
+    monkeypatch.setattr(trt_backend, "_import_trt", lambda: fake_trt())
+    monkeypatch.setattr(trt_backend, "_gpu", lambda: GPU)
+    monkeypatch.setattr(trt_backend.BACKEND, "_engine", lambda *a: pytest.fail("nothing may be built"))
+    with pytest.raises(BundleError, match="uint8"):
+        trt_backend.build_engines(bundle, "int8", progress=False)
 
 
 def test_changed_facts_give_new_engines_never_the_old_one(tmp_path, cache):

@@ -1,10 +1,15 @@
-"""TensorRT: one engine per component, built from the bundle's fp32 ONNX graph and cached.
+"""TensorRT: one engine per component, built from the bundle's ONNX graph and cached.
 
-Build: the fp32 graph is always the source (TensorRT picks reduced-precision
+Build: the source graph depends on the precision (source_graph). fp32, fp16 and
+bf16 engines are built from the fp32 graph (TensorRT picks reduced-precision
 kernels itself when the fp16/bf16 builder flag is set; parsing an fp16 graph
-would only pin its casts), with ONE optimisation profile spanning the spec's
-min/opt/max shapes and a persistent timing cache, so a rebuild for another
-precision or profile re-times only what is new.
+would only pin its casts). int8 and fp8 are explicit quantization: the graph's
+Q/DQ nodes say what runs quantized. int8 uses the bundle's TensorRT twin
+(artifacts["onnx-tensorrt"]["int8"]: symmetric int8, zero point 0) because the
+onnx/int8 graphs carry uint8 activations, which TensorRT rejects; fp8 uses
+onnx/fp8 (E4M3) as it is. Either way the build has ONE optimisation profile
+spanning the spec's min/opt/max shapes and a persistent timing cache, so a
+rebuild for another precision or profile re-times only what is new.
 
 Cache: engines live in cache_dir()/tensorrt under artifacts.engine_key(model
 hash, component, precision, profile, TensorRT version, compute capability); a
@@ -44,10 +49,18 @@ from runtime.bundle import BundleError
 from runtime.errors import InvalidArgumentError
 
 MIN_TRT_MAJOR = 10  # execute_async_v3 and the named-tensor API are the only path used here
-TRT_PRECISIONS = ("fp32", "fp16", "bf16")
+TRT_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
 # Lowest compute capability with native arithmetic in each reduced precision
-# (fp16: sm53, the first with fast half math; bf16: Ampere, sm80).
-MIN_CAPABILITY = {"fp16": (5, 3), "bf16": (8, 0)}
+# (fp16: sm53, the first with fast half math; bf16: Ampere, sm80; int8: sm61, the
+# first with the DP4A int8 dot product; fp8 E4M3: Ada/Hopper, sm89).
+MIN_CAPABILITY = {"fp16": (5, 3), "bf16": (8, 0), "int8": (6, 1), "fp8": (8, 9)}
+# What the GPU lacks below that capability, for the message.
+CAPABILITY_FEATURE = {"fp16": "fast fp16 arithmetic", "bf16": "bf16 tensor cores",
+                      "int8": "the DP4A int8 dot product", "fp8": "FP8 (E4M3) tensor cores (Ada/Hopper)"}
+# Bundle artifact kind holding the TensorRT-ready int8 graphs (written by `refocus quantize`).
+TENSORRT_TWIN = "onnx-tensorrt"
+# The twin's gates (end-to-end drift, median and worst frame) that must have passed.
+TWIN_GATES = ("end_to_end", "end_to_end_worst")
 SIDECAR_FORMAT = 1
 # The sidecar fields that must equal the expected facts for a cached engine to be used.
 VERIFIED_FIELDS = ("format", "key", "component", "precision", "model_hash", "onnx_sha256",
@@ -72,15 +85,19 @@ def profile_shapes(spec) -> dict[str, dict[str, list[int]]]:
             for name in spec.input_names}
 
 
-def precision_problem(precision: str, capability: tuple[int, int]) -> str | None:
-    """Why `precision` cannot be built for a GPU of `capability`, or None when it can."""
+def _known(precision: str) -> None:
     if precision not in TRT_PRECISIONS:
         raise InvalidArgumentError(f"TensorRT precision {precision!r} is unknown; "
                                    f"choose one of {', '.join(TRT_PRECISIONS)}")
+
+
+def precision_problem(precision: str, capability: tuple[int, int]) -> str | None:
+    """Why `precision` cannot be built for a GPU of `capability`, or None when it can."""
+    _known(precision)
     need = MIN_CAPABILITY.get(precision)
     if need and tuple(int(x) for x in capability) < need:
-        return (f"{precision} needs compute capability {need[0]}.{need[1]} or newer, "
-                f"this GPU is {capability_string(capability)}")
+        return (f"{precision} needs compute capability {need[0]}.{need[1]} or newer "
+                f"({CAPABILITY_FEATURE[precision]}), this GPU is {capability_string(capability)}")
     return None
 
 
@@ -156,10 +173,74 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def source_graph(bundle, spec) -> tuple[Path, str]:
-    """The bundle's fp32 ONNX graph of `spec` (checksum-verified, external weights included) and its sha256."""
-    path = bundle.artifact_path("onnx", "fp32", spec.name)
-    rel = bundle.manifest["artifacts"]["onnx"]["fp32"][spec.name]
+def builder_flags(precision: str, quantized: bool = True) -> tuple[str, ...]:
+    """Names of the trt.BuilderFlag members a `precision` engine is built with.
+
+    int8 and fp8 are explicit quantization: the Q/DQ nodes in the graph fix what runs
+    quantized, the flag only permits those kernels. FP16 rides along so the layers the
+    recipe kept in float run in half precision, not fp32 (NVIDIA's explicit-quantization
+    guidance); TensorRT still times fp32 against them. No calibrator is ever set: implicit
+    INT8 calibration (IInt8Calibrator) is deprecated since TensorRT 10.1, and Q/DQ graphs
+    carry their scales. `quantized=False` is a component the recipe left wholly in float
+    (its table entry is the fp32 graph): INT8 without Q/DQ nodes would put TensorRT in that
+    deprecated implicit mode, missing a scale for every tensor, so it gets FP16 alone.
+    """
+    _known(precision)
+    flags = {"fp32": (), "fp16": ("FP16",), "bf16": ("BF16",), "int8": ("INT8", "FP16"),
+             "fp8": ("FP8", "FP16")}
+    if precision in ("int8", "fp8") and not quantized:
+        return ("FP16",)
+    return flags[precision]
+
+
+def source_artifact(bundle, component: str, precision: str) -> tuple[str, str]:
+    """(artifact kind, precision table) of the manifest that holds the graph TensorRT builds from.
+
+    Reads the manifest only (no checksums), so every component can be checked before a build.
+    """
+    _known(precision)
+    tables = bundle.manifest.get("artifacts", {})
+    if precision == "int8":
+        if component in tables.get(TENSORRT_TWIN, {}).get("int8", {}):
+            failed = [g for g in TWIN_GATES if not bundle.gate_passed(TENSORRT_TWIN, "int8", g)]
+            if failed:
+                raise BundleError(f"{component}: the TensorRT int8 graphs ({TENSORRT_TWIN}/int8) have no passed "
+                                  f"{'/'.join(failed)} gate; re-run `refocus quantize --recipe int8`", bundle.root)
+            return TENSORRT_TWIN, "int8"
+        if component in tables.get("onnx", {}).get("int8", {}):
+            # Older bundles: only ONNX Runtime's uint8-activation graphs, which TensorRT refuses
+            # (it takes int8 QDQ with zero point 0 only).
+            raise BundleError(f"{component}: this bundle's int8 graphs use uint8 (asymmetric) activations, which "
+                              f"TensorRT cannot build, and it has no TensorRT-ready twin ({TENSORRT_TWIN}/int8); "
+                              "re-run `refocus quantize --recipe int8` with this version, or run int8 with the "
+                              "onnxruntime backend", bundle.root)
+        raise BundleError(f"{component}: the bundle has no int8 graphs; run `refocus quantize --recipe int8` "
+                          "first", bundle.root)
+    if precision == "fp8":
+        if component not in tables.get("onnx", {}).get("fp8", {}):
+            raise BundleError(f"{component}: the bundle has no fp8 graphs; run `refocus quantize --recipe fp8` "
+                              "first", bundle.root)
+        return "onnx", "fp8"
+    # fp32/fp16/bf16: TensorRT lowers the fp32 graph itself (see the module docstring).
+    return "onnx", "fp32"
+
+
+def source_is_quantized(bundle, component: str, precision: str) -> bool:
+    """Whether the graph `precision` builds from holds Q/DQ nodes: False for fp32/fp16/bf16 and for
+    the components a quantization recipe kept in float (their table entry is the fp32 graph)."""
+    if precision not in ("int8", "fp8"):
+        return False
+    artifact, table = source_artifact(bundle, component, precision)
+    tables = bundle.manifest["artifacts"]
+    return tables[artifact][table][component] != tables.get("onnx", {}).get("fp32", {}).get(component)
+
+
+def source_graph(bundle, spec, precision: str) -> tuple[Path, str]:
+    """The ONNX graph TensorRT builds `spec`'s `precision` engine from (checksum-verified, external
+    weights included) and its sha256 from the manifest."""
+    artifact, table = source_artifact(bundle, spec.name, precision)
+    path = bundle.artifact_path(artifact, table, spec.name)
+    rel = bundle.manifest["artifacts"][artifact][table][spec.name]
     return path, bundle.manifest["files"][rel]
 
 
@@ -183,9 +264,13 @@ class CachedEngine:
 def ensure_engine(bundle, spec, precision: str, *, trt_version: str, compute_capability: str,
                   build: Callable[[Path], bytes], info: dict | None = None,
                   root: Path | None = None) -> CachedEngine:
-    """The cached engine of `spec` if its key and sidecar match, else `build(onnx_path)` and cache it."""
+    """The cached engine of `spec` if its key and sidecar match, else `build(onnx_path)` and cache it.
+
+    The key holds the precision and the sidecar the source graph's sha256, so an int8 engine
+    (built from the twin graph) is never mistaken for an fp16 one built from the fp32 graph.
+    """
     start = time.perf_counter()
-    onnx_path, onnx_sha = source_graph(bundle, spec)
+    onnx_path, onnx_sha = source_graph(bundle, spec, precision)
     expected = engine_facts(bundle_model_hash(bundle), spec, precision, onnx_sha, trt_version,
                             compute_capability)
     root = Path(root) if root is not None else engine_cache_dir()
@@ -286,7 +371,24 @@ def _save_timing_cache(config, path: Path) -> None:
         pass
 
 
-def _build_engine(trt, onnx_path: Path, spec, precision: str, gpu: _Gpu) -> bytes:
+def _set_precision_flags(trt, builder, config, spec, precision: str, gpu: _Gpu, quantized: bool = True) -> None:
+    names = builder_flags(precision, quantized)
+    missing = [n for n in names if not hasattr(trt.BuilderFlag, n)]
+    if missing:
+        # The flags exist throughout TensorRT 10 (FP8 since 8.6); TensorRT 11 removed them in
+        # favour of strongly typed networks, which this weakly typed build does not use.
+        raise BackendUnavailableError(f"{spec.name}: tensorrt {trt.__version__} has no BuilderFlag "
+                                      f"{', '.join(missing)}, needed for {precision} engines; "
+                                      "use a TensorRT 10 release that has it, or another precision")
+    if precision == "fp16" and not getattr(builder, "platform_has_fast_fp16", True):
+        # Only where fp16 is the point: for int8/fp8 the FP16 flag merely permits half
+        # kernels for the float layers, and TensorRT's timing picks fp32 where that is faster.
+        raise BackendUnavailableError(f"{spec.name}: TensorRT reports no fast fp16 on {gpu.name}; use fp32")
+    for name in names:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+
+
+def _build_engine(trt, onnx_path: Path, spec, precision: str, gpu: _Gpu, quantized: bool = True) -> bytes:
     logger = _logger(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
@@ -302,15 +404,7 @@ def _build_engine(trt, onnx_path: Path, spec, precision: str, gpu: _Gpu) -> byte
                           f"name ({spec.input_names}); re-export the bundle", onnx_path)
 
     config = builder.create_builder_config()
-    if precision == "fp16":
-        if not getattr(builder, "platform_has_fast_fp16", True):
-            raise BackendUnavailableError(f"{spec.name}: TensorRT reports no fast fp16 on {gpu.name}; use fp32")
-        config.set_flag(trt.BuilderFlag.FP16)
-    elif precision == "bf16":
-        if not hasattr(trt.BuilderFlag, "BF16"):
-            raise BackendUnavailableError(f"{spec.name}: tensorrt {trt.__version__} has no bf16 builder flag; "
-                                          "use fp16 or fp32")
-        config.set_flag(trt.BuilderFlag.BF16)
+    _set_precision_flags(trt, builder, config, spec, precision, gpu, quantized)
 
     # One profile covering every shape the runtime may send (check_inputs enforces the range).
     shapes = profile_shapes(spec)
@@ -427,6 +521,11 @@ class TensorRTBackend(Backend):
     # Behind onnxruntime in the untimed tie-break: a first load may spend minutes building.
     priority = 2
 
+    def supports(self, precision: str) -> bool:
+        # An onnx precision this backend has no build for (a future recipe) is skipped by
+        # dispatch instead of failing at load.
+        return precision in TRT_PRECISIONS
+
     def availability(self) -> Availability:
         if not _installed("tensorrt"):
             return Availability(False, "package 'tensorrt' is not installed "
@@ -448,9 +547,10 @@ class TensorRTBackend(Backend):
 
     def _engine(self, trt, gpu: _Gpu, bundle, spec, precision: str) -> CachedEngine:
         check_precision(spec.name, precision, gpu.capability)
+        quantized = source_is_quantized(bundle, spec.name, precision)
         return ensure_engine(bundle, spec, precision, trt_version=trt.__version__, compute_capability=gpu.cc,
-                             build=lambda path: _build_engine(trt, path, spec, precision, gpu),
-                             info={"gpu": gpu.name})
+                             build=lambda path: _build_engine(trt, path, spec, precision, gpu, quantized),
+                             info={"gpu": gpu.name, "builder_flags": list(builder_flags(precision, quantized))})
 
     def load(self, bundle, spec, precision: str) -> Runner:
         self.require()
@@ -491,6 +591,7 @@ def build_engines(bundle, precision: str, progress=True) -> list[dict]:
     specs = bundle.specs
     for spec in specs.values():  # fail before minutes of building, not after
         check_precision(spec.name, precision, gpu.capability)
+        source_artifact(bundle, spec.name, precision)
     say = progress if callable(progress) else (
         (lambda line: print(line, file=sys.stderr, flush=True)) if progress else (lambda line: None))
     results = []
