@@ -186,7 +186,7 @@ def _bundle_jobs(bundle, cfg: BackendBenchConfig) -> tuple[list[Job], dict[str, 
             skipped[name] = state.reason
             continue
         have = bundle.precisions(backend.artifact)
-        precs = [p for p in have if not cfg.precisions or p in cfg.precisions]
+        precs = [p for p in have if (not cfg.precisions or p in cfg.precisions) and backend.supports(p)]
         if not precs:
             why = (f"the bundle has no {backend.artifact} artifacts" if not have else
                    f"the bundle's {backend.artifact} precisions are {have}, none of {list(cfg.precisions)}")

@@ -8,7 +8,7 @@ def register(sub) -> None:
                                    "With --model BUNDLE, time each backend per component (the same "
                                    "measurement `--backend auto` uses, cached per machine).")
     p.add_argument("--model", default=None, metavar="BUNDLE", help="a bundle to time the backends on")
-    p.add_argument("--precision", default=None, choices=["fp32", "fp16"])
+    p.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16", "int8", "fp8"])
     p.set_defaults(func=run)
 
 

@@ -55,8 +55,8 @@ def register(sub) -> None:
 
     trt = targets.add_parser("tensorrt", help="build and cache TensorRT engines for a bundle on this machine")
     trt.add_argument("--model", required=True, metavar="BUNDLE", help="a bundle written by `refocus export onnx`")
-    trt.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "bf16"],
-                     help="engine precision (default fp16)")
+    trt.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "bf16", "int8", "fp8"],
+                     help="engine precision (default fp16; int8 / fp8 need a bundle from `refocus quantize`)")
     trt.set_defaults(func=run_tensorrt)
 
 

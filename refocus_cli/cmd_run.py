@@ -10,8 +10,9 @@ def register(sub) -> None:
     p = sub.add_parser(
         "run", help="refocus a photo into a 9-frame focal stack",
         description="Generate the 9-frame focal stack (near to far) of one photo with the "
-                    "learn2refocus sampler. Writes frame_0.png..frame_8.png, focus_sweep.gif, "
-                    "viewer.html and run.json into --out.")
+                    "learn2refocus sampler. Writes frame_0.png..frame_8.png, all_in_focus.png, depth.png, "
+                    "focus_sweep.gif, viewer.html (stack slider, all-in-focus image, depth map, focus and "
+                    "strength sliders over precomputed re-renders) and run.json into --out.")
     p.add_argument("image", type=Path, help="the input photo (JPEG, PNG, TIFF, WebP, ...)")
     p.add_argument("--position", type=int, default=None, metavar="0..8",
                    help="focal position of the input photo: 0 = focused near, 8 = focused far "
@@ -31,24 +32,31 @@ def register(sub) -> None:
     p.add_argument("--backend", default=None, choices=["auto", "torch", "onnxruntime", "tensorrt", "coreml"],
                    help="backend for a bundle's components (default: $REFOCUS_BACKEND or auto = the "
                         "fastest measured here that passed its parity gate); a model folder runs on torch")
-    p.add_argument("--precision", default=None, choices=["fp32", "fp16"],
-                   help="bundle artifact precision (default: any that passed its parity gate)")
+    p.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16", "int8", "fp8"],
+                   help="bundle artifact precision (default: a quantized bundle's own recipe, else any "
+                        "that passed its parity gate)")
     p.add_argument("--low-memory", action="store_true",
                    help="load each component only for its stage and free it after (8 GB boards, "
                         "phones): lower peak memory, slower")
+    p.add_argument("--no-dof", action="store_true",
+                   help="skip the depth-of-field views: no all_in_focus.png, depth.png or focus/strength "
+                        "re-renders in viewer.html (saves their time: ~0.4 s at 128x128, ~3 s at 1024x576 "
+                        "on one CPU thread; `refocus edit` makes them later)")
     p.add_argument("--force", action="store_true", help="replace frames already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar or stage report")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from runtime.dof.stack_views import StackViewsConfig
     from runtime.run_photo import RunConfig, refocus_photo
 
     out = args.out if args.out is not None else Path("refocus_out") / args.image.stem
     cfg = RunConfig(image=args.image, out_dir=out, model=args.model, unet=args.unet,
                     position=args.position, steps=args.steps, seed=args.seed, mode=args.mode,
                     force=args.force, progress=not args.quiet, backend=args.backend,
-                    precision=args.precision, low_memory=args.low_memory)
+                    precision=args.precision, low_memory=args.low_memory,
+                    dof_views=None if args.no_dof else StackViewsConfig())
     log = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     report = refocus_photo(cfg, log=log)
     print(report.out_dir)

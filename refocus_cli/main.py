@@ -13,7 +13,7 @@ import importlib
 import sys
 
 # Verb modules, in the order `refocus --help` lists them.
-VERBS = ("run", "edit", "models", "lpips", "export", "distill", "backends", "bench")
+VERBS = ("run", "edit", "models", "lpips", "export", "quantize", "distill", "backends", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,7 +59,7 @@ def candidates(bundle, component: str, precision: str | None = None) -> list[tup
                 out.append((name, "fp32"))
             continue
         for prec in bundle.precisions(backend.artifact):
-            if precision not in (None, prec):
+            if precision not in (None, prec) or not backend.supports(prec):
                 continue
             if bundle.gate_passed(backend.artifact, prec, component):
                 out.append((name, prec))
@@ -115,7 +115,8 @@ def load_runners(bundle, requested: str = "auto", precision: str | None = None,
         backend.require()
         for name in names:
             prec = precision or ("fp32" if backend.artifact == "torch" else
-                                 (bundle.precisions(backend.artifact) or ["fp32"])[0])
+                                 next((p for p in bundle.precisions(backend.artifact) if backend.supports(p)),
+                                      "fp32"))
             if backend.artifact != "torch" and not bundle.gate_passed(backend.artifact, prec, name):
                 raise BackendUnavailableError(
                     f"{name}: the bundle has no {backend.artifact} {prec} artifact that passed its parity gate")

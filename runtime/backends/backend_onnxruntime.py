@@ -47,8 +47,16 @@ class OnnxRuntimeBackend(Backend):
         return Availability(True, f"onnxruntime {ort.__version__}, {provider}",
                             {"onnxruntime": ort.__version__, "provider": provider})
 
+    def supports(self, precision: str) -> bool:
+        # A bf16 bundle table points at the fp32 graphs TensorRT builds bf16 engines from;
+        # running them here would be fp32 under a bf16 label.
+        return precision != "bf16"
+
     def load(self, bundle, spec, precision: str) -> Runner:
         self.require()
+        if not self.supports(precision):
+            raise BackendUnavailableError(f"{spec.name}: onnxruntime has no {precision} CPU kernels; "
+                                          f"{precision} runs on tensorrt (or choose another precision)")
         return session_runner(bundle.artifact_path("onnx", precision, spec.name), spec, precision)
 
 
@@ -64,6 +72,10 @@ def session_runner(path, spec, precision: str, provider: str | None = None) -> R
     options.intra_op_num_threads = torch.get_num_threads()
     # The exported graphs are constant-folded already; ORT's own fusions still apply here.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if precision == "fp8":
+        # ORT fuses QDQ groups into QLinearConv/QGemm, which have no float8 kernels (the
+        # session fails with INVALID_GRAPH); unfused, FP8 QDQ runs as Q/DQ + float ops.
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
     session = ort.InferenceSession(str(path), options, providers=[provider])
     used = session.get_providers()[0]
     if used != provider:

@@ -54,6 +54,11 @@ class Backend:
         """Cheap check (no model loading); heavy packages are only looked up, not imported."""
         raise NotImplementedError
 
+    def supports(self, precision: str) -> bool:
+        """Whether this backend can run a bundle precision at all (bf16 graphs have no CPU
+        kernels in ONNX Runtime, for one); dispatch skips the pairs it cannot."""
+        return True
+
     def load(self, bundle, spec, precision: str) -> Runner:
         """Load `spec`'s artifact from `bundle` (a runtime.bundle.Bundle)."""
         raise NotImplementedError

@@ -1,0 +1,198 @@
+"""Quantization recipes side by side: size, per-stage latency, drift, quality at large focal jumps.
+
+    python -m benchmarks.quantization --bundle out/quant-tiny4 --out benchmarks/results/quantization
+
+The bundle is one written by chained `refocus quantize` runs (fp16, bf16, fp8, int8 on top of
+the fp32 export of the student). Per recipe:
+  * size of the recipe's graphs on disk (the graphs a deployment ships, shared fp32 ones included);
+  * per-stage latency through ONNX Runtime on this CPU (median of --repeats after a warm-up),
+    the same stage callables as benchmarks/backends.py;
+  * drift: LPIPS (alex) per output frame against the fp32 student, held-out synthetic stacks,
+    fixed seeds (quantization/drift.py);
+  * quality at large focal jumps: input focused near (position 0) -> output frame 8 (far), and
+    the reverse, LPIPS against the renderer's ground-truth frame; fp32 alongside for scale.
+bf16 has no CPU backend: its drift comes from the PyTorch modules in bf16 and it has no latency
+row. Core ML recipes (w8/p6/p4) run their compressed UNet weights in PyTorch fp16 (Core ML
+itself needs macOS), as the Core ML exporter's gate does.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+JUMPS = ((0, 8), (8, 0))  # (input position, output frame) pairs four focal planes or more apart
+
+
+def _latency(refocuser, repeats: int) -> dict:
+    from benchmarks.backends import stage_callables
+
+    w, h = refocuser.config.fixed_size
+    fns = stage_callables(refocuser, (h, w), refocuser.config.default_position, 0,
+                          refocuser.config.num_inference_steps)
+    fns.pop("end_to_end_reference", None)
+    fns.pop("unet_b2", None) if refocuser.config.guidance_scale == 0 else None
+    out = {}
+    for name, fn in fns.items():
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        out[name] = statistics.median(times) * 1000
+    return out
+
+
+def _jump_quality(refocuser, stacks, lpips) -> dict:
+    from runtime.sampler import SamplerConfig, sample_focal_stack
+
+    scores = {f"{a}->{b}": [] for a, b in JUMPS}
+    with torch.no_grad():
+        for i, item in enumerate(stacks):
+            frames = item["frames"]
+            for a, b in JUMPS:
+                out = sample_focal_stack(refocuser, frames[a:a + 1] * 2 - 1,
+                                         SamplerConfig(position=a, seed=i, progress=False)).frames
+                scores[f"{a}->{b}"].append(float(lpips(out[b:b + 1] * 2 - 1, frames[b:b + 1] * 2 - 1)))
+    return {k: statistics.mean(v) for k, v in scores.items()}
+
+
+def _coreml_swaps(source, specs, compress: str) -> dict:
+    from export.coreml.emulate import ModuleRunner
+    from export.coreml.recipes import CoreMLRecipe, compress_module
+    from runtime.backends.base import Runner
+    from runtime.component_modules import component_module
+
+    recipe = CoreMLRecipe("fp16", compress)
+    swaps = {}
+    for name, spec in specs.items():
+        module = component_module(source, spec)
+        if recipe.compresses(name):
+            module = compress_module(module, recipe)
+        run = ModuleRunner(module, spec.input_names, spec.output_names, torch.float16)
+        swaps[name] = Runner(spec, run, f"coreml-emulated {recipe.name}")
+    return swaps
+
+
+def run_bench(bundle_path: Path, repeats: int, photos: int, jump_stacks: int, coreml: bool, log=print) -> dict:
+    from focalstacks.synthetic import SyntheticFocalStacks
+    from quantization.drift import DriftConfig, DriftMeter
+    from quantization.quantize import _TorchPrecisionRunner
+    from runtime.backends.backend_torch import source_folder
+    from runtime.bundle import read_bundle
+    from runtime.bundle_loading import load_bundle_refocuser
+    from runtime.component_modules import component_module
+    from runtime.loading import load_refocuser
+    from runtime.metrics.lpips import LPIPS
+
+    bundle = read_bundle(bundle_path)
+    records = bundle.manifest.get("quantization", {})
+    lpips = LPIPS("alex")
+    fp32 = load_bundle_refocuser(bundle_path, backend="onnxruntime", precision="fp32")
+    meter = DriftMeter(fp32, DriftConfig(photos=photos, positions=(0, 8, 4)), lpips=lpips)
+    w, h = fp32.config.fixed_size
+    stacks = [SyntheticFocalStacks("heldout", size=(h, w), length=jump_stacks)[i] for i in range(jump_stacks)]
+    specs = bundle.specs
+    source = load_refocuser(source_folder(bundle))
+
+    def size(precision):
+        table = bundle.manifest["artifacts"]["onnx"][precision]
+        total = 0
+        for rel in set(table.values()):
+            p = bundle.root / rel
+            total += sum(f.stat().st_size for f in (p, p.with_name(p.name + ".data")) if f.is_file())
+        return total / 2 ** 20
+
+    rows = {}
+    log("fp32: latency, jumps")
+    rows["fp32"] = {"size_mib": size("fp32"), "latency_ms": _latency(fp32, repeats),
+                    "drift": {"median": 0.0, "worst": 0.0}, "jumps": _jump_quality(fp32, stacks, lpips),
+                    "runs_on": "onnxruntime CPU fp32"}
+    for precision in ("fp16", "int8", "fp8"):
+        if precision not in bundle.precisions("onnx"):
+            continue
+        log(f"{precision}: latency, drift, jumps")
+        r = load_bundle_refocuser(bundle_path, backend="onnxruntime", precision=precision)
+        swaps = {n: runner for a in (r.unet, r.vae, r.image_encoder) for n, runner in a.runners.items()}
+        drift = meter.measure(swaps)
+        rows[precision] = {"size_mib": size(precision), "latency_ms": _latency(r, repeats),
+                           "drift": drift.to_json(), "jumps": _jump_quality(r, stacks, lpips),
+                           "keep_float": records.get(precision, {}).get("keep_float"),
+                           "runs_on": f"onnxruntime CPU {precision}"}
+    if "bf16" in bundle.precisions("onnx"):
+        log("bf16 (PyTorch bf16 emulation): drift")
+        low = load_refocuser(source_folder(bundle), dtype=torch.bfloat16)
+        swaps = {n: _TorchPrecisionRunner(component_module(low, s), s, torch.bfloat16) for n, s in specs.items()}
+        rows["bf16"] = {"size_mib": None, "latency_ms": {}, "drift": meter.measure(swaps).to_json(),
+                        "jumps": {}, "runs_on": "TensorRT only (drift: PyTorch bf16 on CPU)"}
+    if coreml:
+        for compress in ("w8", "p6", "p4"):
+            log(f"coreml {compress} (PyTorch emulation): drift")
+            rows[f"coreml-{compress}"] = {"size_mib": None, "latency_ms": {},
+                                          "drift": meter.measure(_coreml_swaps(source, specs, compress)).to_json(),
+                                          "jumps": {}, "runs_on": "Core ML (macOS/iOS); drift: PyTorch fp16 emulation"}
+    return {"bundle": str(bundle_path), "source": bundle.source, "photos": photos, "jump_stacks": jump_stacks,
+            "repeats": repeats, "threads": torch.get_num_threads(), "rows": rows,
+            "records": {k: {kk: v.get(kk) for kk in ("keep_float", "calibration", "drift_result", "sizes_mib",
+                                                      "seconds", "tensorrt_twin")} for k, v in records.items()}}
+
+
+def write_report(res: dict, out: Path, command: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "quantization.json").write_text(json.dumps(res, indent=1) + "\n")
+    rows = res["rows"]
+    stages = [s for s in rows["fp32"]["latency_ms"]]
+    fp32_size = rows["fp32"]["size_mib"]
+    lines = [f"# Quantization recipes: {Path(res['bundle']).name}", "", f"- command: `{command}`",
+             f"- source: `{res['source'].get('model')}` (hash {str(res['source'].get('hash'))[:12]})",
+             f"- drift: {res['photos']} held-out synthetic stacks (input positions 0, 8, 4 cycled, seeds 0..), "
+             "LPIPS alex per output frame vs the fp32 student through ONNX Runtime",
+             f"- latency: ONNX Runtime CPU, {res['threads']} threads, median of {res['repeats']} after a warm-up; "
+             "a shared 2-core VM, so expect +-20 %",
+             f"- jumps: LPIPS vs the renderer's ground truth, mean of {res['jump_stacks']} held-out stacks", "",
+             "| recipe | size MiB | x smaller | " + " | ".join(stages) + " | drift median | drift worst | "
+             "jump 0->8 | jump 8->0 | runs on |",
+             "|---" * (len(stages) + 8) + "|"]
+    for name, r in rows.items():
+        lat = [f"{r['latency_ms'][s]:.1f}" if s in r["latency_ms"] else "-" for s in stages]
+        size = f"{r['size_mib']:.1f}" if r["size_mib"] else "-"
+        ratio = f"{fp32_size / r['size_mib']:.2f}" if r["size_mib"] else "-"
+        jumps = [f"{r['jumps'][k]:.4f}" if k in r["jumps"] else "-" for k in ("0->8", "8->0")]
+        lines.append(f"| {name} | {size} | {ratio} | " + " | ".join(lat) +
+                     f" | {r['drift']['median']:.4f} | {r['drift']['worst']:.4f} | {' | '.join(jumps)} | {r['runs_on']} |")
+    lines += ["", "Latency columns are milliseconds per call (end_to_end_fast: one whole stack).", ""]
+    for name, rec in res["records"].items():
+        if rec.get("keep_float"):
+            lines.append(f"- {name}: kept in float after the sensitivity scan: {', '.join(rec['keep_float'])}")
+        if rec.get("tensorrt_twin"):
+            t = rec["tensorrt_twin"]
+            lines.append(f"- {name} TensorRT twin ({t['activation_type']} activations): drift median "
+                         f"{t['drift']['median']:.4f}, worst {t['drift']['worst']:.4f}; float: {', '.join(t['keep_float'])}")
+    (out / "quantization.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    import sys
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--bundle", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/quantization"))
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--photos", type=int, default=8)
+    p.add_argument("--jump-stacks", type=int, default=4)
+    p.add_argument("--no-coreml", action="store_true")
+    args = p.parse_args(argv)
+    res = run_bench(args.bundle, args.repeats, args.photos, args.jump_stacks, not args.no_coreml,
+                    log=lambda m: print(m, file=sys.stderr, flush=True))
+    write_report(res, args.out, "python -m benchmarks.quantization " + " ".join(argv or sys.argv[1:]))
+    print(args.out / "quantization.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

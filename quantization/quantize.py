@@ -1,0 +1,389 @@
+"""`refocus quantize`: a model (or an fp32 ONNX bundle) -> a bundle that also holds a
+quantized recipe, calibrated, scanned for sensitive blocks and gated end to end.
+
+Steps, all inside the bundle writer's staging folder (a failed gate leaves nothing):
+ 1. the fp32 ONNX bundle (exported and gated by export/onnx_export.py, or copied);
+ 2. calibration: the fp32 bundle samples calibration stacks and every component
+    call is recorded (calibration.py);
+ 3. qdq recipes: ranges computed once per component, then the sensitivity scan
+    (sensitivity.py) decides which blocks stay float, then the final graphs;
+    float recipes: the reduced-precision graphs (fp16) or emulation (bf16);
+ 4. gates: the stack drift with each component family alone in the recipe, and
+    with all of them, against the recipe's budget (drift.py); a miss raises
+    ParityError;
+ 5. the manifest gains the recipe's artifact table, gates, calibration record,
+    keep list, sizes, and `default_precision`, so `refocus run --model BUNDLE`
+    runs the recipe without further flags.
+Core ML recipes (w8, p6, p4) are the Core ML exporter's compression options.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from export.bundle_writer import staged_bundle, write_manifest
+from export.parity import GateResult
+from quantization.calibration import CalibrationConfig, collect_calibration
+from quantization.drift import DriftConfig, DriftMeter
+from quantization.recipes import get_recipe, quantized_components
+from quantization.sensitivity import family, scan_units, tighten, write_table
+from runtime.artifacts import MANIFEST_NAME, onnx_artifact
+from runtime.errors import InvalidArgumentError
+
+TENSORRT_TWIN = "onnx-tensorrt"  # artifact kind of the TensorRT-ready twin graphs
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    model: str | Path
+    recipe: str
+    out: Path
+    calibration: CalibrationConfig = CalibrationConfig()
+    drift: DriftConfig = DriftConfig()
+    scan: bool = True  # False: keep only the known-sensitive units in float, no scan
+    unit_budget: float | None = None  # None: the recipe's
+    resolutions: tuple[tuple[int, int], ...] = ()
+    force: bool = False
+    progress: bool = True
+
+
+@dataclass
+class QuantizeReport:
+    out: Path
+    recipe: str
+    gates: list = field(default_factory=list)
+    keep_float: list = field(default_factory=list)
+    sizes_mib: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _graph_mib(stage: Path, rels) -> float:
+    total = 0
+    for rel in set(rels):
+        path = stage / rel
+        total += sum(p.stat().st_size for p in (path, path.with_name(path.name + ".data")) if p.is_file())
+    return total / 2 ** 20
+
+
+def _source_bundle(cfg: QuantizeConfig, recipe, stage: Path, tmp: Path, log) -> None:
+    """Fill `stage` with the fp32 ONNX bundle (plus fp16 graphs for the fp16 recipe)."""
+    from export.onnx_export import OnnxExportConfig, export_onnx
+    from runtime.bundle import is_bundle, read_bundle
+    from runtime.zoo import resolve_model
+
+    folder = resolve_model(cfg.model)
+    precisions = ("fp32", "fp16") if recipe.name == "fp16" else ("fp32",)
+    if is_bundle(folder):
+        bundle = read_bundle(folder)
+        missing = [p for p in precisions if p not in bundle.precisions("onnx")]
+        if missing:
+            raise InvalidArgumentError(f"{folder} has no ONNX {'/'.join(missing)} graphs to quantize from; pass "
+                                       "the model folder instead, or export them with `refocus export onnx`")
+        source = folder
+        log(f"source     bundle {folder}")
+    else:
+        source = tmp / "fp32"
+        export_onnx(OnnxExportConfig(model=cfg.model, out=source, precisions=precisions,
+                                     resolutions=cfg.resolutions, progress=cfg.progress), log=log)
+    shutil.copytree(source, stage, dirs_exist_ok=True)
+
+
+def quantize_model(cfg: QuantizeConfig, log: Callable[[str], None] = print) -> QuantizeReport:
+    recipe = get_recipe(cfg.recipe)
+    if recipe.kind == "coreml":
+        from quantization.coreml_recipes import quantize_coreml
+
+        return quantize_coreml(cfg, recipe, log)
+    from runtime.backends.backend_onnxruntime import BACKEND as ORT
+    from runtime.bundle import read_bundle
+    from runtime.bundle_loading import load_bundle_refocuser
+
+    ORT.require()
+    started = time.perf_counter()
+    report = QuantizeReport(out=Path(cfg.out), recipe=recipe.name)
+    with tempfile.TemporaryDirectory(prefix="refocus-quantize-") as tmp, \
+            staged_bundle(Path(cfg.out), cfg.force) as stage:
+        tmp = Path(tmp)
+        _source_bundle(cfg, recipe, stage, tmp, log)
+        bundle = read_bundle(stage)
+        manifest = json.loads((stage / MANIFEST_NAME).read_text())
+        refocuser = load_bundle_refocuser(stage, backend="onnxruntime", precision="fp32")
+        log(f"drift      {cfg.drift.photos} held-out stacks, seeds {cfg.drift.seed}.., LPIPS alex vs fp32")
+        meter = DriftMeter(refocuser, cfg.drift)
+        if recipe.kind == "qdq":
+            record = _quantize_qdq(cfg, recipe, bundle, refocuser, meter, stage, tmp, manifest, report, log)
+        else:
+            record = _quantize_float(cfg, recipe, bundle, refocuser, meter, stage, manifest, report, log)
+        for adapter in (refocuser.unet, refocuser.vae, refocuser.image_encoder):
+            adapter.close()
+        record["seconds"] = round(time.perf_counter() - started, 1)
+        manifest.setdefault("quantization", {})[recipe.name] = record
+        manifest["default_precision"] = recipe.name
+        manifest["created_by"] = f"refocus quantize --recipe {recipe.name}"
+        write_manifest(stage, manifest)
+    report.seconds = time.perf_counter() - started
+    log(f"bundle     {cfg.out} (recipe {recipe.name}, {report.seconds:.0f} s)")
+    return report
+
+
+# ------------------------------------------------------------------ gates
+def _family_gate(component: str, recipe, precision: str, drift, only: str) -> GateResult:
+    return GateResult(component, "onnx", precision, "lpips_alex_median_frame", drift.median,
+                      recipe.drift_budget[0], f"worst frame {drift.worst:.4f}; only {only} in {precision}")
+
+
+def _end_to_end_gates(artifact: str, recipe, precision: str, drift) -> list[GateResult]:
+    return [GateResult("end_to_end", artifact, precision, "lpips_alex_median_frame", drift.median,
+                       recipe.drift_budget[0], "every component in the recipe"),
+            GateResult("end_to_end_worst", artifact, precision, "lpips_alex_max_frame", drift.worst,
+                       recipe.drift_budget[1], "every component in the recipe")]
+
+
+def _enforce(report: QuantizeReport, gates: list[GateResult], log) -> None:
+    for g in gates:
+        report.gates.append(g)
+        log(f"gate       {g.component:16s} {g.metric} {g.value:.4f} <= {g.threshold}  "
+            f"{'ok' if g.passed else 'FAILED'}  ({g.detail})")
+    for g in gates:
+        g.enforce()
+
+
+# ------------------------------------------------------------------ qdq (int8, fp8)
+class _QdqWork:
+    """Writes partially quantized graphs of one recipe variant (activation type) and measures them."""
+
+    def __init__(self, recipe, specs, comps, fp32, unit_nodes, calibration, meter, work: Path,
+                 activation_type: str | None = None):
+        self.recipe, self.specs, self.comps, self.fp32 = recipe, specs, comps, fp32
+        self.unit_nodes, self.calibration, self.meter, self.work = unit_nodes, calibration, meter, work
+        self.act = activation_type
+        self.tag = "twin" if activation_type else "main"
+
+    def ranges(self, c: str) -> Path:
+        return self.work / f"{c}.{self.tag}.ranges.json"
+
+    def write(self, c: str, out: Path, nodes=None, exclude=()) -> Path:
+        from quantization.qdq import quantize_graph
+
+        return quantize_graph(self.fp32[c], out, self.recipe, nodes=nodes, exclude=list(exclude),
+                              cache=self.ranges(c), feeds=self.calibration.feeds[c],
+                              input_names=self.specs[c].input_names, activation_type=self.act)
+
+    def runner(self, c: str, path: Path):
+        from runtime.backends.backend_onnxruntime import session_runner
+
+        return session_runner(path, self.specs[c], self.recipe.name, provider="CPUExecutionProvider")
+
+    def excluded(self, keep: set, c: str) -> list[str]:
+        return [n for key in keep if key[0] == family(c) for n in self.unit_nodes[key].get(c, [])]
+
+    def all_float(self, keep: set, c: str) -> bool:
+        return all(key in keep for key in self.unit_nodes if key[0] == family(c))
+
+    def _measure(self, swaps: dict):
+        try:
+            return self.meter.measure(swaps)
+        finally:
+            for r in swaps.values():
+                r.close()
+
+    def measure_nodes(self, per_component: dict[str, list[str]]):
+        return self._measure({c: self.runner(c, self.write(c, self.work / f"{c}.{self.tag}.scan.onnx", nodes=nodes))
+                              for c, nodes in per_component.items() if nodes})
+
+    def measure_all(self, keep: set, only: str | None = None):
+        swaps = {c: self.runner(c, self.write(c, self.work / f"{c}.{self.tag}.final.onnx",
+                                              exclude=self.excluded(keep, c)))
+                 for c in self.comps if (only is None or family(c) == only) and not self.all_float(keep, c)}
+        return self._measure(swaps)
+
+
+def _quantize_qdq(cfg, recipe, bundle, refocuser, meter, stage, tmp, manifest, report, log) -> dict:
+    import onnx
+
+    from quantization.units import graph_units
+
+    specs = bundle.specs
+    comps = quantized_components(recipe, specs)
+    fp32 = {c: bundle.artifact_path("onnx", "fp32", c) for c in specs}
+    log(f"calibrate  {cfg.calibration.samples} {cfg.calibration.data} stacks at the model's own sigmas")
+    calibration = collect_calibration(refocuser, cfg.calibration)
+
+    # Units, per family; decoder chunk sizes share theirs.
+    unit_nodes: dict[tuple[str, str], dict[str, list[str]]] = {}
+    known: dict[tuple[str, str], bool] = {}
+    for c in comps:
+        model = onnx.load(str(fp32[c]), load_external_data=False)
+        for u in graph_units(c, model, recipe.op_types):
+            key = (family(c), u.name)
+            unit_nodes.setdefault(key, {})[c] = list(u.nodes)
+            known[key] = known.get(key, False) or u.known_sensitive
+    main = _QdqWork(recipe, specs, comps, fp32, unit_nodes, calibration, meter, tmp / "work")
+    t0 = time.perf_counter()
+    for c in comps:  # calibrate once per component (the cache serves every later graph)
+        main.write(c, tmp / "work" / f"{c}.calibrate.onnx")
+    log(f"ranges     {', '.join(comps)} ({time.perf_counter() - t0:.1f} s, {recipe.calibration_method})")
+
+    budget = cfg.unit_budget if cfg.unit_budget is not None else recipe.unit_budget
+    if cfg.scan:
+        log(f"scan       {len(unit_nodes)} units, one at a time (unit budget {budget})")
+        scan = scan_units(unit_nodes, known, main.measure_nodes, budget, log)
+        final = tighten(scan, main.measure_all, recipe.drift_budget, log)
+    else:
+        from quantization.sensitivity import ScanResult, UnitResult
+
+        scan = ScanResult([UnitResult(f, u, sum(len(n) for n in nodes.values()), known[(f, u)],
+                                      keep_float=known[(f, u)],
+                                      reason="known sensitive (no scan)" if known[(f, u)] else "")
+                           for (f, u), nodes in unit_nodes.items()])
+        final = main.measure_all(scan.keep())
+    keep = scan.keep()
+    report.keep_float = sorted(f"{f}:{u}" for f, u in keep)
+    sens_dir = f"quantization/{recipe.name}"
+    write_table(scan, stage / sens_dir, recipe.name, budget)
+
+    # Final graphs into the bundle, and their gates.
+    table, gates_json, gates, quantized = {}, {}, [], []
+    for name in specs:
+        if name in comps and not main.all_float(keep, name):
+            rel = onnx_artifact(name, recipe.name)
+            main.write(name, stage / rel, exclude=main.excluded(keep, name))
+            table[name], _ = rel, quantized.append(name)
+        else:
+            table[name] = manifest["artifacts"]["onnx"]["fp32"][name]  # the fp32 graph, shared
+            gates_json[name] = {**manifest["gates"]["onnx"]["fp32"][name], "precision": recipe.name,
+                                "detail": "kept in fp32 (the fp32 graph)"}
+    for fam in dict.fromkeys(family(c) for c in quantized):
+        drift = main.measure_all(keep, only=fam)
+        for name in quantized:
+            if family(name) == fam:
+                g = _family_gate(name, recipe, recipe.name, drift, fam)
+                gates.append(g)
+                gates_json[name] = {**g.to_json(), "worst": round(drift.worst, 6)}
+    e2e = _end_to_end_gates("onnx", recipe, recipe.name, final)
+    gates_json.update({g.component: g.to_json() for g in e2e})
+    _enforce(report, gates + e2e, log)
+    manifest["artifacts"]["onnx"][recipe.name] = table
+    manifest["gates"]["onnx"][recipe.name] = gates_json
+
+    twin = {}
+    if recipe.tensorrt_activation_type and recipe.tensorrt_activation_type != recipe.activation_type:
+        twin = _tensorrt_twin(cfg, recipe, main, scan, stage, manifest, report, log)
+
+    fp32_mib = _graph_mib(stage, manifest["artifacts"]["onnx"]["fp32"].values())
+    recipe_mib = _graph_mib(stage, table.values())
+    report.sizes_mib = {"fp32": round(fp32_mib, 2), recipe.name: round(recipe_mib, 2)}
+    log(f"size       {recipe.name} {recipe_mib:.1f} MiB vs fp32 {fp32_mib:.1f} MiB "
+        f"({fp32_mib / recipe_mib:.2f}x smaller)")
+    return {"recipe": recipe.to_json(), "calibration": calibration.to_json(), "drift": cfg.drift.to_json(),
+            "drift_result": final.to_json(), "quantized": quantized, "keep_float": report.keep_float,
+            "unit_budget": budget, "scan": cfg.scan, "sensitivity": f"{sens_dir}/sensitivity.json",
+            "sizes_mib": report.sizes_mib, "tensorrt_twin": twin}
+
+
+def _tensorrt_twin(cfg, recipe, main: _QdqWork, scan, stage, manifest, report, log) -> dict:
+    """Symmetric-activation twin graphs (zero point 0), the only int8 QDQ TensorRT builds.
+    Symmetric ranges spend half their codes on signs most activations never take, so the twin
+    may need more blocks in float: its keep list starts from the main one and grows, most
+    sensitive first (the main scan's order), until the twin meets the recipe's budget too."""
+    import copy
+
+    act = recipe.tensorrt_activation_type
+    twin = _QdqWork(recipe, main.specs, main.comps, main.fp32, main.unit_nodes, main.calibration, main.meter,
+                    main.work, activation_type=act)
+    log(f"twin       TensorRT graphs ({act} activations, zero point 0)")
+    twin_scan = copy.deepcopy(scan)
+    twin_scan.steps = []
+    drift = tighten(twin_scan, twin.measure_all, recipe.drift_budget, log) if cfg.scan \
+        else twin.measure_all(twin_scan.keep())
+    keep = twin_scan.keep()
+    table = dict(manifest["artifacts"]["onnx"]["fp32"])
+    for name in main.comps:
+        if not twin.all_float(keep, name):
+            rel = f"{TENSORRT_TWIN}/{recipe.name}/{name}.onnx"
+            twin.write(name, stage / rel, exclude=twin.excluded(keep, name))
+            table[name] = rel
+    gates = _end_to_end_gates(TENSORRT_TWIN, recipe, recipe.name, drift)
+    _enforce(report, gates, log)
+    manifest["artifacts"][TENSORRT_TWIN] = {**manifest["artifacts"].get(TENSORRT_TWIN, {}), recipe.name: table}
+    manifest.setdefault("gates", {}).setdefault(TENSORRT_TWIN, {})[recipe.name] = \
+        {g.component: g.to_json() for g in gates}
+    return {"activation_type": act, "drift": drift.to_json(), "keep_float": sorted(f"{f}:{u}" for f, u in keep),
+            "steps": twin_scan.steps}
+
+
+# ------------------------------------------------------------------ float (fp16, bf16)
+class _TorchPrecisionRunner:
+    """A component's PyTorch module in a reduced dtype behind the Runner interface (bf16 emulation)."""
+
+    def __init__(self, module, spec, dtype):
+        self.module, self.spec, self.dtype = module, spec, dtype
+        self.device = f"torch cpu {dtype}"
+
+    @torch.no_grad()
+    def __call__(self, feeds):
+        out = self.module(*(feeds[n].to(self.dtype) for n in self.spec.input_names))
+        return {self.spec.output_names[0]: out.float()}
+
+    def close(self):
+        self.module = None
+
+
+def _quantize_float(cfg, recipe, bundle, refocuser, meter, stage, manifest, report, log) -> dict:
+    from runtime.backends.backend_onnxruntime import session_runner
+    from runtime.component_modules import component_module
+    from runtime.loading import load_refocuser
+
+    specs = bundle.specs
+    if recipe.name == "fp16":
+        def runner(name):
+            return session_runner(bundle.artifact_path("onnx", "fp16", name), specs[name], "fp16",
+                                  provider="CPUExecutionProvider")
+        how = "ONNX Runtime running the fp16 graphs"
+    else:  # bf16: no CPU backend runs bf16 graphs; the PyTorch modules in bf16 round the same way
+        from runtime.backends.backend_torch import source_folder
+
+        folder = source_folder(bundle)
+        if folder is None:
+            raise InvalidArgumentError("the bf16 gate runs the source model in PyTorch bf16, and the source model "
+                                       f"({bundle.source.get('model')}) is not on this machine")
+        low = load_refocuser(folder, dtype=torch.bfloat16)
+
+        def runner(name):
+            return _TorchPrecisionRunner(component_module(low, specs[name]), specs[name], torch.bfloat16)
+        how = "the source model's PyTorch modules in bf16 (TensorRT builds bf16 engines from the fp32 graphs)"
+    log(f"measure    {recipe.name}: {how}")
+    gates, gates_json = [], {}
+    for fam in dict.fromkeys(family(n) for n in specs):
+        names = [n for n in specs if family(n) == fam]
+        swaps = {n: runner(n) for n in names}
+        drift = meter.measure(swaps)
+        for n in names:
+            g = _family_gate(n, recipe, recipe.name, drift, fam)
+            gates.append(g)
+            gates_json[n] = {**g.to_json(), "worst": round(drift.worst, 6)}
+    final = meter.measure({n: runner(n) for n in specs})
+    e2e = _end_to_end_gates("onnx", recipe, recipe.name, final)
+    gates += e2e
+    gates_json.update({g.component: g.to_json() for g in e2e})
+    _enforce(report, gates, log)
+    if recipe.name == "bf16":
+        manifest["artifacts"]["onnx"]["bf16"] = dict(manifest["artifacts"]["onnx"]["fp32"])
+    else:
+        # The exporter's own fp16 gates (per-component relative error) stay; the drift gates join them.
+        gates_json = {**manifest["gates"]["onnx"]["fp16"], **{k: v for k, v in gates_json.items()
+                                                                if k.startswith("end_to_end")}}
+    manifest["gates"]["onnx"][recipe.name] = gates_json
+    table = manifest["artifacts"]["onnx"][recipe.name]
+    fp32_mib = _graph_mib(stage, manifest["artifacts"]["onnx"]["fp32"].values())
+    report.sizes_mib = {"fp32": round(fp32_mib, 2),
+                        recipe.name: round(_graph_mib(stage, table.values()) / (1 if recipe.name == "fp16" else 2), 2)}
+    return {"recipe": recipe.to_json(), "drift": cfg.drift.to_json(), "drift_result": final.to_json(),
+            "measured_with": how, "sizes_mib": report.sizes_mib}

@@ -1,0 +1,94 @@
+"""The quantization recipes `refocus quantize --recipe` knows, described once.
+
+A recipe says what is quantized (which components, which op types), to what
+(weight and activation types), how activations are calibrated, and what the
+result must meet end to end (LPIPS drift against the fp32 model, median and
+worst frame). Three kinds:
+
+* "qdq": static QuantizeLinear/DequantizeLinear ONNX graphs (int8, fp8), the
+  format ONNX Runtime fuses into integer kernels and TensorRT reads as explicit
+  quantization;
+* "float": reduced-precision float graphs or engines (fp16, bf16);
+* "coreml": Core ML weight compression (w8, p6, p4), delegated to the Core ML
+  exporter, whose emulated gate runs the compressed weights in PyTorch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from runtime.errors import InvalidArgumentError
+
+QDQ_COMPONENTS = ("unet", "vae_encoder", "vae_decoder", "image_encoder")
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    name: str
+    kind: str  # "qdq" | "float" | "coreml"
+    summary: str
+    # qdq: ONNX Runtime QuantType names ("QUInt8", "QInt8", "QFLOAT8E4M3FN").
+    weight_type: str = ""
+    activation_type: str = ""
+    activation_symmetric: bool = False
+    per_channel: bool = True
+    calibration_method: str = "MinMax"  # ONNX Runtime CalibrationMethod name
+    op_types: tuple[str, ...] = ("Conv", "MatMul", "Gemm")
+    # Component families quantized ("vae_decoder" covers every decode chunk size).
+    components: tuple[str, ...] = QDQ_COMPONENTS
+    # A second, TensorRT-ready graph per component (symmetric int8 activations: TensorRT
+    # takes only zero-point-0 int8 QDQ, while ONNX Runtime's x86 kernels want uint8).
+    tensorrt_activation_type: str = ""
+    # End-to-end LPIPS (alex) drift against the fp32 model: (median frame, worst frame).
+    drift_budget: tuple[float, float] = (0.02, 0.05)
+    # A block quantized alone may drift this much (median frame) before it stays in float.
+    unit_budget: float = 0.004
+    backends: tuple[str, ...] = ("onnxruntime", "tensorrt")
+    coreml_compress: str = ""  # coreml: the Core ML exporter's compression name
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+RECIPES: dict[str, QuantRecipe] = {r.name: r for r in (
+    QuantRecipe(
+        "int8", "qdq", "static INT8 QDQ: per-channel symmetric int8 weights, calibrated uint8 activations",
+        weight_type="QInt8", activation_type="QUInt8", activation_symmetric=False,
+        calibration_method="Percentile", tensorrt_activation_type="QInt8",
+        notes=("ONNX Runtime's x86 integer kernels (VNNI/AMX) fuse uint8-activation QDQ; the "
+               "symmetric int8 twin under artifacts['onnx-tensorrt'] is what TensorRT builds from",)),
+    QuantRecipe(
+        "fp8", "qdq", "FP8 (E4M3) QDQ weights and activations for TensorRT on sm89+ GPUs",
+        weight_type="QFLOAT8E4M3FN", activation_type="QFLOAT8E4M3FN", activation_symmetric=True,
+        per_channel=False, calibration_method="Distribution", backends=("tensorrt", "onnxruntime"),
+        notes=("ONNX Runtime runs FP8 QDQ on CPU without fused kernels (emulation: slow, exact "
+               "rounding), which is how its drift is measured without a GPU",)),
+    QuantRecipe("fp16", "float", "fp16 graphs (ONNX Runtime, Core ML) and fp16 TensorRT engines",
+                drift_budget=(0.02, 0.05)),
+    QuantRecipe("bf16", "float", "bf16 TensorRT engines (Ampere and newer), built from the fp32 graphs",
+                drift_budget=(0.02, 0.05), backends=("tensorrt",),
+                notes=("no CPU backend runs bf16 graphs; the gate runs the PyTorch modules in bf16 "
+                       "(same rounding of weights and activations) and TensorRT re-checks nothing",)),
+    QuantRecipe("w8", "coreml", "Core ML: 8-bit linear (symmetric per-channel) UNet weights, fp16 compute",
+                coreml_compress="w8", backends=("coreml",)),
+    QuantRecipe("p6", "coreml", "Core ML: 6-bit palettized UNet weights (k-means LUT), fp16 compute",
+                coreml_compress="p6", backends=("coreml",)),
+    QuantRecipe("p4", "coreml", "Core ML: 4-bit palettized UNet weights (k-means LUT), fp16 compute",
+                coreml_compress="p4", backends=("coreml",)),
+)}
+
+
+def get_recipe(name: str) -> QuantRecipe:
+    if name not in RECIPES:
+        raise InvalidArgumentError(f"unknown quantization recipe {name!r}; choose one of: {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def quantized_components(recipe: QuantRecipe, component_names) -> list[str]:
+    """The bundle components a qdq recipe quantizes (decoder chunk sizes expand)."""
+    out = []
+    for name in component_names:
+        family = "vae_decoder" if name.startswith("vae_decoder_") else name
+        if family in recipe.components:
+            out.append(name)
+    return out
