@@ -63,13 +63,16 @@ def calibration_photos(cfg: CalibrationConfig, size: tuple[int, int]) -> list[tu
         stacks = SyntheticFocalStacks("train", size=size, length=cfg.samples + 500_000)
         indices = range(500_000, 500_000 + cfg.samples)
     else:
-        from focalstacks.learn2refocus import Learn2RefocusStacks
+        from focalstacks.learn2refocus import Learn2RefocusLayoutError, Learn2RefocusStacks
 
         root = Path(cfg.data)
         if not root.is_dir():
             raise InvalidArgumentError(f"calibration data folder {root} does not exist; pass 'synthetic' or a "
                                        "learn2refocus-layout folder (FSK_*/.../focal_position_000N_frame_0000.jpg)")
-        stacks = Learn2RefocusStacks(root, size=size)
+        try:
+            stacks = Learn2RefocusStacks(root, size=size)
+        except Learn2RefocusLayoutError as exc:  # a folder with no complete scene: a one-line error
+            raise InvalidArgumentError(f"calibration data: {exc}") from None
         if len(stacks) == 0:
             raise InvalidArgumentError(f"no learn2refocus focal stacks under {root}")
         indices = [i % len(stacks) for i in range(cfg.samples)]
