@@ -50,13 +50,9 @@ def _stack(split_index: int, size: int):
 
 def _time(fn, repeats: int) -> float:
     """Median wall time of fn() over `repeats` runs after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    from benchmarks.latency import timed
+
+    return timed(fn, repeats, warmup=1)[0]["median_s"]
 
 
 @torch.no_grad()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -30,22 +29,15 @@ JUMPS = ((0, 8), (8, 0))  # (input position, output frame) pairs four focal plan
 
 def _latency(refocuser, repeats: int) -> dict:
     from benchmarks.backends import stage_callables
+    from benchmarks.latency import timed
 
-    w, h = refocuser.config.fixed_size
+    w, h = refocuser.config.working_size
     fns = stage_callables(refocuser, (h, w), refocuser.config.default_position, 0,
                           refocuser.config.num_inference_steps)
     fns.pop("end_to_end_reference", None)
-    fns.pop("unet_b2", None) if refocuser.config.guidance_scale == 0 else None
-    out = {}
-    for name, fn in fns.items():
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        out[name] = statistics.median(times) * 1000
-    return out
+    if not refocuser.config.uses_guidance:  # a student never calls the UNet on both branches
+        fns.pop("unet_b2", None)
+    return {name: timed(fn, repeats, warmup=1)[0]["median_s"] * 1000 for name, fn in fns.items()}
 
 
 def _jump_quality(refocuser, stacks, lpips) -> dict:
@@ -82,11 +74,11 @@ def _coreml_swaps(source, specs, compress: str) -> dict:
 def run_bench(bundle_path: Path, repeats: int, photos: int, jump_stacks: int, coreml: bool, log=print) -> dict:
     from focalstacks.synthetic import SyntheticFocalStacks
     from quantization.drift import DriftConfig, DriftMeter
-    from quantization.quantize import _TorchPrecisionRunner
+    from export.onnx_graphs import graphs_mib
+    from quantization.quantize import torch_precision_runners
     from runtime.backends.backend_torch import source_folder
     from runtime.bundle import read_bundle
     from runtime.bundle_loading import load_bundle_refocuser
-    from runtime.component_modules import component_module
     from runtime.loading import load_refocuser
     from runtime.metrics.lpips import LPIPS
 
@@ -95,18 +87,12 @@ def run_bench(bundle_path: Path, repeats: int, photos: int, jump_stacks: int, co
     lpips = LPIPS("alex")
     fp32 = load_bundle_refocuser(bundle_path, backend="onnxruntime", precision="fp32")
     meter = DriftMeter(fp32, DriftConfig(photos=photos, positions=(0, 8, 4)), lpips=lpips)
-    w, h = fp32.config.fixed_size
+    w, h = fp32.config.working_size
     stacks = [SyntheticFocalStacks("heldout", size=(h, w), length=jump_stacks)[i] for i in range(jump_stacks)]
     specs = bundle.specs
-    source = load_refocuser(source_folder(bundle))
 
     def size(precision):
-        table = bundle.manifest["artifacts"]["onnx"][precision]
-        total = 0
-        for rel in set(table.values()):
-            p = bundle.root / rel
-            total += sum(f.stat().st_size for f in (p, p.with_name(p.name + ".data")) if f.is_file())
-        return total / 2 ** 20
+        return graphs_mib(bundle.root, bundle.manifest["artifacts"]["onnx"][precision].values())
 
     rows = {}
     log("fp32: latency, jumps")
@@ -126,11 +112,11 @@ def run_bench(bundle_path: Path, repeats: int, photos: int, jump_stacks: int, co
                            "runs_on": f"onnxruntime CPU {precision}"}
     if "bf16" in bundle.precisions("onnx"):
         log("bf16 (PyTorch bf16 emulation): drift")
-        low = load_refocuser(source_folder(bundle), dtype=torch.bfloat16)
-        swaps = {n: _TorchPrecisionRunner(component_module(low, s), s, torch.bfloat16) for n, s in specs.items()}
+        swaps = torch_precision_runners(bundle, torch.bfloat16)
         rows["bf16"] = {"size_mib": None, "latency_ms": {}, "drift": meter.measure(swaps).to_json(),
                         "jumps": {}, "runs_on": "TensorRT only (drift: PyTorch bf16 on CPU)"}
     if coreml:
+        source = load_refocuser(source_folder(bundle))
         for compress in ("w8", "p6", "p4"):
             log(f"coreml {compress} (PyTorch emulation): drift")
             rows[f"coreml-{compress}"] = {"size_mib": None, "latency_ms": {},

@@ -56,3 +56,9 @@ def graph_files(path: Path) -> list[Path]:
     """The graph and, when present, its external data file."""
     data = path.with_name(onnx_external_data(path.stem))
     return [path] + ([data] if data.is_file() else [])
+
+
+def graphs_mib(root: Path, rels) -> float:
+    """Size on disk of a set of bundle graphs (external weights included; a graph that several
+    tables share counts once)."""
+    return sum(f.stat().st_size for rel in set(rels) for f in graph_files(Path(root) / rel)) / 2 ** 20

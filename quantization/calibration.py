@@ -113,7 +113,7 @@ def collect_calibration(refocuser, cfg: CalibrationConfig) -> CalibrationSet:
     for adapter in adapters:
         for name, runner in adapter.runners.items():
             adapter.runners[name] = _Recorder(runner, feeds.setdefault(name, []))
-    size = tuple(reversed(refocuser.config.fixed_size or (512, 320)))  # fixed_size is (W, H)
+    size = tuple(reversed(refocuser.config.working_size))  # (H, W)
     try:
         photos = calibration_photos(cfg, size)
         for i, (photo, position) in enumerate(tqdm(photos, desc="calibrating", unit="stack",

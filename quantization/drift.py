@@ -54,7 +54,7 @@ class DriftMeter:
 
         self.refocuser, self.cfg = refocuser, cfg
         self.lpips = lpips or LPIPS("alex")
-        w, h = refocuser.config.fixed_size or (512, 320)
+        w, h = refocuser.config.working_size
         stacks = SyntheticFocalStacks("heldout", size=(h, w), length=cfg.photos)
         self.inputs = []
         for i in range(cfg.photos):

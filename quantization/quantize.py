@@ -29,6 +29,7 @@ from typing import Callable
 import torch
 
 from export.bundle_writer import staged_bundle, write_manifest
+from export.onnx_graphs import graphs_mib
 from export.parity import GateResult
 from quantization.calibration import CalibrationConfig, collect_calibration
 from quantization.drift import DriftConfig, DriftMeter
@@ -62,14 +63,6 @@ class QuantizeReport:
     keep_float: list = field(default_factory=list)
     sizes_mib: dict = field(default_factory=dict)
     seconds: float = 0.0
-
-
-def _graph_mib(stage: Path, rels) -> float:
-    total = 0
-    for rel in set(rels):
-        path = stage / rel
-        total += sum(p.stat().st_size for p in (path, path.with_name(path.name + ".data")) if p.is_file())
-    return total / 2 ** 20
 
 
 def _source_bundle(cfg: QuantizeConfig, recipe, stage: Path, tmp: Path, log) -> None:
@@ -139,6 +132,20 @@ def _family_gate(component: str, recipe, precision: str, drift, only: str) -> Ga
                       recipe.drift_budget[0], f"worst frame {drift.worst:.4f}; only {only} in {precision}")
 
 
+def _family_gates(recipe, meter, runners: dict, gates_json: dict) -> list[GateResult]:
+    """Per component family (the decoder's chunk sizes together): the drift with only that family
+    running `runners`, gated against the recipe's median budget; JSON entries go into `gates_json`."""
+    gates = []
+    for fam in dict.fromkeys(family(n) for n in runners):
+        names = [n for n in runners if family(n) == fam]
+        drift = meter.measure({n: runners[n] for n in names})
+        for n in names:
+            g = _family_gate(n, recipe, recipe.name, drift, fam)
+            gates.append(g)
+            gates_json[n] = {**g.to_json(), "worst": round(drift.worst, 6)}
+    return gates
+
+
 def _end_to_end_gates(artifact: str, recipe, precision: str, drift) -> list[GateResult]:
     return [GateResult("end_to_end", artifact, precision, "lpips_alex_median_frame", drift.median,
                        recipe.drift_budget[0], "every component in the recipe"),
@@ -198,10 +205,10 @@ class _QdqWork:
         return self._measure({c: self.runner(c, self.write(c, self.work / f"{c}.{self.tag}.scan.onnx", nodes=nodes))
                               for c, nodes in per_component.items() if nodes})
 
-    def measure_all(self, keep: set, only: str | None = None):
+    def measure_all(self, keep: set):
         swaps = {c: self.runner(c, self.write(c, self.work / f"{c}.{self.tag}.final.onnx",
                                               exclude=self.excluded(keep, c)))
-                 for c in self.comps if (only is None or family(c) == only) and not self.all_float(keep, c)}
+                 for c in self.comps if not self.all_float(keep, c)}
         return self._measure(swaps)
 
 
@@ -260,13 +267,14 @@ def _quantize_qdq(cfg, recipe, bundle, refocuser, meter, stage, tmp, manifest, r
             table[name] = manifest["artifacts"]["onnx"]["fp32"][name]  # the fp32 graph, shared
             gates_json[name] = {**manifest["gates"]["onnx"]["fp32"][name], "precision": recipe.name,
                                 "detail": "kept in fp32 (the fp32 graph)"}
-    for fam in dict.fromkeys(family(c) for c in quantized):
-        drift = main.measure_all(keep, only=fam)
-        for name in quantized:
-            if family(name) == fam:
-                g = _family_gate(name, recipe, recipe.name, drift, fam)
-                gates.append(g)
-                gates_json[name] = {**g.to_json(), "worst": round(drift.worst, 6)}
+    # The bundle's graphs are the ones `final` measured (same graph, keep list and ranges), so the
+    # family gates run them as written rather than quantizing each component again.
+    runners = {name: main.runner(name, stage / table[name]) for name in quantized}
+    try:
+        gates += _family_gates(recipe, meter, runners, gates_json)
+    finally:
+        for r in runners.values():
+            r.close()
     e2e = _end_to_end_gates("onnx", recipe, recipe.name, final)
     gates_json.update({g.component: g.to_json() for g in e2e})
     _enforce(report, gates + e2e, log)
@@ -277,8 +285,8 @@ def _quantize_qdq(cfg, recipe, bundle, refocuser, meter, stage, tmp, manifest, r
     if recipe.tensorrt_activation_type and recipe.tensorrt_activation_type != recipe.activation_type:
         twin = _tensorrt_twin(cfg, recipe, main, scan, stage, manifest, report, log)
 
-    fp32_mib = _graph_mib(stage, manifest["artifacts"]["onnx"]["fp32"].values())
-    recipe_mib = _graph_mib(stage, table.values())
+    fp32_mib = graphs_mib(stage, manifest["artifacts"]["onnx"]["fp32"].values())
+    recipe_mib = graphs_mib(stage, table.values())
     report.sizes_mib = {"fp32": round(fp32_mib, 2), recipe.name: round(recipe_mib, 2)}
     log(f"size       {recipe.name} {recipe_mib:.1f} MiB vs fp32 {fp32_mib:.1f} MiB "
         f"({fp32_mib / recipe_mib:.2f}x smaller)")
@@ -320,56 +328,45 @@ def _tensorrt_twin(cfg, recipe, main: _QdqWork, scan, stage, manifest, report, l
 
 
 # ------------------------------------------------------------------ float (fp16, bf16)
-class _TorchPrecisionRunner:
-    """A component's PyTorch module in a reduced dtype behind the Runner interface (bf16 emulation)."""
+def torch_precision_runners(bundle, dtype: torch.dtype) -> dict:
+    """Runners that compute each component with the bundle's source model in `dtype` (weights and
+    activations rounded as a `dtype` engine rounds them): how bf16, which no CPU backend runs, is
+    measured here."""
+    from export.coreml.emulate import ModuleRunner
+    from runtime.backends.backend_torch import source_folder
+    from runtime.backends.base import Runner
+    from runtime.component_modules import component_module
+    from runtime.loading import load_refocuser
 
-    def __init__(self, module, spec, dtype):
-        self.module, self.spec, self.dtype = module, spec, dtype
-        self.device = f"torch cpu {dtype}"
-
-    @torch.no_grad()
-    def __call__(self, feeds):
-        out = self.module(*(feeds[n].to(self.dtype) for n in self.spec.input_names))
-        return {self.spec.output_names[0]: out.float()}
-
-    def close(self):
-        self.module = None
+    folder = source_folder(bundle)
+    if folder is None:
+        raise InvalidArgumentError(f"the {dtype} gate runs the source model in PyTorch, and the source model "
+                                   f"({bundle.source.get('model')}) is not on this machine")
+    model = load_refocuser(folder)  # fp32; each ModuleRunner holds its own copy cast to `dtype`
+    return {name: Runner(spec, ModuleRunner(component_module(model, spec), spec.input_names, spec.output_names,
+                                            dtype), f"torch cpu {dtype}")
+            for name, spec in bundle.specs.items()}
 
 
 def _quantize_float(cfg, recipe, bundle, refocuser, meter, stage, manifest, report, log) -> dict:
     from runtime.backends.backend_onnxruntime import session_runner
-    from runtime.component_modules import component_module
-    from runtime.loading import load_refocuser
 
     specs = bundle.specs
     if recipe.name == "fp16":
-        def runner(name):
-            return session_runner(bundle.artifact_path("onnx", "fp16", name), specs[name], "fp16",
-                                  provider="CPUExecutionProvider")
+        runners = {n: session_runner(bundle.artifact_path("onnx", "fp16", n), spec, "fp16",
+                                     provider="CPUExecutionProvider") for n, spec in specs.items()}
         how = "ONNX Runtime running the fp16 graphs"
     else:  # bf16: no CPU backend runs bf16 graphs; the PyTorch modules in bf16 round the same way
-        from runtime.backends.backend_torch import source_folder
-
-        folder = source_folder(bundle)
-        if folder is None:
-            raise InvalidArgumentError("the bf16 gate runs the source model in PyTorch bf16, and the source model "
-                                       f"({bundle.source.get('model')}) is not on this machine")
-        low = load_refocuser(folder, dtype=torch.bfloat16)
-
-        def runner(name):
-            return _TorchPrecisionRunner(component_module(low, specs[name]), specs[name], torch.bfloat16)
+        runners = torch_precision_runners(bundle, torch.bfloat16)
         how = "the source model's PyTorch modules in bf16 (TensorRT builds bf16 engines from the fp32 graphs)"
     log(f"measure    {recipe.name}: {how}")
-    gates, gates_json = [], {}
-    for fam in dict.fromkeys(family(n) for n in specs):
-        names = [n for n in specs if family(n) == fam]
-        swaps = {n: runner(n) for n in names}
-        drift = meter.measure(swaps)
-        for n in names:
-            g = _family_gate(n, recipe, recipe.name, drift, fam)
-            gates.append(g)
-            gates_json[n] = {**g.to_json(), "worst": round(drift.worst, 6)}
-    final = meter.measure({n: runner(n) for n in specs})
+    gates_json: dict = {}
+    try:
+        gates = _family_gates(recipe, meter, runners, gates_json)
+        final = meter.measure(runners)
+    finally:
+        for r in runners.values():
+            r.close()
     e2e = _end_to_end_gates("onnx", recipe, recipe.name, final)
     gates += e2e
     gates_json.update({g.component: g.to_json() for g in e2e})
@@ -382,8 +379,9 @@ def _quantize_float(cfg, recipe, bundle, refocuser, meter, stage, manifest, repo
                                                                 if k.startswith("end_to_end")}}
     manifest["gates"]["onnx"][recipe.name] = gates_json
     table = manifest["artifacts"]["onnx"][recipe.name]
-    fp32_mib = _graph_mib(stage, manifest["artifacts"]["onnx"]["fp32"].values())
-    report.sizes_mib = {"fp32": round(fp32_mib, 2),
-                        recipe.name: round(_graph_mib(stage, table.values()) / (1 if recipe.name == "fp16" else 2), 2)}
+    fp32_mib = graphs_mib(stage, manifest["artifacts"]["onnx"]["fp32"].values())
+    report.sizes_mib = {"fp32": round(fp32_mib, 2)}
+    if recipe.name == "fp16":  # a bf16 engine's size is known only once TensorRT builds it on the GPU
+        report.sizes_mib["fp16"] = round(graphs_mib(stage, table.values()), 2)
     return {"recipe": recipe.to_json(), "drift": cfg.drift.to_json(), "drift_result": final.to_json(),
             "measured_with": how, "sizes_mib": report.sizes_mib}

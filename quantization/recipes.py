@@ -68,7 +68,7 @@ RECIPES: dict[str, QuantRecipe] = {r.name: r for r in (
     QuantRecipe("bf16", "float", "bf16 TensorRT engines (Ampere and newer), built from the fp32 graphs",
                 drift_budget=(0.02, 0.05), backends=("tensorrt",),
                 notes=("no CPU backend runs bf16 graphs; the gate runs the PyTorch modules in bf16 "
-                       "(same rounding of weights and activations) and TensorRT re-checks nothing",)),
+                       "(the same rounding of weights and activations a bf16 engine applies)",)),
     QuantRecipe("w8", "coreml", "Core ML: 8-bit linear (symmetric per-channel) UNet weights, fp16 compute",
                 coreml_compress="w8", backends=("coreml",)),
     QuantRecipe("p6", "coreml", "Core ML: 6-bit palettized UNet weights (k-means LUT), fp16 compute",

@@ -156,7 +156,7 @@ class ModelDims:
     def of(cls, refocuser, resolutions=None) -> "ModelDims":
         cfg = refocuser.config
         if not resolutions:
-            resolutions = (tuple(cfg.fixed_size),) if cfg.fixed_size else ((512, 320),)
+            resolutions = (cfg.working_size,)
         return cls(
             latent_channels=refocuser.latent_channels,
             embed_dim=int(refocuser.image_encoder.config.projection_dim),

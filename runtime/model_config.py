@@ -45,6 +45,12 @@ class RefocusModelConfig:
         return ResolutionPolicy(max_pixels=self.max_pixels or 500_000, multiple=self.size_multiple)
 
     @property
+    def working_size(self) -> tuple[int, int]:
+        """(W, H) the model's graphs are exported and measured at: its fixed size, else the
+        reference's 512x320 (a multiple of 64 under the pixel budget)."""
+        return tuple(self.fixed_size) if self.fixed_size else (512, 320)
+
+    @property
     def uses_guidance(self) -> bool:
         # The reference applies guidance whenever the weight is > 0 (stock diffusers: > 1).
         return self.guidance_scale > 0

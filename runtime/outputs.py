@@ -10,7 +10,6 @@ Ctrl-C leaves an earlier run's results exactly as they were.
 from __future__ import annotations
 
 import base64
-import html
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from PIL import Image
 
 from runtime.dof.viewer_page import PanelHtml, PreviewGrid, dof_panel
 from runtime.errors import InvalidArgumentError, OutputExistsError
+from runtime.html_page import html_page
 
 N_FRAMES = 9
 GIF_FRAME_MS = 120  # ~8 fps; GIF stores centiseconds, so 125 ms would round to 120 anyway
@@ -231,7 +231,6 @@ def _viewer_html(uris: list[str], input_position: int, width: int, height: int,
     ticks = "".join(f'<option value="{i}"></option>' for i in range(len(uris)))
     # The marker sits where the slider thumb is at the input position (thumb ~16 px wide).
     mark_left = f"calc({input_position / last:.4f} * (100% - 16px) + 8px)"
-    title = html.escape("Refocus Edge - focal stack")
     dof_css = panel.css.lstrip("\n") if panel is not None else ""
     dof_body = "" if panel is None else f"""<section class="dof" aria-label="depth of field">
 <h2>Depth of field</h2>
@@ -239,16 +238,7 @@ def _viewer_html(uris: list[str], input_position: int, width: int, height: int,
 </section>
 """
     dof_script = "" if panel is None else f"<script>\n{panel.script}\n</script>\n"
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>
-body {{ margin: 0; padding: 16px; background: #111; color: #eee; font: 14px system-ui, sans-serif;
-       display: flex; flex-direction: column; align-items: center; gap: 12px; }}
-#stack img {{ display: block; max-width: 95vw; max-height: 78vh; min-width: min(512px, 95vw); width: auto; height: auto; }}
+    css = f"""#stack img {{ display: block; max-width: 95vw; max-height: 78vh; min-width: min(512px, 95vw); width: auto; height: auto; }}
 #stack img[hidden] {{ display: none; }}
 .controls {{ width: min({max(width, 320)}px, 95vw); }}
 .controls input[type=range] {{ width: 100%; margin: 0; }}
@@ -258,10 +248,8 @@ body {{ margin: 0; padding: 16px; background: #111; color: #eee; font: 14px syst
 .dof {{ display: flex; flex-direction: column; align-items: center; gap: 10px; margin-top: 16px;
         border-top: 1px solid #333; padding-top: 8px; }}
 .dof h2 {{ font-size: 16px; font-weight: 600; margin: 0; }}
-{dof_css}</style>
-</head>
-<body>
-<div id="stack">
+{dof_css}"""
+    body = f"""<div id="stack">
 {imgs}
 </div>
 <div class="controls">
@@ -299,6 +287,5 @@ body {{ margin: 0; padding: 16px; background: #111; color: #eee; font: 14px syst
   show(inputPos);
 }})();
 </script>
-{dof_script}</body>
-</html>
-"""
+{dof_script}"""
+    return html_page("Refocus Edge - focal stack", css, body)

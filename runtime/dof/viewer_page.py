@@ -178,23 +178,7 @@ def dof_panel(previews: PreviewGrid, *, focus: float, strength: float, prefix: s
 def edit_page(previews: PreviewGrid, focus: float, strength: float) -> str:
     """`refocus edit`'s self-contained viewer: the panel alone, on a page of its own."""
     panel = dof_panel(previews, focus=focus, strength=strength)
-    title = html.escape(f"Refocus Edge - depth of field ({previews.shape})")
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>
-body {{ margin: 0; padding: 16px; background: #111; color: #eee; font: 14px system-ui, sans-serif;
-       display: flex; flex-direction: column; align-items: center; gap: 10px; }}
-{panel.css}</style>
-</head>
-<body>
-{panel.body}
-<script>
-{panel.script}
-</script>
-</body>
-</html>
-"""
+    from runtime.html_page import html_page
+
+    return html_page(f"Refocus Edge - depth of field ({previews.shape})", panel.css,
+                     f"{panel.body}\n<script>\n{panel.script}\n</script>\n", gap_px=10)
