@@ -51,8 +51,8 @@ class CalibrationSet:
                 "unet_timesteps": self.unet_timesteps}
 
 
-def calibration_photos(cfg: CalibrationConfig, size: tuple[int, int]) -> list[tuple[torch.Tensor, int]]:
-    """(photo [1, 3, H, W] in [-1, 1], input position) for each calibration sample; size is (H, W)."""
+def _calibration_stacks(cfg: CalibrationConfig, size: tuple[int, int]):
+    """(dataset, indices) the calibration photos come from; raises for a bad config or folder."""
     if cfg.samples < 1:
         raise InvalidArgumentError(f"calibration needs at least 1 sample, got {cfg.samples}")
     if cfg.data == "synthetic":
@@ -61,21 +61,31 @@ def calibration_photos(cfg: CalibrationConfig, size: tuple[int, int]) -> list[tu
         # Offset into the training split so calibration scenes differ from the first
         # scenes the models were trained on; still disjoint from the held-out split.
         stacks = SyntheticFocalStacks("train", size=size, length=cfg.samples + 500_000)
-        indices = range(500_000, 500_000 + cfg.samples)
-    else:
-        from focalstacks.learn2refocus import Learn2RefocusLayoutError, Learn2RefocusStacks
+        return stacks, range(500_000, 500_000 + cfg.samples)
+    from focalstacks.learn2refocus import Learn2RefocusLayoutError, Learn2RefocusStacks
 
-        root = Path(cfg.data)
-        if not root.is_dir():
-            raise InvalidArgumentError(f"calibration data folder {root} does not exist; pass 'synthetic' or a "
-                                       "learn2refocus-layout folder (FSK_*/.../focal_position_000N_frame_0000.jpg)")
-        try:
-            stacks = Learn2RefocusStacks(root, size=size)
-        except Learn2RefocusLayoutError as exc:  # a folder with no complete scene: a one-line error
-            raise InvalidArgumentError(f"calibration data: {exc}") from None
-        if len(stacks) == 0:
-            raise InvalidArgumentError(f"no learn2refocus focal stacks under {root}")
-        indices = [i % len(stacks) for i in range(cfg.samples)]
+    root = Path(cfg.data)
+    if not root.is_dir():
+        raise InvalidArgumentError(f"calibration data folder {root} does not exist; pass 'synthetic' or a "
+                                   "learn2refocus-layout folder (FSK_*/.../focal_position_000N_frame_0000.jpg)")
+    try:
+        stacks = Learn2RefocusStacks(root, size=size)
+    except Learn2RefocusLayoutError as exc:  # a folder with no complete scene: a one-line error
+        raise InvalidArgumentError(f"calibration data: {exc}") from None
+    if len(stacks) == 0:
+        raise InvalidArgumentError(f"no learn2refocus focal stacks under {root}")
+    return stacks, [i % len(stacks) for i in range(cfg.samples)]
+
+
+def check_calibration_source(cfg: CalibrationConfig) -> None:
+    """Raise now for a calibration config or folder that cannot work, before any export or
+    sampling is spent on it (only the folder layout is read, no frames)."""
+    _calibration_stacks(cfg, (64, 64))
+
+
+def calibration_photos(cfg: CalibrationConfig, size: tuple[int, int]) -> list[tuple[torch.Tensor, int]]:
+    """(photo [1, 3, H, W] in [-1, 1], input position) for each calibration sample; size is (H, W)."""
+    stacks, indices = _calibration_stacks(cfg, size)
     photos = []
     for n, i in enumerate(indices):
         position = cfg.positions[n % len(cfg.positions)]

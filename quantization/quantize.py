@@ -31,14 +31,18 @@ import torch
 from export.bundle_writer import staged_bundle, write_manifest
 from export.onnx_graphs import graphs_mib
 from export.parity import GateResult
-from quantization.calibration import CalibrationConfig, collect_calibration
+from quantization.calibration import CalibrationConfig, check_calibration_source, collect_calibration
 from quantization.drift import DriftConfig, DriftMeter
 from quantization.recipes import get_recipe, quantized_components
 from quantization.sensitivity import family, scan_units, tighten, write_table
 from runtime.artifacts import MANIFEST_NAME, onnx_artifact
-from runtime.errors import InvalidArgumentError
+from runtime.errors import InvalidArgumentError, RefocusError
 
 TENSORRT_TWIN = "onnx-tensorrt"  # artifact kind of the TensorRT-ready twin graphs
+
+
+class QuantizationError(RefocusError):
+    """A recipe cannot be applied to this model (as opposed to a gate it missed: ParityError)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,8 @@ def quantize_model(cfg: QuantizeConfig, log: Callable[[str], None] = print) -> Q
     from runtime.bundle_loading import load_bundle_refocuser
 
     ORT.require()
+    if recipe.kind == "qdq":  # a bad calibration folder fails now, not after the export
+        check_calibration_source(cfg.calibration)
     started = time.perf_counter()
     report = QuantizeReport(out=Path(cfg.out), recipe=recipe.name)
     with tempfile.TemporaryDirectory(prefix="refocus-quantize-") as tmp, \
@@ -242,7 +248,7 @@ def _quantize_qdq(cfg, recipe, bundle, refocuser, meter, stage, tmp, manifest, r
     if cfg.scan:
         log(f"scan       {len(unit_nodes)} units, one at a time (unit budget {budget})")
         scan = scan_units(unit_nodes, known, main.measure_nodes, budget, log)
-        final = tighten(scan, main.measure_all, recipe.drift_budget, log)
+        final = tighten(scan, main.measure_all, recipe.scan_target(), log)
     else:
         from quantization.sensitivity import ScanResult, UnitResult
 
@@ -252,6 +258,12 @@ def _quantize_qdq(cfg, recipe, bundle, refocuser, meter, stage, tmp, manifest, r
                            for (f, u), nodes in unit_nodes.items()])
         final = main.measure_all(scan.keep())
     keep = scan.keep()
+    if all(main.all_float(keep, c) for c in comps):
+        raise QuantizationError(
+            f"{recipe.name}: no block could be quantized within the budget (median {recipe.drift_budget[0]}, "
+            f"worst {recipe.drift_budget[1]}, unit budget {budget}): every unit stayed in float, so the result "
+            "would be the fp32 model under another name; nothing was written. Loosen --unit-budget, or use a "
+            "float recipe (fp16, bf16)")
     report.keep_float = sorted(f"{f}:{u}" for f, u in keep)
     sens_dir = f"quantization/{recipe.name}"
     write_table(scan, stage / sens_dir, recipe.name, budget)
@@ -309,7 +321,7 @@ def _tensorrt_twin(cfg, recipe, main: _QdqWork, scan, stage, manifest, report, l
     log(f"twin       TensorRT graphs ({act} activations, zero point 0)")
     twin_scan = copy.deepcopy(scan)
     twin_scan.steps = []
-    drift = tighten(twin_scan, twin.measure_all, recipe.drift_budget, log) if cfg.scan \
+    drift = tighten(twin_scan, twin.measure_all, recipe.scan_target(), log) if cfg.scan \
         else twin.measure_all(twin_scan.keep())
     keep = twin_scan.keep()
     table = dict(manifest["artifacts"]["onnx"]["fp32"])

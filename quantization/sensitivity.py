@@ -35,7 +35,10 @@ class UnitResult:
     reason: str = ""
 
     def to_json(self) -> dict:
-        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+        # NaN (a unit that was not measured, or whose stacks went non-finite) becomes null:
+        # json.dumps would write a bare NaN, which strict JSON readers refuse.
+        return {k: ((None if v != v else round(v, 6)) if isinstance(v, float) else v)
+                for k, v in self.__dict__.items()}
 
 
 @dataclass
@@ -68,6 +71,14 @@ def scan_units(unit_nodes: dict[tuple[str, str], dict[str, list[str]]], known: d
     return ScanResult(results)
 
 
+def _finite(x: float):
+    return None if x != x else round(x, 6)  # NaN -> null in the JSON table
+
+
+def _cell(x) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
 def tighten(scan: ScanResult, measure_all: Callable[[set], "object"], budget: tuple[float, float],
             progress: Callable[[str], None] = lambda _m: None):
     """Move the most sensitive quantized units to float until the whole model meets `budget`.
@@ -76,8 +87,8 @@ def tighten(scan: ScanResult, measure_all: Callable[[set], "object"], budget: tu
     Returns the final Drift (which may still miss the budget if nothing is left to keep)."""
     order = sorted((u for u in scan.units if not u.keep_float), key=lambda u: -u.median)
     drift = measure_all(scan.keep())
-    scan.steps.append({"keep_float": len(scan.keep()), "median": round(drift.median, 6),
-                       "worst": round(drift.worst, 6), "added": None})
+    scan.steps.append({"keep_float": len(scan.keep()), "median": _finite(drift.median),
+                       "worst": _finite(drift.worst), "added": None})
     progress(f"  all but {len(scan.keep())} unit(s): median {drift.median:.4f} worst {drift.worst:.4f}")
     for unit in order:
         if drift.within(budget):
@@ -86,8 +97,8 @@ def tighten(scan: ScanResult, measure_all: Callable[[set], "object"], budget: tu
         unit.reason = (f"quantized together the model drifted {drift.median:.4f}/{drift.worst:.4f} "
                        f"(median/worst) > {budget[0]}/{budget[1]}; most sensitive left")
         drift = measure_all(scan.keep())
-        scan.steps.append({"keep_float": len(scan.keep()), "median": round(drift.median, 6),
-                           "worst": round(drift.worst, 6), "added": f"{unit.family}:{unit.unit}"})
+        scan.steps.append({"keep_float": len(scan.keep()), "median": _finite(drift.median),
+                           "worst": _finite(drift.worst), "added": f"{unit.family}:{unit.unit}"})
         progress(f"  + keep {unit.family}:{unit.unit} in float: median {drift.median:.4f} worst {drift.worst:.4f}")
     return drift
 
@@ -108,9 +119,9 @@ def write_table(scan: ScanResult, folder: Path, recipe: str, budget: float) -> l
         lines.append(f"| {u.family} | {u.unit} | {u.nodes} | {'yes' if u.known_sensitive else ''} | "
                      f"{u.median:.4f} | {u.worst:.4f} | {'float' if u.keep_float else 'quantized'} | {u.reason} |")
     if scan.steps:
-        lines += ["", "Whole model, keep list grown until the recipe's budget is met:", "",
+        lines += ["", "Whole model, keep list grown until the drift is within the scan target (the recipe's budget less its headroom):", "",
                   "| units in float | added | median | worst |", "|---|---|---|---|"]
-        lines += [f"| {s['keep_float']} | {s['added'] or '(budget cut)'} | {s['median']:.4f} | {s['worst']:.4f} |"
+        lines += [f"| {s['keep_float']} | {s['added'] or '(budget cut)'} | {_cell(s['median'])} | {_cell(s['worst'])} |"
                   for s in scan.steps]
     (folder / "sensitivity.md").write_text("\n".join(lines) + "\n")
     names = ["sensitivity.json", "sensitivity.md"]

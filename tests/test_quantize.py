@@ -26,7 +26,7 @@ from quantization import recipes as recipes_mod  # noqa: E402
 from quantization.calibration import CalibrationConfig, collect_calibration  # noqa: E402
 from quantization.drift import Drift, DriftConfig  # noqa: E402
 from quantization.qdq import quantized_node_count  # noqa: E402
-from quantization.quantize import TENSORRT_TWIN, QuantizeConfig, quantize_model  # noqa: E402
+from quantization.quantize import TENSORRT_TWIN, QuantizationError, QuantizeConfig, quantize_model  # noqa: E402
 from quantization.recipes import RECIPES, get_recipe  # noqa: E402
 from quantization.sensitivity import ScanResult, UnitResult, scan_units, tighten, write_table  # noqa: E402
 from quantization.units import graph_units, unit_of  # noqa: E402
@@ -232,6 +232,24 @@ def test_the_scan_measures_each_unit_of_the_real_graphs(tiny_bundle, tmp_path, o
     assert int8_table["unet"] == fp32_table["unet"] and int8_table["image_encoder"] != fp32_table["image_encoder"]
     assert bundle.gate_passed("onnx", "int8", "unet")
     assert "kept in fp32" in bundle.manifest["gates"]["onnx"]["int8"]["unet"]["detail"]
+
+
+def test_a_budget_no_block_meets_is_an_error_not_a_renamed_fp32_model(tiny_bundle, tmp_path, one_thread,
+                                                                          lpips_ready):
+    # A negative unit budget keeps every unit in float: the "quantized" model would be the fp32
+    # one, which must not pass as an int8 bundle.
+    recipe = replace(get_recipe("int8"), components=("image_encoder",), drift_budget=GENEROUS)
+    out = tmp_path / "bundle"
+    with pytest.raises(QuantizationError, match="every unit stayed in float"):
+        _quantize(tiny_bundle, recipe, out, scan=True, unit_budget=-1.0)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_the_scan_aims_below_the_budget_the_gates_enforce():
+    recipe = get_recipe("int8")
+    assert 0 < recipe.scan_headroom < 1
+    assert recipe.scan_target() == pytest.approx((0.02 * recipe.scan_headroom, 0.05 * recipe.scan_headroom))
+    assert recipe.to_json()["scan_headroom"] == recipe.scan_headroom
 
 
 # ------------------------------------------------------------------ fp8
@@ -459,6 +477,9 @@ def test_write_table_writes_json_and_markdown(tmp_path):
     assert table["recipe"] == "int8" and table["unit_budget"] == 0.004
     assert [u["unit"] for u in table["units"]] == ["a", "b", "c", "over", "nan"]
     assert [s["added"] for s in table["steps"]] == [None, "unet:a"]
+    assert table["units"][4]["median"] is None  # NaN drift is null, never a bare NaN
+    json.loads((tmp_path / "q/sensitivity.json").read_text(),
+               parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert table["units"][3] == {"family": "unet", "unit": "over", "nodes": 1, "known_sensitive": True,
                                  "median": 0.03, "worst": 0.06, "keep_float": True,
                                  "reason": "alone drifts 0.0300 > unit budget 0.004"}
@@ -667,3 +688,17 @@ def test_cli_bad_calibration_folder_is_a_one_line_error(tiny_bundle, tmp_path, c
     assert len(err.splitlines()) == 1
     assert err.startswith("refocus: error:") and "calibration data folder" in err and "missing" in err
     assert not out.exists()
+
+
+def test_a_bad_calibration_folder_fails_before_any_export(random_model_dir, tmp_path, monkeypatch):
+    import export.onnx_export as onnx_export
+
+    def no_export(*_a, **_k):
+        raise AssertionError("the export ran before the calibration folder was checked")
+
+    monkeypatch.setattr(onnx_export, "export_onnx", no_export)
+    cfg = QuantizeConfig(model=random_model_dir, recipe="int8", out=tmp_path / "b", progress=False,
+                         calibration=CalibrationConfig(samples=1, data=str(tmp_path / "missing"), progress=False))
+    with pytest.raises(InvalidArgumentError, match="calibration data folder .*missing does not exist"):
+        quantize_model(cfg, log=lambda _m: None)
+    assert not (tmp_path / "b").exists()
