@@ -8,6 +8,8 @@ import html
 
 
 def html_page(title: str, css: str, body: str, gap_px: int = 12) -> str:
+    """The whole page: `title` is plain text (escaped here); `css` and `body` are markup, inserted as
+    they are, so whoever builds them escapes what they hold."""
     return f"""<!doctype html>
 <html lang="en">
 <head>

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,9 +66,20 @@ def test_happy_path_writes_stack_animation_viewer(random_model_dir, tmp_path, ca
         assert Image.open(out / name).size == (64, 64)
     assert meta["dof"]["viewer"]["preview_size"] == [64, 64] and meta["dof"]["shape"] == "circle"
     assert set(meta["dof"]["timings_s"]) == {"all_in_focus", "depth", "previews"} and "dof" in meta["timings_s"]
+    # run.json lists exactly the files on disk.
+    assert sorted(meta["files"]) == sorted(p.name for p in out.iterdir())
     page = (out / "viewer.html").read_text()
     assert page.index('id="stack"') < page.index('id="dof-view"')
     assert page.count("data:image/jpeg;base64,") == 9 * 4 + 2
+    # The panel's data is strict JSON (a NaN would stop the page's script) and is the grid run.json records.
+    block = page.split('<script type="application/json" id="dof-dofData">')[1].split("</script>")[0]
+    data = json.loads(block, parse_constant=lambda c: pytest.fail(f"{c} in the viewer's data"))
+    viewer = meta["dof"]["viewer"]
+    assert data["focus"] == viewer["focus"] and data["strengths"] == [0.0, *viewer["strengths"]]
+    assert len(data["grid"]) == len(data["focus"]) and {len(r) for r in data["grid"]} == {len(data["strengths"]) - 1}
+    # The page's two focus sliders (stack, re-render) have different accessible names.
+    labels = re.findall(r'<input id="(?:dof-)?focus"[^>]*aria-label="([^"]+)"', page)
+    assert len(labels) == 2 and labels[0] != labels[1]
     # The same images `refocus edit` computes from the folder: one analysis for both commands.
     assert main(["edit", str(out), "--focus", "4", "--quiet"]) == 0
     capsys.readouterr()

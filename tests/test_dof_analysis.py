@@ -136,6 +136,35 @@ def test_inputs_are_validated():
         DepthConfig(peak_fit="cubic")
 
 
+def test_analyse_stack_is_the_fusion_and_the_filled_depth_of_one_pass():
+    frames = _render([Layer(_texture(12, (0.5, 0.5, 0.5)), ONES, float(PLANES[3]))])
+    from runtime.dof.analysis import analyse_stack
+
+    res = analyse_stack(frames)
+    ref = depth_from_focus(frames)
+    assert res.depth_source == "filled" and torch.equal(res.depth, ref.filled)
+    assert torch.equal(res.aif, ref.aif.image.clamp(0, 1)) and torch.equal(res.confidence, ref.confidence)
+    assert res.aif.shape == (3, S, S) and res.depth.shape == res.confidence.shape == (S, S)
+    assert set(res.timings) == {"all_in_focus", "depth"}
+
+
+@pytest.mark.parametrize("frames, fragment", [
+    (np.zeros((9, 3, 8, 8), np.float32), "torch tensor"),
+    (torch.zeros(8, 3, 8, 8), "[9, 3, H, W]"),
+    (torch.zeros(9, 4, 8, 8), "[9, 3, H, W]"),
+    (torch.zeros(9, 3, 1, 8), "H, W >= 2"),
+    (torch.zeros(9, 3, 8, 8, dtype=torch.uint8), "divide uint8 frames by 255"),
+    (torch.full((9, 3, 8, 8), float("nan")), "NaN"),
+])
+def test_analyse_stack_refuses_bad_stacks_with_typed_errors(frames, fragment):
+    from runtime.dof.analysis import analyse_stack
+    from runtime.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError) as info:
+        analyse_stack(frames)
+    assert fragment in str(info.value)
+
+
 # ------------------------------------------------------------------------------ known scenes
 
 

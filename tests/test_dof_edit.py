@@ -496,6 +496,13 @@ def test_cli_blend_rejects_other_values(stack_dir, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_cli_blend_defaults_to_linear_light():
+    from refocus_cli.main import build_parser
+
+    args = build_parser().parse_args(["edit", "stack", "--focus", "2"])
+    assert args.blend == "linear" and DofConfig().linear_light is True
+
+
 def test_cli_edit_help_explains_blend(capsys):
     with pytest.raises(SystemExit):
         main(["edit", "--help"])

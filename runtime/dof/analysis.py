@@ -2,7 +2,7 @@
 image, a depth map in focus-index units and its confidence.
 
 `refocus edit` (reading a stack folder) and `refocus run` (its viewer layers, straight after
-sampling) both go through :func:`analyse_stack`, so the all-in-focus.png and depth.png they write
+sampling) both go through :func:`analyse_stack`, so the all_in_focus.png and depth.png they write
 for the same frames are the same images.
 """
 from __future__ import annotations
@@ -11,6 +11,12 @@ import time
 from dataclasses import dataclass
 
 import torch
+
+from runtime.errors import InvalidArgumentError
+
+from .all_in_focus import all_in_focus
+from .bokeh import NUM_POSITIONS
+from .depth import depth_from_focus
 
 __all__ = ["StackAnalysis", "analyse_stack"]
 
@@ -41,11 +47,11 @@ def analyse_stack(frames: torch.Tensor) -> StackAnalysis:
 
     The fusion is computed once and handed to depth from focus, which uses it as its edge guide
     (the focus volume is the expensive part of both stages).
-    """
-    # Imported here, not at module import: callers that only build pages stay light.
-    from .all_in_focus import all_in_focus
-    from .depth import depth_from_focus
 
+    Raises InvalidArgumentError for anything but a finite floating-point [9, 3, H, W] stack with
+    H, W >= 2 (depth is reported in units of this stack's 9 focus positions).
+    """
+    _check_stack(frames)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     fused = all_in_focus(frames)
@@ -61,3 +67,20 @@ def analyse_stack(frames: torch.Tensor) -> StackAnalysis:
         depth_source="filled" if filled is not None else "index",
         timings=timings,
     )
+
+
+def _check_stack(frames) -> None:
+    # Checked here, with the project's typed errors, rather than left to the focus measure's
+    # ValueError: a NaN frame would otherwise come out as a NaN depth map that fails much later.
+    if not isinstance(frames, torch.Tensor):
+        raise InvalidArgumentError(f"frames must be a torch tensor [{NUM_POSITIONS}, 3, H, W], "
+                                   f"got {type(frames).__name__}")
+    if frames.ndim != 4 or frames.shape[0] != NUM_POSITIONS or frames.shape[1] != 3 \
+            or frames.shape[2] < 2 or frames.shape[3] < 2:
+        raise InvalidArgumentError(f"frames must be [{NUM_POSITIONS}, 3, H, W] with H, W >= 2 "
+                                   f"(near focus first), got {list(frames.shape)}")
+    if not frames.is_floating_point():
+        raise InvalidArgumentError(f"frames must be floating point in [0, 1], got {frames.dtype}; "
+                                   "divide uint8 frames by 255")
+    if not bool(torch.isfinite(frames).all()):
+        raise InvalidArgumentError("frames hold NaN or infinite values; a focal stack must be finite")

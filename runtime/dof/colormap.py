@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from runtime.errors import InvalidArgumentError
+
 __all__ = ["DEPTH_COLOURS", "colorize_depth", "legend_gradient"]
 
 #: Focus positions of a stack (as runtime.dof.bokeh.NUM_POSITIONS; repeated so this module stays torch-free).
@@ -18,8 +20,18 @@ DEPTH_COLOURS = np.array(
 
 
 def colorize_depth(index, num_positions: int = _NUM_POSITIONS) -> np.ndarray:
-    """Focus-index map [H, W] -> uint8 [H, W, 3]: near (0) warm yellow .. far (last) cool blue."""
-    t = np.clip(np.asarray(index, dtype=np.float32) / float(num_positions - 1), 0.0, 1.0)
+    """Focus-index map [H, W] -> uint8 [H, W, 3]: near (0) warm yellow .. far (last) cool blue.
+
+    Values outside 0..num_positions - 1 (infinities included) take the end colours; NaN is refused, as
+    it has no place on the scale (a NaN cast to an integer index gives an arbitrary colour).
+    """
+    if isinstance(num_positions, bool) or not isinstance(num_positions, int) or num_positions < 2:
+        raise InvalidArgumentError(f"num_positions must be an integer >= 2, got {num_positions!r}")
+    index = np.asarray(index, dtype=np.float32)
+    if np.isnan(index).any():
+        raise InvalidArgumentError("depth map holds NaN values, which have no colour on the near..far "
+                                   "scale; compute it from a finite stack (runtime.dof.analysis.analyse_stack)")
+    t = np.clip(index / float(num_positions - 1), 0.0, 1.0)
     pos = t * (len(DEPTH_COLOURS) - 1)
     lo = np.floor(pos).astype(int).clip(0, len(DEPTH_COLOURS) - 2)
     frac = (pos - lo)[..., None]

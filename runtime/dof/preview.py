@@ -22,19 +22,22 @@ from runtime.errors import InvalidArgumentError
 from .aperture import Aperture
 from .bokeh import NUM_POSITIONS, DofConfig, DofRenderer
 from .colormap import colorize_depth
-from .viewer_page import PreviewGrid
+from .viewer_page import PreviewGrid, check_grid_axes
 
 __all__ = [
     "VIEWER_FOCUS", "VIEWER_STRENGTHS", "precompute_previews", "check_viewer_params", "to_u8", "jpeg_uri",
-    "preview_inputs",
+    "preview_inputs", "click_depths",
 ]
 
-#: Strengths precomputed for the viewer (0 = the all-in-focus image itself, no render needed).
+#: Strengths precomputed for the viewer. Strength 0 is not among them: it is the all-in-focus image
+#: itself, which the page already holds (no render needed).
 VIEWER_STRENGTHS = (0.5, 1.0, 2.0, 3.0)
 #: Focus positions precomputed for the viewer: the stack's own planes.
 VIEWER_FOCUS = tuple(float(i) for i in range(NUM_POSITIONS))
 #: Resolution of the depth grid the viewer uses for click-to-focus (cells along the longer side).
 CLICK_GRID = 64
+#: Depth samples per cell side of that grid (the cell's value is their median).
+CLICK_SAMPLES = 4
 
 
 def check_viewer_params(max_side, quality) -> None:
@@ -69,6 +72,28 @@ def preview_inputs(aif: torch.Tensor, depth: torch.Tensor, max_side: int) -> tup
     return small, d
 
 
+def click_depths(depth: torch.Tensor, preview_hw: tuple[int, int]) -> torch.Tensor:
+    """Coarse depth [gh, gw] for click-to-focus: CLICK_GRID cells along the preview's longer side.
+
+    Each cell holds the median of CLICK_SAMPLES x CLICK_SAMPLES depth samples inside it: a median,
+    not a mean, so a cell on an occluding edge takes the depth of one of its surfaces. A mean would
+    invent a depth between the two (an object at 1 before a wall at 7 gives 4), and a click there
+    would focus on neither.
+    """
+    ph, pw = preview_hw
+    h, w = depth.shape
+    if ph >= pw:
+        gh, gw = CLICK_GRID, max(1, round(CLICK_GRID * pw / ph))
+    else:
+        gh, gw = max(1, round(CLICK_GRID * ph / pw)), CLICK_GRID
+    gh, gw, k = min(gh, h), min(gw, w), CLICK_SAMPLES
+    # Nearest sampling at k samples per cell side puts sample (i, j) of cell (r, c) inside that
+    # cell's span of the full map, which is what the page's click maps to.
+    samples = F.interpolate(depth[None, None].float(), size=(gh * k, gw * k), mode="nearest")[0, 0]
+    cells = samples.reshape(gh, k, gw, k).permute(0, 2, 1, 3).reshape(gh, gw, k * k)
+    return cells.median(dim=-1).values  # torch's median is one of the samples (the lower middle)
+
+
 @torch.no_grad()
 def precompute_previews(aif: torch.Tensor, depth: torch.Tensor, aperture: Aperture, dof: DofConfig,
                         max_side: int = 320, quality: int = 82, focus=VIEWER_FOCUS,
@@ -79,6 +104,7 @@ def precompute_previews(aif: torch.Tensor, depth: torch.Tensor, aperture: Apertu
     the preview's width like the lens's own (``dof.step_radius`` of the full width).
     """
     check_viewer_params(max_side, quality)
+    check_grid_axes(focus, strengths)
     small, d_small = preview_inputs(aif, depth, max_side)
     ph, pw = d_small.shape
     rps = dof.step_radius(depth.shape[1]) * pw / depth.shape[1]
@@ -94,11 +120,7 @@ def precompute_previews(aif: torch.Tensor, depth: torch.Tensor, aperture: Apertu
                         for f in focus])
         steps.append(step)
     grid = [list(row) for row in zip(*columns)]  # [focus][strength]
-    # Coarse depth for click-to-focus: block means are fine here, it only picks a slider value.
-    gh, gw = (CLICK_GRID, max(1, round(CLICK_GRID * pw / ph))) if ph >= pw else \
-        (max(1, round(CLICK_GRID * ph / pw)), CLICK_GRID)
-    click = F.interpolate(depth[None, None], size=(min(gh, depth.shape[0]), min(gw, depth.shape[1])),
-                          mode="area")[0, 0]
+    click = click_depths(depth, (ph, pw))
     return PreviewGrid(
         grid=grid, aif=jpeg_uri(to_u8(small), quality), depth=jpeg_uri(colorize_depth(d_small.cpu().numpy()), quality),
         click=click.cpu().numpy().tolist(), focus=tuple(float(f) for f in focus),

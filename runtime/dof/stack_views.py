@@ -73,16 +73,21 @@ class StackViews:
 
 
 @torch.no_grad()
-def stack_views(frames_u8: np.ndarray, config: StackViewsConfig = StackViewsConfig()) -> StackViews:
-    """All-in-focus image, depth map and viewer previews of a stack, uint8 [9, H, W, 3] near to far."""
+def stack_views(frames_u8: np.ndarray, config: StackViewsConfig | None = None) -> StackViews:
+    """All-in-focus image, depth map and viewer previews of a stack, uint8 [9, H, W, 3] near to far.
+
+    config: None = ``StackViewsConfig()`` (made here, not as a default argument: nothing at import).
+    """
+    config = StackViewsConfig() if config is None else config
     if not isinstance(config, StackViewsConfig):
         raise InvalidArgumentError(f"config must be a StackViewsConfig, got {type(config).__name__}")
     aperture = parse_shape(config.shape)
     frames_u8 = np.asarray(frames_u8)
     if frames_u8.dtype != np.uint8 or frames_u8.ndim != 4 or frames_u8.shape[0] != NUM_POSITIONS \
-            or frames_u8.shape[3] != 3:
-        raise InvalidArgumentError(f"frames must be uint8 [{NUM_POSITIONS}, H, W, 3], got "
+            or frames_u8.shape[3] != 3 or frames_u8.shape[1] < 2 or frames_u8.shape[2] < 2:
+        raise InvalidArgumentError(f"frames must be uint8 [{NUM_POSITIONS}, H, W, 3] with H, W >= 2, got "
                                    f"{frames_u8.dtype} {list(frames_u8.shape)}")
+    # Imported here: the analysis modules are only needed once a run has frames.
     from .analysis import analyse_stack
 
     # x * float32(1 / 255), not x / 255: the same float values runtime.image_io.load_photo gives

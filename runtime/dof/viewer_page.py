@@ -15,11 +15,17 @@ from __future__ import annotations
 
 import html
 import json
+import math
+import numbers
+import re
 from dataclasses import dataclass
+
+from runtime.errors import InvalidArgumentError
+from runtime.html_page import html_page
 
 from .colormap import legend_gradient
 
-__all__ = ["PreviewGrid", "PanelHtml", "dof_panel", "edit_page", "DATA_ID"]
+__all__ = ["PreviewGrid", "PanelHtml", "dof_panel", "edit_page", "check_grid_axes", "DATA_ID"]
 
 #: id (after the prefix) of the JSON block holding the grid; tests and tools read it from there.
 DATA_ID = "dofData"
@@ -53,6 +59,26 @@ class PreviewGrid:
     slice_steps: list
     shape: str
 
+    def __post_init__(self) -> None:
+        # The page's script indexes grid[focus][strength] and click[row][col] without checks, so a
+        # grid of the wrong shape would show the wrong preview (or none), not fail.
+        check_grid_axes(self.focus, self.strengths)
+        nf, ns = len(self.focus), len(self.strengths)
+        if len(self.grid) != nf or any(len(row) != ns for row in self.grid):
+            got = f"{len(self.grid)} x {sorted({len(row) for row in self.grid})}"
+            raise InvalidArgumentError(f"grid must be len(focus) x len(strengths) = {nf} x {ns}, got {got}")
+        uris = [u for row in self.grid for u in row] + [self.aif, self.depth]
+        if not all(isinstance(u, str) and u.startswith("data:image/") for u in uris):
+            raise InvalidArgumentError("grid, aif and depth must be image data URIs (data:image/...); "
+                                       "the page embeds every image")
+        if not self.click or not self.click[0] or any(len(row) != len(self.click[0]) for row in self.click):
+            raise InvalidArgumentError("click must be a non-empty rectangular grid of depths (rows of floats)")
+        if not all(_finite(v) for row in self.click for v in row):
+            raise InvalidArgumentError("click holds NaN or infinite depths; build it from a finite depth map")
+        if len(self.size) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
+                                          for v in self.size):
+            raise InvalidArgumentError(f"size must be (W, H) in px, positive integers, got {self.size!r}")
+
     def info(self) -> dict:
         """What a record file (edit.json, run.json) keeps about the viewer."""
         return {"focus": list(self.focus), "strengths": list(self.strengths), "preview_size": list(self.size),
@@ -68,9 +94,35 @@ class PanelHtml:
     script: str
 
 
+def _finite(v) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def check_grid_axes(focus, strengths) -> None:
+    """One-line errors for a grid's focus positions and strengths (checked before any rendering)."""
+    focus, strengths = list(focus), list(strengths)
+    if not focus or not all(_finite(f) for f in focus) or focus != sorted(focus):
+        raise InvalidArgumentError(f"focus positions must be finite numbers, ascending (near to far), at least "
+                                   f"one, got {focus!r}")
+    if not strengths or not all(_finite(s) and float(s) > 0 for s in strengths):
+        raise InvalidArgumentError(f"strengths must be numbers > 0, at least one, got {strengths!r} "
+                                   "(strength 0 is the all-in-focus image; the viewer adds it)")
+
+
 def _json_for_script(data) -> str:
-    # "</" would end the <script> element early; JSON allows "\/" for "/".
-    return json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    # Every "<" escaped: "</script" would end the element early and "<!--" can change how the rest
+    # of it is parsed; JSON.parse reads \u003c back as "<". NaN is refused: JSON has no NaN, so
+    # JSON.parse would fail and leave the whole panel dead.
+    return json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
+
+
+#: What an element-id prefix may hold: it is pasted into ids, a radio group's name and a CSS selector.
+_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+#: Longest side of the big preview on screen (px), and the share of the window height it may take.
+_VIEW_PX, _VIEW_VH = 480, 78
 
 
 def dof_panel(previews: PreviewGrid, *, focus: float, strength: float, prefix: str = "",
@@ -80,11 +132,20 @@ def dof_panel(previews: PreviewGrid, *, focus: float, strength: float, prefix: s
     Args:
         previews: the precomputed grid.
         focus, strength: initial slider values (snapped to the nearest preview when shown).
-        prefix: prepended to every element id and the radio group's name.
+        prefix: prepended to every element id and the radio group's name; empty, or a letter then
+            letters, digits, "-" and "_".
         note: extra text for the caption under the panel (already plain text; escaped here).
     """
-    p = html.escape(prefix, quote=True)
-    last = max(previews.focus) if previews.focus else 0
+    if not isinstance(previews, PreviewGrid):
+        raise InvalidArgumentError(f"previews must be a PreviewGrid, got {type(previews).__name__}")
+    if not isinstance(prefix, str) or (prefix and not _PREFIX.fullmatch(prefix)):
+        raise InvalidArgumentError(f"prefix must be empty or a letter followed by letters, digits, - or _, "
+                                   f"got {prefix!r}")
+    if not (_finite(focus) and _finite(strength) and float(strength) >= 0):
+        raise InvalidArgumentError(f"focus must be a finite number and strength a number >= 0, "
+                                   f"got focus {focus!r}, strength {strength!r}")
+    p = prefix  # safe in attributes as it is (checked above)
+    first, last = previews.focus[0], previews.focus[-1]
     max_s = max(previews.strengths)
     w, h = previews.size
     data = {
@@ -93,11 +154,15 @@ def dof_panel(previews: PreviewGrid, *, focus: float, strength: float, prefix: s
     }
     strengths = ", ".join(f"{s:g}" for s in previews.strengths)
     shape = html.escape(previews.shape)
-    width = f"min({max(w, 480)}px, 95vw)"
+    # As wide as _VIEW_PX (small previews are scaled up), but never wider than the window, nor so
+    # wide that a portrait preview runs off the bottom of it. The box keeps the previews' aspect
+    # ratio (no letterboxing), which click-to-focus relies on: it maps the click's fraction of the
+    # box to the same fraction of the depth grid.
+    width = f"min({max(w, _VIEW_PX)}px, 95vw, {_VIEW_VH * w / h:.2f}vh)"
     css = f"""
 .dof-view {{ display: block; width: {width}; height: auto; cursor: crosshair; aspect-ratio: {w} / {h}; }}
-.dof-controls {{ width: {width}; display: grid; grid-template-columns: 6em 1fr 9em; gap: 6px 10px;
-                align-items: center; }}
+.dof-controls {{ width: {width}; min-width: min(320px, 95vw); display: grid; grid-template-columns: 6em 1fr 9em;
+                gap: 6px 10px; align-items: center; }}
 .dof-controls input[type=range] {{ width: 100%; margin: 0; }}
 .dof-tabs {{ display: flex; gap: 14px; flex-wrap: wrap; }}
 .dof-thumbs {{ display: flex; gap: 10px; flex-wrap: wrap; justify-content: center; }}
@@ -107,15 +172,18 @@ def dof_panel(previews: PreviewGrid, *, focus: float, strength: float, prefix: s
 .dof-ramp {{ display: inline-block; width: 120px; height: 10px; background: {legend_gradient()}; }}
 .dof-note {{ color: #999; max-width: {width}; }}
 """
+    aif_uri, depth_uri = html.escape(previews.aif, quote=True), html.escape(previews.depth, quote=True)
+    # The sliders' accessible names differ from the stack slider's on `refocus run`'s page ("focus
+    # position ..."), so a screen reader can tell the two focus controls apart.
     body = f"""<img id="{p}view" class="dof-view" alt="depth-of-field preview">
 <div class="dof-controls">
 <label for="{p}focus">focus</label>
-<input id="{p}focus" type="range" min="0" max="{last:g}" step="0.01" value="{focus:g}"
-       aria-label="focus position, 0 is near, {last:g} is far">
+<input id="{p}focus" type="range" min="{first:g}" max="{last:g}" step="0.01" value="{float(focus):g}"
+       aria-label="re-render focus, {first:g} is near, {last:g} is far">
 <span id="{p}focusLabel"></span>
 <label for="{p}strength">strength</label>
-<input id="{p}strength" type="range" min="0" max="{max_s:g}" step="0.01" value="{min(strength, max_s):g}"
-       aria-label="blur strength, 1 is the stack's own lens">
+<input id="{p}strength" type="range" min="0" max="{max_s:g}" step="0.01" value="{min(float(strength), max_s):g}"
+       aria-label="re-render blur strength, 1 is the stack's own lens, 0 all in focus">
 <span id="{p}strengthLabel"></span>
 </div>
 <div class="dof-tabs" role="radiogroup" aria-label="what to show">
@@ -124,24 +192,25 @@ def dof_panel(previews: PreviewGrid, *, focus: float, strength: float, prefix: s
 <label><input type="radio" name="{p}show" value="depth"> depth (near = warm)</label>
 </div>
 <div class="dof-thumbs">
-<figure><img id="{p}aifThumb" src="{previews.aif}" alt="all-in-focus image">
+<figure><img id="{p}aifThumb" src="{aif_uri}" alt="all-in-focus image">
 <figcaption>all in focus</figcaption></figure>
-<figure><img id="{p}depthThumb" src="{previews.depth}" alt="depth map, near warm, far cool"><figcaption>depth
+<figure><img id="{p}depthThumb" src="{depth_uri}" alt="depth map, near warm, far cool"><figcaption>depth
 <span class="dof-legend" id="{p}legend"><span>near</span><span class="dof-ramp"></span><span>far</span></span>
 </figcaption></figure>
 </div>
-<small class="dof-note">Previews ({w}x{h}) are precomputed for focus {previews.focus[0]:g}..{last:g} and strengths
+<small class="dof-note">Previews ({w}x{h}) are precomputed for focus {first:g}..{last:g} and strengths
 {strengths}; the sliders show the nearest one. Click the image to focus there. Shape: {shape}.{
 (" " + html.escape(note)) if note else ""}</small>
 <script type="application/json" id="{p}{DATA_ID}">{_json_for_script(data)}</script>"""
     script = f"""(function () {{
-  var P = {json.dumps(prefix)};
+  var P = {_json_for_script(prefix)};
   function el(id) {{ return document.getElementById(P + id); }}
   var D = JSON.parse(el("{DATA_ID}").textContent);
   var view = el("view"), fs = el("focus"), ss = el("strength");
   var fl = el("focusLabel"), sl = el("strengthLabel");
   var aif = el("aifThumb").src, depth = el("depthThumb").src;
   var radios = document.querySelectorAll('input[name="' + P + 'show"]');
+  // Index of the entry of `list` nearest to v (the first of equals).
   function nearest(list, v) {{
     var best = 0;
     for (var i = 1; i < list.length; i++) if (Math.abs(list[i] - v) < Math.abs(list[best] - v)) best = i;
@@ -153,21 +222,36 @@ def dof_panel(previews: PreviewGrid, *, focus: float, strength: float, prefix: s
   }}
   function show() {{
     var m = mode();
+    // D.strengths starts with 0 (the all-in-focus image), so strength index si is grid column si - 1.
     var fi = nearest(D.focus, parseFloat(fs.value)), si = nearest(D.strengths, parseFloat(ss.value));
     fl.textContent = "position " + D.focus[fi] + (fi === 0 ? " (near)" : fi === D.focus.length - 1 ? " (far)" : "");
     sl.textContent = si === 0 ? "0 (all in focus)" : D.strengths[si] + "x";
+    // Screen readers announce the preview shown, not the raw slider value between two previews.
+    fs.ariaValueText = fl.textContent;
+    ss.ariaValueText = sl.textContent;
     var src = m === "aif" ? aif : m === "depth" ? depth : (si === 0 ? aif : D.grid[fi][si - 1]);
     if (view.src !== src) view.src = src;
+    view.alt = m === "aif" || (m === "edit" && si === 0) ? "all-in-focus image"
+      : m === "depth" ? "depth map, near warm, far cool"
+      : "re-rendered with focus at position " + D.focus[fi] + ", strength " + D.strengths[si] + "x";
   }}
   fs.addEventListener("input", show);
   ss.addEventListener("input", show);
   for (var i = 0; i < radios.length; i++) radios[i].addEventListener("change", show);
+  // Click to focus: the click's fraction of the displayed box picks the same fraction of the
+  // depth grid, whatever size the image is shown at.
   view.addEventListener("click", function (e) {{
     var r = view.getBoundingClientRect();
-    var gy = Math.min(D.click.length - 1, Math.floor((e.clientY - r.top) / r.height * D.click.length));
-    var gx = Math.min(D.click[0].length - 1, Math.floor((e.clientX - r.left) / r.width * D.click[0].length));
-    fs.value = D.click[Math.max(0, gy)][Math.max(0, gx)];
-    radios[0].checked = true;
+    if (!(r.width > 0 && r.height > 0)) return;
+    var rows = D.click.length, cols = D.click[0].length;
+    var gy = Math.max(0, Math.min(rows - 1, Math.floor((e.clientY - r.top) / r.height * rows)));
+    var gx = Math.max(0, Math.min(cols - 1, Math.floor((e.clientX - r.left) / r.width * cols)));
+    fs.value = D.click[gy][gx];
+    // At strength 0 every focus looks the same; take the strength nearest the lens's own so the
+    // click shows.
+    if (nearest(D.strengths, parseFloat(ss.value)) === 0 && D.strengths.length > 1)
+      ss.value = D.strengths[1 + nearest(D.strengths.slice(1), 1)];
+    for (var i = 0; i < radios.length; i++) radios[i].checked = radios[i].value === "edit";
     show();
   }});
   show();
@@ -178,7 +262,5 @@ def dof_panel(previews: PreviewGrid, *, focus: float, strength: float, prefix: s
 def edit_page(previews: PreviewGrid, focus: float, strength: float) -> str:
     """`refocus edit`'s self-contained viewer: the panel alone, on a page of its own."""
     panel = dof_panel(previews, focus=focus, strength=strength)
-    from runtime.html_page import html_page
-
     return html_page(f"Refocus Edge - depth of field ({previews.shape})", panel.css,
                      f"{panel.body}\n<script>\n{panel.script}\n</script>\n", gap_px=10)
