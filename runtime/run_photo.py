@@ -126,8 +126,17 @@ def refocus_photo(cfg: RunConfig, log: Callable[[str], None] = lambda _msg: None
         from runtime.dof.stack_views import stack_views
 
         t0 = time.perf_counter()
-        views = stack_views(frames, cfg.dof_views)
+        try:
+            views = stack_views(frames, cfg.dof_views)
+        except Exception as exc:  # noqa: BLE001 - the sampled stack is the expensive result: keep it
+            # The views are derived from the frames and can be remade from the written folder
+            # (`refocus edit`), so a failure here costs the views, never the stack.
+            note = (f"depth-of-field views skipped ({type(exc).__name__}: {exc}); the stack is written "
+                    f"without them; `refocus edit {cfg.out_dir} --focus {position}` makes them from the folder")
+            notes.append(note)
+            log(f"warning   {note}")
         timings["dof"] = time.perf_counter() - t0
+    if views is not None:
         views.record["timings_s"] = {k: round(v, 4) for k, v in views.timings.items()}
         pw, ph = views.outputs.previews.size
         log(f"dof       all-in-focus, depth from focus ({views.record['depth_source']}, index "
@@ -152,7 +161,7 @@ def refocus_photo(cfg: RunConfig, log: Callable[[str], None] = lambda _msg: None
                         metadata=metadata, force=cfg.force, dof=views.outputs if views is not None else None)
     timings["write"] = time.perf_counter() - t0
     stages = ("image_encoder", "vae_encode", "unet_total", "vae_decode")
-    stages += ("dof", "write") if views is not None else ("write",)
+    stages += ("dof", "write") if "dof" in timings else ("write",)
     log("time      " + ", ".join(f"{k} {timings[k]:.2f}s" for k in stages)
         + f"; total {sum(timings[k] for k in stages) + timings['load_model'] + timings['load_photo']:.2f}s")
     dof_files = "all_in_focus.png, depth.png, " if views is not None else ""

@@ -102,6 +102,32 @@ def test_no_dof_skips_the_views(random_model_dir, tmp_path, capsys):
     assert "dof " not in err and "all_in_focus.png" not in err
 
 
+def test_a_failure_in_the_dof_views_costs_the_views_not_the_stack(random_model_dir, tmp_path, capsys,
+                                                                   monkeypatch):
+    import runtime.dof.stack_views as views_mod
+
+    def broken(*_a, **_k):
+        raise RuntimeError("simulated failure in the depth-of-field views")
+
+    monkeypatch.setattr(views_mod, "stack_views", broken)
+    photo = _photo(tmp_path / "photo.jpg")
+    out = tmp_path / "out"
+    code = main(["run", str(photo), "--model", str(random_model_dir), "--out", str(out)])
+    _, err = capsys.readouterr()
+    assert code == 0
+    for name in FRAMES + ["focus_sweep.gif", "viewer.html", "run.json"]:
+        assert (out / name).is_file(), name
+    assert not any((out / name).exists() for name in DOF_FILES)
+    meta = json.loads((out / "run.json").read_text())
+    assert "dof" not in meta and sorted(meta["files"]) == sorted(p.name for p in out.iterdir())
+    assert any("simulated failure" in n and f"refocus edit {out} --focus 4" in n for n in meta["notes"])
+    assert "warning   depth-of-field views skipped (RuntimeError: simulated failure" in err
+    # The warned-about command really does make the views from the written folder.
+    assert main(["edit", str(out), "--focus", str(meta["position"]), "--quiet"]) == 0
+    capsys.readouterr()
+    assert all((out / "edit" / name).is_file() for name in DOF_FILES)
+
+
 def test_help_documents_no_dof(capsys):
     with pytest.raises(SystemExit) as info:
         main(["run", "--help"])
