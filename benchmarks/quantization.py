@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -27,9 +28,8 @@ import torch
 JUMPS = ((0, 8), (8, 0))  # (input position, output frame) pairs four focal planes or more apart
 
 
-def _latency(refocuser, repeats: int) -> dict:
+def _stage_fns(refocuser) -> dict:
     from benchmarks.backends import stage_callables
-    from benchmarks.latency import timed
 
     w, h = refocuser.config.working_size
     fns = stage_callables(refocuser, (h, w), refocuser.config.default_position, 0,
@@ -37,7 +37,24 @@ def _latency(refocuser, repeats: int) -> dict:
     fns.pop("end_to_end_reference", None)
     if not refocuser.config.uses_guidance:  # a student never calls the UNet on both branches
         fns.pop("unet_b2", None)
-    return {name: timed(fn, repeats, warmup=1)[0]["median_s"] * 1000 for name, fn in fns.items()}
+    return fns
+
+
+def _interleaved_latency(refocusers: dict, repeats: int) -> dict:
+    """{recipe: {stage: median ms}}, the recipes timed round-robin (one call of every stage of
+    every recipe per round, after a warm-up round), so a machine that speeds up or slows down
+    while the benchmark runs (a shared VM does) shifts every recipe alike instead of favouring
+    whichever was measured in the quiet minute."""
+    fns = {name: _stage_fns(r) for name, r in refocusers.items()}
+    samples: dict = {name: {stage: [] for stage in f} for name, f in fns.items()}
+    for round_ in range(repeats + 1):
+        for name, stages in fns.items():
+            for stage, fn in stages.items():
+                t0 = time.perf_counter()
+                fn()
+                if round_:  # round 0 warms up
+                    samples[name][stage].append(time.perf_counter() - t0)
+    return {name: {stage: statistics.median(v) * 1000 for stage, v in per.items()} for name, per in samples.items()}
 
 
 def _jump_quality(refocuser, stacks, lpips) -> dict:
@@ -71,8 +88,24 @@ def _coreml_swaps(source, specs, compress: str) -> dict:
     return swaps
 
 
+def _package_mib(bundle_root: Path, packages) -> float:
+    """Bytes on disk of Core ML packages (folders), in MiB."""
+    return sum(f.stat().st_size for rel in packages for f in (bundle_root / rel).rglob("*") if f.is_file()) / 2**20
+
+
+def _coreml_sizes(coreml_bundle: Path | None) -> dict:
+    """{compress: MiB} of the packages of a bundle written by `refocus export coreml` (fp16 compute)."""
+    if coreml_bundle is None:
+        return {}
+    from runtime.bundle import read_bundle
+
+    tables = read_bundle(coreml_bundle).manifest["artifacts"].get("coreml", {})
+    return {name.split("-", 1)[1] if "-" in name else "fp16": _package_mib(coreml_bundle, table.values())
+            for name, table in tables.items()}
+
+
 def run_bench(bundle_path: Path, repeats: int, photos: int, jump_stacks: int, coreml: bool, first_photo: int = 100,
-              log=print) -> dict:
+              coreml_bundle: Path | None = None, log=print) -> dict:
     from focalstacks.synthetic import SyntheticFocalStacks
     from quantization.drift import DriftConfig, DriftMeter
     from export.onnx_graphs import graphs_mib
@@ -96,21 +129,24 @@ def run_bench(bundle_path: Path, repeats: int, photos: int, jump_stacks: int, co
         return graphs_mib(bundle.root, bundle.manifest["artifacts"]["onnx"][precision].values())
 
     rows = {}
-    log("fp32: latency, jumps")
-    rows["fp32"] = {"size_mib": size("fp32"), "latency_ms": _latency(fp32, repeats),
-                    "drift": {"median": 0.0, "worst": 0.0}, "jumps": _jump_quality(fp32, stacks, lpips),
-                    "runs_on": "onnxruntime CPU fp32"}
+    log("fp32: jumps")
+    rows["fp32"] = {"size_mib": size("fp32"), "drift": {"median": 0.0, "worst": 0.0},
+                    "jumps": _jump_quality(fp32, stacks, lpips), "runs_on": "onnxruntime CPU fp32"}
+    refocusers = {"fp32": fp32}
     for precision in ("fp16", "int8", "fp8"):
         if precision not in bundle.precisions("onnx"):
             continue
-        log(f"{precision}: latency, drift, jumps")
-        r = load_bundle_refocuser(bundle_path, backend="onnxruntime", precision=precision)
+        log(f"{precision}: drift, jumps")
+        r = refocusers[precision] = load_bundle_refocuser(bundle_path, backend="onnxruntime", precision=precision)
         swaps = {n: runner for a in (r.unet, r.vae, r.image_encoder) for n, runner in a.runners.items()}
         drift = meter.measure(swaps)
-        rows[precision] = {"size_mib": size(precision), "latency_ms": _latency(r, repeats),
-                           "drift": drift.to_json(), "jumps": _jump_quality(r, stacks, lpips),
+        rows[precision] = {"size_mib": size(precision), "drift": drift.to_json(),
+                           "jumps": _jump_quality(r, stacks, lpips),
                            "keep_float": records.get(precision, {}).get("keep_float"),
                            "runs_on": f"onnxruntime CPU {precision}"}
+    log(f"latency: {', '.join(refocusers)} interleaved, {repeats} rounds")
+    for name, ms in _interleaved_latency(refocusers, repeats).items():
+        rows[name]["latency_ms"] = ms
     if "bf16" in bundle.precisions("onnx"):
         log("bf16 (PyTorch bf16 emulation): drift")
         swaps = torch_precision_runners(bundle, torch.bfloat16)
@@ -118,9 +154,10 @@ def run_bench(bundle_path: Path, repeats: int, photos: int, jump_stacks: int, co
                         "jumps": {}, "runs_on": "TensorRT only (drift: PyTorch bf16 on CPU)"}
     if coreml:
         source = load_refocuser(source_folder(bundle))
+        sizes = _coreml_sizes(coreml_bundle)
         for compress in ("w8", "p6", "p4"):
             log(f"coreml {compress} (PyTorch emulation): drift")
-            rows[f"coreml-{compress}"] = {"size_mib": None, "latency_ms": {},
+            rows[f"coreml-{compress}"] = {"size_mib": sizes.get(compress), "latency_ms": {},
                                           "drift": meter.measure(_coreml_swaps(source, specs, compress)).to_json(),
                                           "jumps": {}, "runs_on": "Core ML (macOS/iOS); drift: PyTorch fp16 emulation"}
     return {"bundle": str(bundle_path), "source": bundle.source, "photos": photos, "first_photo": first_photo,
@@ -142,8 +179,9 @@ def write_report(res: dict, out: Path, command: str) -> None:
              "0, 8, 4 cycled; seed = photo index), LPIPS alex per output frame vs the fp32 student through ONNX "
              "Runtime; the gates and the sensitivity scan in `refocus quantize` measure photos #0.., so these are "
              "photos they never saw",
-             f"- latency: ONNX Runtime CPU, {res['threads']} threads, median of {res['repeats']} after a warm-up; "
-             "a shared 2-core VM, so expect +-20 %",
+             f"- latency: ONNX Runtime CPU, {res['threads']} threads, median of {res['repeats']} rounds after a "
+             "warm-up round; the recipes are timed round-robin (every stage of every recipe once per round) "
+             "so a shared VM's changing speed shifts them alike",
              f"- jumps: LPIPS vs the renderer's ground truth, mean of {res['jump_stacks']} held-out stacks", "",
              "| recipe | size MiB | x smaller | " + " | ".join(stages) + " | drift median | drift worst | "
              "jump 0->8 | jump 8->0 | runs on |",
@@ -155,7 +193,15 @@ def write_report(res: dict, out: Path, command: str) -> None:
         jumps = [f"{r['jumps'][k]:.4f}" if k in r["jumps"] else "-" for k in ("0->8", "8->0")]
         lines.append(f"| {name} | {size} | {ratio} | " + " | ".join(lat) +
                      f" | {r['drift']['median']:.4f} | {r['drift']['worst']:.4f} | {' | '.join(jumps)} | {r['runs_on']} |")
-    lines += ["", "Latency columns are milliseconds per call (end_to_end_fast: one whole stack).", ""]
+    lines += ["", "Latency columns are milliseconds per call (end_to_end_fast: one whole stack). Sizes: the "
+              "recipe's ONNX graphs; Core ML rows: the recipe's .mlpackage folders (fp16 compute, UNet weights "
+              "compressed), 'x smaller' against the fp32 ONNX graphs.", ""]
+    per_photo = {n: r["drift"].get("median_per_photo") for n, r in rows.items() if r["drift"].get("median_per_photo")}
+    if per_photo:
+        lines += ["Drift per held-out photo (median over its 9 frames): one photo far above the rest is the "
+                  "few-step sampler turning that photo into a different sample under a small perturbation, "
+                  "not the recipe degrading every stack.", ""]
+        lines += [f"- {n}: " + ", ".join(f"{x:.4f}" for x in v) for n, v in per_photo.items()] + [""]
     for name, rec in res["records"].items():
         if rec.get("keep_float"):
             lines.append(f"- {name}: kept in float after the sensitivity scan: {', '.join(rec['keep_float'])}")
@@ -178,9 +224,12 @@ def main(argv=None) -> int:
                    help="first held-out photo for drift (the quantizer's gates use 0..)")
     p.add_argument("--jump-stacks", type=int, default=4)
     p.add_argument("--no-coreml", action="store_true")
+    p.add_argument("--coreml-bundle", type=Path, default=None,
+                   help="a `refocus export coreml --compress w8 p6 p4` bundle of the same model: its package "
+                        "sizes fill the Core ML rows' size column")
     args = p.parse_args(argv)
     res = run_bench(args.bundle, args.repeats, args.photos, args.jump_stacks, not args.no_coreml, args.first_photo,
-                    log=lambda m: print(m, file=sys.stderr, flush=True))
+                    args.coreml_bundle, log=lambda m: print(m, file=sys.stderr, flush=True))
     write_report(res, args.out, "python -m benchmarks.quantization " + " ".join(argv or sys.argv[1:]))
     print(args.out / "quantization.md")
     return 0

@@ -7,6 +7,7 @@ from pathlib import Path
 from refocus_cli.arg_types import size_wxh
 
 RECIPE_NAMES = ("int8", "fp8", "fp16", "bf16", "w8", "p6", "p4")
+DEFAULT_RECIPE = "int8"  # the default edge recipe (quantization/recipes.py says why)
 
 
 def register(sub) -> None:
@@ -20,9 +21,9 @@ def register(sub) -> None:
     p.add_argument("--model", default=None, metavar="NAME_OR_PATH",
                    help="shipped model name, model folder, or an fp32 ONNX bundle (default: refocus-tiny-4step, "
                         "the student: quantize after distilling)")
-    p.add_argument("--recipe", required=True, choices=RECIPE_NAMES,
-                   help="int8 (ONNX Runtime CPU + TensorRT), fp8 (TensorRT sm89+), fp16, bf16 (TensorRT), "
-                        "w8 / p6 / p4 (Core ML)")
+    p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=RECIPE_NAMES,
+                   help="int8 (ONNX Runtime CPU + TensorRT; the default edge recipe), fp8 (TensorRT sm89+), "
+                        "fp16, bf16 (TensorRT), w8 / p6 / p4 (Core ML)")
     p.add_argument("--out", type=Path, required=True, metavar="BUNDLE", help="bundle folder to write")
     p.add_argument("--calibration-samples", type=int, default=24, metavar="N",
                    help="calibration stacks (default 24; each gives one call per component per step)")

@@ -643,9 +643,11 @@ def test_an_empty_real_data_folder_is_an_error(tmp_path):
 
 # ------------------------------------------------------------------ recipes and CLI
 def test_every_recipe_is_described_and_unknown_names_are_refused():
-    from refocus_cli.cmd_quantize import RECIPE_NAMES
+    from quantization.recipes import DEFAULT_RECIPE
+    from refocus_cli.cmd_quantize import DEFAULT_RECIPE as CLI_DEFAULT, RECIPE_NAMES
 
     assert tuple(RECIPES) == RECIPE_NAMES
+    assert CLI_DEFAULT == DEFAULT_RECIPE == "int8"
     assert {r.kind for r in RECIPES.values()} == {"qdq", "float", "coreml"}
     assert all(RECIPES[n].coreml_compress == n for n in ("w8", "p6", "p4"))
     assert get_recipe("int8").tensorrt_activation_type == "QInt8" and get_recipe("int8").activation_type == "QUInt8"
