@@ -198,9 +198,10 @@ def write_report(res: dict, out: Path, command: str) -> None:
               "compressed), 'x smaller' against the fp32 ONNX graphs.", ""]
     per_photo = {n: r["drift"].get("median_per_photo") for n, r in rows.items() if r["drift"].get("median_per_photo")}
     if per_photo:
-        lines += ["Drift per held-out photo (median over its 9 frames): one photo far above the rest is the "
-                  "few-step sampler turning that photo into a different sample under a small perturbation, "
-                  "not the recipe degrading every stack.", ""]
+        lines += ["Drift per held-out photo (median over its 9 frames). One photo far above the rest while "
+                  "the others stay near zero points at that photo's sample being sensitive to small "
+                  "perturbations (few sampling steps from noise), rather than at the recipe degrading every "
+                  "stack.", ""]
         lines += [f"- {n}: " + ", ".join(f"{x:.4f}" for x in v) for n, v in per_photo.items()] + [""]
     for name, rec in res["records"].items():
         if rec.get("keep_float"):
