@@ -72,20 +72,12 @@ def _jump_quality(refocuser, stacks, lpips) -> dict:
 
 
 def _coreml_swaps(source, specs, compress: str) -> dict:
-    from export.coreml.emulate import ModuleRunner
     from export.coreml.recipes import CoreMLRecipe, compress_module
-    from runtime.backends.base import Runner
-    from runtime.component_modules import component_module
+    from quantization.quantize import module_runners
 
     recipe = CoreMLRecipe("fp16", compress)
-    swaps = {}
-    for name, spec in specs.items():
-        module = component_module(source, spec)
-        if recipe.compresses(name):
-            module = compress_module(module, recipe)
-        run = ModuleRunner(module, spec.input_names, spec.output_names, torch.float16)
-        swaps[name] = Runner(spec, run, f"coreml-emulated {recipe.name}")
-    return swaps
+    return module_runners(source, specs, torch.float16, f"coreml-emulated {recipe.name}",
+                          transform=lambda name, m: compress_module(m, recipe) if recipe.compresses(name) else m)
 
 
 def _package_mib(bundle_root: Path, packages) -> float:

@@ -35,7 +35,7 @@ from quantization.calibration import CalibrationConfig, check_calibration_source
 from quantization.drift import DriftConfig, DriftMeter
 from quantization.recipes import get_recipe, quantized_components
 from quantization.sensitivity import family, scan_units, tighten, write_table
-from runtime.artifacts import MANIFEST_NAME, onnx_artifact
+from runtime.artifacts import MANIFEST_NAME, onnx_artifact, onnx_external_data
 from runtime.errors import InvalidArgumentError, RefocusError
 
 TENSORRT_TWIN = "onnx-tensorrt"  # artifact kind of the TensorRT-ready twin graphs
@@ -173,9 +173,13 @@ class _QdqWork:
     """Writes partially quantized graphs of one recipe variant (activation type) and measures them."""
 
     def __init__(self, recipe, specs, comps, fp32, unit_nodes, calibration, meter, work: Path,
-                 activation_type: str | None = None):
+                 final: Callable[[str], Path], activation_type: str | None = None):
         self.recipe, self.specs, self.comps, self.fp32 = recipe, specs, comps, fp32
         self.unit_nodes, self.calibration, self.meter, self.work = unit_nodes, calibration, meter, work
+        # Where a component's whole-model graph goes: its place in the staged bundle. The last
+        # keep list measured is the final one (the scan ends on it), so its graphs are the
+        # bundle's as written, never quantized a second time.
+        self.final = final
         self.act = activation_type
         self.tag = "twin" if activation_type else "main"
 
@@ -212,9 +216,14 @@ class _QdqWork:
                               for c, nodes in per_component.items() if nodes})
 
     def measure_all(self, keep: set):
-        swaps = {c: self.runner(c, self.write(c, self.work / f"{c}.{self.tag}.final.onnx",
-                                              exclude=self.excluded(keep, c)))
-                 for c in self.comps if not self.all_float(keep, c)}
+        swaps = {}
+        for c in self.comps:
+            if self.all_float(keep, c):  # the bundle keeps its fp32 graph; drop an earlier attempt's
+                path = self.final(c)
+                for f in (path, path.with_name(onnx_external_data(path.stem))):
+                    f.unlink(missing_ok=True)
+            else:
+                swaps[c] = self.runner(c, self.write(c, self.final(c), exclude=self.excluded(keep, c)))
         return self._measure(swaps)
 
 
@@ -238,7 +247,8 @@ def _quantize_qdq(cfg, recipe, bundle, refocuser, meter, stage, tmp, manifest, r
             key = (family(c), u.name)
             unit_nodes.setdefault(key, {})[c] = list(u.nodes)
             known[key] = known.get(key, False) or u.known_sensitive
-    main = _QdqWork(recipe, specs, comps, fp32, unit_nodes, calibration, meter, tmp / "work")
+    main = _QdqWork(recipe, specs, comps, fp32, unit_nodes, calibration, meter, tmp / "work",
+                    final=lambda c: stage / onnx_artifact(c, recipe.name))
     t0 = time.perf_counter()
     for c in comps:  # calibrate once per component (the cache serves every later graph)
         main.write(c, tmp / "work" / f"{c}.calibrate.onnx")
@@ -272,9 +282,7 @@ def _quantize_qdq(cfg, recipe, bundle, refocuser, meter, stage, tmp, manifest, r
     table, gates_json, gates, quantized = {}, {}, [], []
     for name in specs:
         if name in comps and not main.all_float(keep, name):
-            rel = onnx_artifact(name, recipe.name)
-            main.write(name, stage / rel, exclude=main.excluded(keep, name))
-            table[name], _ = rel, quantized.append(name)
+            table[name], _ = onnx_artifact(name, recipe.name), quantized.append(name)  # written by measure_all
         else:
             table[name] = manifest["artifacts"]["onnx"]["fp32"][name]  # the fp32 graph, shared
             gates_json[name] = {**manifest["gates"]["onnx"]["fp32"][name], "precision": recipe.name,
@@ -316,8 +324,12 @@ def _tensorrt_twin(cfg, recipe, main: _QdqWork, scan, stage, manifest, report, l
     import copy
 
     act = recipe.tensorrt_activation_type
+
+    def rel(name: str) -> str:
+        return f"{TENSORRT_TWIN}/{recipe.name}/{name}.onnx"
+
     twin = _QdqWork(recipe, main.specs, main.comps, main.fp32, main.unit_nodes, main.calibration, main.meter,
-                    main.work, activation_type=act)
+                    main.work, final=lambda c: stage / rel(c), activation_type=act)
     log(f"twin       TensorRT graphs ({act} activations, zero point 0)")
     twin_scan = copy.deepcopy(scan)
     twin_scan.steps = []
@@ -327,9 +339,7 @@ def _tensorrt_twin(cfg, recipe, main: _QdqWork, scan, stage, manifest, report, l
     table = dict(manifest["artifacts"]["onnx"]["fp32"])
     for name in main.comps:
         if not twin.all_float(keep, name):
-            rel = f"{TENSORRT_TWIN}/{recipe.name}/{name}.onnx"
-            twin.write(name, stage / rel, exclude=twin.excluded(keep, name))
-            table[name] = rel
+            table[name] = rel(name)  # written by twin.measure_all with this keep list
     gates = _end_to_end_gates(TENSORRT_TWIN, recipe, recipe.name, drift)
     _enforce(report, gates, log)
     manifest["artifacts"][TENSORRT_TWIN] = {**manifest["artifacts"].get(TENSORRT_TWIN, {}), recipe.name: table}
@@ -340,24 +350,35 @@ def _tensorrt_twin(cfg, recipe, main: _QdqWork, scan, stage, manifest, report, l
 
 
 # ------------------------------------------------------------------ float (fp16, bf16)
-def torch_precision_runners(bundle, dtype: torch.dtype) -> dict:
-    """Runners that compute each component with the bundle's source model in `dtype` (weights and
-    activations rounded as a `dtype` engine rounds them): how bf16, which no CPU backend runs, is
-    measured here."""
+def module_runners(model, specs: dict, dtype: torch.dtype, label: str, transform=None) -> dict:
+    """{component: Runner} computing each component with `model`'s PyTorch modules in `dtype`
+    (weights and activations rounded as a `dtype` engine rounds them); `transform(name, module)`
+    may swap a module first (the Core ML benchmark compresses the UNet's weights that way)."""
     from export.coreml.emulate import ModuleRunner
-    from runtime.backends.backend_torch import source_folder
     from runtime.backends.base import Runner
     from runtime.component_modules import component_module
+
+    runners = {}
+    for name, spec in specs.items():
+        module = component_module(model, spec)
+        if transform is not None:
+            module = transform(name, module)
+        runners[name] = Runner(spec, ModuleRunner(module, spec.input_names, spec.output_names, dtype), label)
+    return runners
+
+
+def torch_precision_runners(bundle, dtype: torch.dtype) -> dict:
+    """Runners that compute each component with the bundle's source model in `dtype`: how bf16,
+    which no CPU backend runs, is measured here."""
+    from runtime.backends.backend_torch import source_folder
     from runtime.loading import load_refocuser
 
     folder = source_folder(bundle)
     if folder is None:
         raise InvalidArgumentError(f"the {dtype} gate runs the source model in PyTorch, and the source model "
                                    f"({bundle.source.get('model')}) is not on this machine")
-    model = load_refocuser(folder)  # fp32; each ModuleRunner holds its own copy cast to `dtype`
-    return {name: Runner(spec, ModuleRunner(component_module(model, spec), spec.input_names, spec.output_names,
-                                            dtype), f"torch cpu {dtype}")
-            for name, spec in bundle.specs.items()}
+    # fp32; each ModuleRunner holds its own copy cast to `dtype`
+    return module_runners(load_refocuser(folder), bundle.specs, dtype, f"torch cpu {dtype}")
 
 
 def _quantize_float(cfg, recipe, bundle, refocuser, meter, stage, manifest, report, log) -> dict:

@@ -72,3 +72,14 @@ def tiny_bundle(random_model_dir, tmp_path_factory) -> Path:
     export_onnx(OnnxExportConfig(model=random_model_dir, out=out, precisions=("fp32", "fp16")),
                 log=lambda _msg: None)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch (and the ONNX Runtime sessions, which take torch's thread count) on 1 thread: on the
+    2-core CI box that is the fast setting for tiny graphs, and a second busy process makes
+    2-thread runs many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

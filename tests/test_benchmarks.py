@@ -10,7 +10,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from benchmarks.latency import END_TO_END, STAGES, measure_stages, write_latency_report
 from benchmarks.quality import LARGE_JUMP, evaluate_quality, main as quality_main, write_quality_report
@@ -18,16 +17,6 @@ from runtime.errors import InvalidArgumentError, MissingDependencyError
 from runtime.metrics import lpips as lp
 
 POSITIONS = [0, 8]
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    # On the 2-core CI box a second busy process (e.g. a training run) makes 2-thread
-    # torch many times slower on these tiny tensors; 1 thread keeps the tests fast.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -45,16 +45,6 @@ SIZE = 64
 
 # ------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
-def one_thread():
-    # On the 2-core CI box 1 thread is the fast setting for these tiny graphs (torch and ORT alike:
-    # the ORT sessions take torch's thread count).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def lpips_ready():
     from runtime.errors import MissingDependencyError
     from runtime.metrics import lpips as lp
