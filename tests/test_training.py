@@ -47,3 +47,37 @@ def test_edm_v_loss_is_zero_for_a_perfect_denoiser_and_weights_low_sigma_more():
     low = edm.edm_v_loss(err[:1], target[:1], sig[:1]).item()
     high = edm.edm_v_loss(err[1:], target[1:], sig[1:]).item()
     assert low > 50 * high
+
+
+def test_sigma_mixture_reaches_the_samplers_top_sigmas_and_stays_in_range():
+    g = torch.Generator().manual_seed(0)
+    plain = edm.sample_sigmas(20000, g)
+    mixed = edm.sample_sigmas(20000, torch.Generator().manual_seed(0), uniform_fraction=0.6)
+    # LogNormal(0.7, 1.6) alone almost never trains where sampling starts (sigma > 100) ...
+    assert (plain > 100).float().mean() < 0.01
+    # ... the mixture does: 60% log-uniform over [0.002, 700] puts ~9% there.
+    share = (mixed > 100).float().mean().item()
+    assert 0.07 < share < 0.11
+    assert mixed.min() > 0 and (mixed > edm.SAMPLER_SIGMA_MAX).float().mean() < 0.01
+
+
+def test_sigma_mixture_of_zero_draws_exactly_the_plain_lognormal():
+    a = edm.sample_sigmas(64, torch.Generator().manual_seed(3))
+    b = edm.sample_sigmas(64, torch.Generator().manual_seed(3), uniform_fraction=0.0)
+    assert torch.equal(a, b)
+
+
+def test_probe_reports_the_denoiser_and_the_copy_estimate_per_sigma(random_model_dir):
+    from training.probe import probe
+
+    result = probe(random_model_dir, count=1, positions=(0,), sigmas=(700.0, 1.0))
+    assert set(result) == {700.0, 1.0}
+    for row in result.values():
+        assert set(row) == {"model", "model_far", "copy", "copy_far"}
+        assert all(v >= 0 and v == v for v in row.values())
+    # Copying the input's latent does not depend on the noise level; the far frames
+    # (|j - k| >= 4) are the ones a copy gets most wrong.
+    assert result[700.0]["copy"] == result[1.0]["copy"]
+    assert result[700.0]["copy_far"] > result[700.0]["copy"]
+    # An untrained UNet is far from the clean latents where sampling starts.
+    assert result[700.0]["model"] > result[700.0]["copy"]

@@ -39,6 +39,7 @@ class StageConfig:
     batch: int
     seed: int = 0
     checkpoint_minutes: float = 5.0
+    sigma_uniform: float = 0.0  # UNet: fraction of sigmas drawn log-uniform over the sampler's range
 
 
 def _log(msg: str) -> None:
@@ -224,7 +225,7 @@ def train_unet(stacks: torch.Tensor, cfg: StageConfig, run_dir: Path, init: Path
         keep_emb, keep_lat = edm.conditioning_dropout_masks(B, gen)
         emb = emb * keep_emb.view(-1, 1, 1)
         cond = cond * keep_lat.view(-1, 1, 1, 1, 1)
-        sigmas = edm.sample_sigmas(B, gen)
+        sigmas = edm.sample_sigmas(B, gen, uniform_fraction=cfg.sigma_uniform)
         noisy = target + torch.randn(target.shape, generator=gen) * sigmas.view(-1, 1, 1, 1, 1)
         # fps id 6 as at inference (the reference trains with 7; a small model gains nothing
         # from learning that mismatch), motion bucket 0, noise augmentation = cond sigma.
@@ -301,6 +302,8 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", type=Path, default=None, help="warm-start UNet + image encoder from this model folder (unet)")
     p.add_argument("--crop", type=int, default=32, help="VAE training crop size (vae)")
+    p.add_argument("--sigma-uniform", type=float, default=0.0,
+                   help="fraction of UNet training sigmas drawn log-uniform over the sampler's range (unet)")
     p.add_argument("--run-dir", type=Path, default=RUN_DIR)
     p.add_argument("--out", type=Path, default=Path("models/refocus-tiny"))
     args = p.parse_args(argv)
@@ -322,7 +325,9 @@ def main(argv=None) -> None:
     if args.stage == "vae":
         train_vae(stacks, StageConfig(args.steps, args.lr or 1e-3, 1, args.seed), run_dir, args.crop)
     else:
-        train_unet(stacks, StageConfig(args.steps, args.lr or 3e-4, args.batch or 4, args.seed), run_dir, args.init)
+        train_unet(stacks, StageConfig(args.steps, args.lr or 3e-4, args.batch or 4, args.seed,
+                                       sigma_uniform=args.sigma_uniform),
+                   run_dir, args.init)
 
 
 if __name__ == "__main__":
