@@ -4,10 +4,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from quantization.recipes import DEFAULT_RECIPE, RECIPES  # plain data: nothing heavy at import
 from refocus_cli.arg_types import size_wxh
 
-RECIPE_NAMES = ("int8", "fp8", "fp16", "bf16", "w8", "p6", "p4")
-DEFAULT_RECIPE = "int8"  # the default edge recipe (quantization/recipes.py says why)
+RECIPE_NAMES = tuple(RECIPES)
 
 
 def register(sub) -> None:

@@ -17,6 +17,7 @@ Stacks 0..2799 of the cache train, 2900..2915 are held out.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -81,8 +82,6 @@ def main(argv=None) -> None:
     p.add_argument("--run-dir", type=Path, default=Path("runs/refocus-tiny-v2"),
                    help="a train_tiny run with latents.pt and vae/")
     args = p.parse_args(argv)
-    import json
-
     latents = torch.load(args.run_dir / "latents.pt", mmap=True)
     sf = json.loads((args.run_dir / "vae" / "config.json").read_text())["scaling_factor"]
     widths = tuple(int(c) for c in args.widths.split(","))

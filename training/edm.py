@@ -5,13 +5,15 @@ import math
 
 import torch
 
+from training.tiny_architecture import SCHEDULER_CONFIG
+
 # Training sigma ~ LogNormal(0.7, 1.6) in log space; conditioning noise ~ LogNormal(-3, 0.5).
 SIGMA_LOG_MEAN, SIGMA_LOG_STD = 0.7, 1.6
 COND_NOISE_LOG_MEAN, COND_NOISE_LOG_STD = -3.0, 0.5
 
 
-# The sampler's own range (the SVD scheduler's Karras sigmas run from 700 down to 0.002).
-SAMPLER_SIGMA_MIN, SAMPLER_SIGMA_MAX = 0.002, 700.0
+# The sampler's own range: the SVD scheduler's Karras sigmas (700 down to 0.002).
+SAMPLER_SIGMA_MIN, SAMPLER_SIGMA_MAX = SCHEDULER_CONFIG["sigma_min"], SCHEDULER_CONFIG["sigma_max"]
 
 
 def sample_sigmas(n: int, generator: torch.Generator, mean=SIGMA_LOG_MEAN, std=SIGMA_LOG_STD,

@@ -15,6 +15,7 @@ denoiser and of the copy estimate, over all 9 frames and over |j - k| >= 4.
 from __future__ import annotations
 
 import argparse
+
 import torch
 
 from training import edm
@@ -30,17 +31,20 @@ def probe(model, count: int = 16, positions=(0, 4, 8), sigmas=PROBE_SIGMAS,
     `model`: a shipped name or a refocuser folder. Stacks are rendered at its working size.
     `guidance`: the weight of the guided estimate (default: the model's own; 1 = conditional only).
     """
+    from benchmarks.models import working_size
+    from benchmarks.quality import LARGE_JUMP
     from focalstacks.synthetic import SyntheticFocalStacks
-    from runtime.conditioning import image_embedding
+    from runtime.conditioning import conditioning_latents, image_embedding
     from runtime.loading import load_refocuser
 
     r = load_refocuser(model)
     unet, vae, enc = r.unet.eval(), r.vae.eval(), r.image_encoder.eval()
     sf = vae.config.scaling_factor
     guidance = r.config.guidance_scale if guidance is None else guidance
-    frames_per_stack = r.config.num_frames
-    w, h = r.config.fixed_size or (128, 128)
-    data = SyntheticFocalStacks("heldout", (int(h), int(w)), length=count)
+    num_frames = r.config.num_frames
+    w, h = working_size(r)
+    data = SyntheticFocalStacks("heldout", (h, w), length=count)
+    time_ids = torch.tensor([list(r.config.added_time_ids)], dtype=torch.float32)
     gen = torch.Generator().manual_seed(seed)
     sums: dict[float, dict[str, float]] = {s: dict(model=0.0, model_far=0.0, copy=0.0, copy_far=0.0) for s in sigmas}
     n = 0
@@ -49,13 +53,12 @@ def probe(model, count: int = 16, positions=(0, 4, 8), sigmas=PROBE_SIGMAS,
         target = vae.encode(frames).latent_dist.mode()[None] * sf  # [1, 9, C, h, w]
         for k in positions:
             image = frames[k:k + 1]
-            lat = vae.encode(image).latent_dist.mode()
-            cond = torch.zeros_like(target)
-            cond[0, k] = lat[0]
+            cond = conditioning_latents(vae, image, k, num_frames)  # as the sampler conditions
             emb = image_embedding(enc, image, r.clip_size, r.clip_mean, r.clip_std)
-            far = torch.tensor([abs(j - k) >= 4 for j in range(frames_per_stack)])
-            copy = (lat * sf)[:, None].expand_as(target)
-            time_ids = torch.tensor([list(r.config.added_time_ids)], dtype=torch.float32)
+            far = torch.tensor([abs(j - k) >= LARGE_JUMP for j in range(num_frames)])
+            # The copy estimate does not depend on the noise: its error is the same at every sigma.
+            cerr = ((cond[:, k:k + 1] * sf - target) ** 2).mean(dim=(0, 2, 3, 4))
+            copy, copy_far = cerr.mean().item(), cerr[far].mean().item()
             for s in sigmas:
                 sig = torch.tensor([s])
                 noisy = target + torch.randn(target.shape, generator=gen) * s
@@ -66,10 +69,9 @@ def probe(model, count: int = 16, positions=(0, 4, 8), sigmas=PROBE_SIGMAS,
                 else:
                     x0 = cond_x0
                 err = ((x0 - target) ** 2).mean(dim=(0, 2, 3, 4))  # per frame
-                cerr = ((copy - target) ** 2).mean(dim=(0, 2, 3, 4))
                 row = sums[s]
                 row["model"] += err.mean().item(); row["model_far"] += err[far].mean().item()
-                row["copy"] += cerr.mean().item(); row["copy_far"] += cerr[far].mean().item()
+                row["copy"] += copy; row["copy_far"] += copy_far
             n += 1
     return {s: {key: v / n for key, v in row.items()} for s, row in sums.items()}
 
