@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from runtime.disk_usage import disk_mib
+
 JUMPS = ((0, 8), (8, 0))  # (input position, output frame) pairs four focal planes or more apart
 
 
@@ -82,7 +84,7 @@ def _coreml_swaps(source, specs, compress: str) -> dict:
 
 def _package_mib(bundle_root: Path, packages) -> float:
     """Bytes on disk of Core ML packages (folders), in MiB."""
-    return sum(f.stat().st_size for rel in packages for f in (bundle_root / rel).rglob("*") if f.is_file()) / 2**20
+    return disk_mib(*(bundle_root / rel for rel in packages))
 
 
 def _coreml_sizes(coreml_bundle: Path | None) -> dict:

@@ -22,6 +22,7 @@ from export.manifest import base_manifest
 from export.onnx_graphs import OPSET, export_component, graph_files
 from export.parity import component_gate, end_to_end_gate, gate_image, gate_sample
 from runtime.artifacts import PRECISIONS, model_hash, onnx_artifact
+from runtime.disk_usage import disk_mib
 from runtime.components import ModelDims, component_specs
 from runtime.errors import InvalidArgumentError
 
@@ -101,7 +102,7 @@ def export_onnx(cfg: OnnxExportConfig, log: Callable[[str], None] = print) -> Ex
                 table[name], gates[name] = rel, gate.to_json()
                 report.gates.append(gate)
                 report.seconds[f"{precision}/{name}"] = time.perf_counter() - t0
-                size = sum(f.stat().st_size for f in graph_files(stage / rel)) / 2 ** 20
+                size = disk_mib(*graph_files(stage / rel))
                 log(f"{precision:5s} {name:14s} {size:8.1f} MiB  {gate.metric} {gate.value:.2e} "
                     f"<= {gate.threshold:.0e}  ({report.seconds[f'{precision}/{name}']:.1f} s)")
             manifest["artifacts"]["onnx"][precision] = table
@@ -119,5 +120,5 @@ def export_onnx(cfg: OnnxExportConfig, log: Callable[[str], None] = print) -> Ex
                 f"<= {gate.threshold:.0e}  ({steps} steps, {time.perf_counter() - t0:.1f} s)")
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
         write_manifest(stage, manifest)
-    log(f"bundle     {cfg.out} ({sum(f.stat().st_size for f in Path(cfg.out).rglob('*') if f.is_file()) / 2**20:.1f} MiB)")
+    log(f"bundle     {cfg.out} ({disk_mib(cfg.out):.1f} MiB)")
     return report

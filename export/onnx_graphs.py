@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from runtime.artifacts import onnx_external_data
+from runtime.disk_usage import disk_mib
 
 OPSET = 18
 PROTOBUF_LIMIT = 2 * 1024 ** 3
@@ -61,4 +62,4 @@ def graph_files(path: Path) -> list[Path]:
 def graphs_mib(root: Path, rels) -> float:
     """Size on disk of a set of bundle graphs (external weights included; a graph that several
     tables share counts once)."""
-    return sum(f.stat().st_size for rel in set(rels) for f in graph_files(Path(root) / rel)) / 2 ** 20
+    return disk_mib(*(f for rel in set(rels) for f in graph_files(Path(root) / rel)))

@@ -21,6 +21,8 @@ import torch
 
 from runtime.errors import InvalidArgumentError
 
+from .runner_swap import swapped_runners
+
 
 @dataclass(frozen=True)
 class CalibrationConfig:
@@ -118,22 +120,14 @@ def collect_calibration(refocuser, cfg: CalibrationConfig) -> CalibrationSet:
     from runtime.sampler import SamplerConfig, sample_focal_stack
 
     feeds: dict[str, list] = {}
-    adapters = (refocuser.unet, refocuser.vae, refocuser.image_encoder)
-    originals = [dict(a.runners) for a in adapters]
-    for adapter in adapters:
-        for name, runner in adapter.runners.items():
-            adapter.runners[name] = _Recorder(runner, feeds.setdefault(name, []))
     size = tuple(reversed(refocuser.config.working_size))  # (H, W)
-    try:
+    record = lambda name, runner: _Recorder(runner, feeds.setdefault(name, []))  # noqa: E731
+    with swapped_runners(refocuser, record):
         photos = calibration_photos(cfg, size)
         for i, (photo, position) in enumerate(tqdm(photos, desc="calibrating", unit="stack",
                                                    disable=not cfg.progress)):
             sample_focal_stack(refocuser, photo, SamplerConfig(seed=cfg.seed + i, position=position,
                                                                mode="fast", progress=False))
-    finally:
-        for adapter, runners in zip(adapters, originals):
-            adapter.runners.clear()
-            adapter.runners.update(runners)
     steps = sorted({round(float(t), 6) for f in feeds.get("unet", []) for t in f["timestep"].reshape(-1)},
                    reverse=True)
     return CalibrationSet(feeds=feeds, config=cfg, unet_timesteps=steps)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .runner_swap import swapped_runners
+
 
 @dataclass(frozen=True)
 class DriftConfig:
@@ -79,17 +81,9 @@ class DriftMeter:
     @torch.no_grad()
     def measure(self, swaps: dict | None = None) -> Drift:
         """Drift with the runners in `swaps` ({component: Runner}) in place of the fp32 ones."""
-        adapters = {name: a for a in (self.refocuser.unet, self.refocuser.vae, self.refocuser.image_encoder)
-                    for name in a.runners}
-        saved = {name: adapters[name].runners[name] for name in (swaps or {})}
-        try:
-            for name, runner in (swaps or {}).items():
-                adapters[name].runners[name] = runner
-            rows = []
+        rows = []
+        with swapped_runners(self.refocuser, swaps or {}):
             for (photo, position, seed, _), ref in zip(self.inputs, self.reference):
                 frames = self._sample(photo, position, seed)
                 rows.append(self.lpips(frames * 2 - 1, ref * 2 - 1).float())
-        finally:
-            for name, runner in saved.items():
-                adapters[name].runners[name] = runner
         return Drift(torch.stack(rows))

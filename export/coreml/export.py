@@ -37,6 +37,7 @@ from export.parity import GateResult, component_gate, end_to_end_gate, gate_imag
 from runtime.artifacts import coreml_artifact, coreml_chunk_artifact, coreml_chunk_folder, model_hash
 from runtime.backends.chain import ChainRunner
 from runtime.components import ModelDims, component_specs
+from runtime.disk_usage import disk_mib
 
 # Worst-frame LPIPS of a compressed UNet's stack against PyTorch fp32, same seed. The
 # teacher's own seed-to-seed spread on held-out stacks is 0.185 (benchmarks/results/
@@ -240,7 +241,7 @@ def export_coreml(cfg: CoreMLExportConfig, log: Callable[[str], None] = print) -
             manifest["coreml"][recipe.name] = details
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
         write_manifest(stage, manifest)
-    size = sum(f.stat().st_size for f in Path(cfg.out).rglob("*") if f.is_file()) / 2 ** 20
+    size = disk_mib(cfg.out)
     log(f"bundle     {cfg.out} ({size:.1f} MiB)")
     return report
 

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.disk_usage import disk_bytes
 from runtime.errors import RefocusError
 
 MAX_RANK = 5
@@ -72,7 +73,7 @@ def _walk(block, report: PackageReport) -> None:
 
 def _weights_bytes(path: Path) -> int:
     weights = path / "Data" / "com.apple.CoreML" / "weights"
-    return sum(p.stat().st_size for p in weights.rglob("*") if p.is_file()) if weights.is_dir() else 0
+    return disk_bytes(weights)
 
 
 def check_package(path: Path, inputs: dict[str, tuple[int, ...]], outputs: dict[str, tuple[int, ...]],
