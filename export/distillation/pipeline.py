@@ -120,8 +120,8 @@ Written by `refocus distill` ({card['command']}).
   EMA {cfg.ema_decay} (EMA weights shipped), trainable: {cfg.trainable}, {cfg.precision};
   started from {card['init']}; {t['seconds'] / 60:.1f} min of updates on {card['device']}.
 - **Measured here** (latent MSE between the student's and the teacher's sample,
-  held-back trajectories): {t['val_mse_start']:.4f} before training (the teacher's
-  weights run for {cfg.steps} unguided steps), {t['val_mse_end']:.4f} after.
+  held-back trajectories): {t['val_mse_start']:.4f} before training (the weights it
+  started from, {card['init']}, run for {cfg.steps} unguided steps), {t['val_mse_end']:.4f} after.
   Training loss over the last 50 updates {t['final_loss']:.4f}.
 
 Why this method: the teacher's calls are the expensive part, so they are paid
