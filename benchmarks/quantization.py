@@ -102,6 +102,7 @@ def run_bench(bundle_path: Path, repeats: int, photos: int, jump_stacks: int, co
               coreml_bundle: Path | None = None, log=print) -> dict:
     from focalstacks.synthetic import SyntheticFocalStacks
     from quantization.drift import DriftConfig, DriftMeter
+    from quantization.runner_swap import component_runners
     from export.onnx_graphs import graphs_mib
     from quantization.quantize import torch_precision_runners
     from runtime.backends.backend_torch import source_folder
@@ -132,8 +133,7 @@ def run_bench(bundle_path: Path, repeats: int, photos: int, jump_stacks: int, co
             continue
         log(f"{precision}: drift, jumps")
         r = refocusers[precision] = load_bundle_refocuser(bundle_path, backend="onnxruntime", precision=precision)
-        swaps = {n: runner for a in (r.unet, r.vae, r.image_encoder) for n, runner in a.runners.items()}
-        drift = meter.measure(swaps)
+        drift = meter.measure(component_runners(r))
         rows[precision] = {"size_mib": size(precision), "drift": drift.to_json(),
                            "jumps": _jump_quality(r, stacks, lpips),
                            "keep_float": records.get(precision, {}).get("keep_float"),

@@ -62,4 +62,4 @@ def graph_files(path: Path) -> list[Path]:
 def graphs_mib(root: Path, rels) -> float:
     """Size on disk of a set of bundle graphs (external weights included; a graph that several
     tables share counts once)."""
-    return disk_mib(*(f for rel in set(rels) for f in graph_files(Path(root) / rel)))
+    return disk_mib(*(f for rel in rels for f in graph_files(Path(root) / rel)))

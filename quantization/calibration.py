@@ -121,8 +121,7 @@ def collect_calibration(refocuser, cfg: CalibrationConfig) -> CalibrationSet:
 
     feeds: dict[str, list] = {}
     size = tuple(reversed(refocuser.config.working_size))  # (H, W)
-    record = lambda name, runner: _Recorder(runner, feeds.setdefault(name, []))  # noqa: E731
-    with swapped_runners(refocuser, record):
+    with swapped_runners(refocuser, lambda name, runner: _Recorder(runner, feeds.setdefault(name, []))):
         photos = calibration_photos(cfg, size)
         for i, (photo, position) in enumerate(tqdm(photos, desc="calibrating", unit="stack",
                                                    disable=not cfg.progress)):

@@ -82,7 +82,7 @@ class DriftMeter:
     def measure(self, swaps: dict | None = None) -> Drift:
         """Drift with the runners in `swaps` ({component: Runner}) in place of the fp32 ones."""
         rows = []
-        with swapped_runners(self.refocuser, swaps or {}):
+        with swapped_runners(self.refocuser, swaps):
             for (photo, position, seed, _), ref in zip(self.inputs, self.reference):
                 frames = self._sample(photo, position, seed)
                 rows.append(self.lpips(frames * 2 - 1, ref * 2 - 1).float())

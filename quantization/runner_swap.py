@@ -16,12 +16,17 @@ def component_adapters(refocuser) -> dict:
             for name in adapter.runners}
 
 
+def component_runners(refocuser) -> dict:
+    """{component name: its current runner}, over all components."""
+    return {name: adapter.runners[name] for name, adapter in component_adapters(refocuser).items()}
+
+
 @contextmanager
 def swapped_runners(refocuser, replace):
     """Run the body with runners replaced. `replace` is {component: runner}, or a callable
     (component, runner) -> runner applied to every component."""
     adapters = component_adapters(refocuser)
-    saved = {name: adapter.runners[name] for name, adapter in adapters.items()}
+    saved = component_runners(refocuser)
     swaps = ({name: replace(name, runner) for name, runner in saved.items()} if callable(replace)
              else dict(replace or {}))
     unknown = sorted(set(swaps) - set(adapters))
