@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 
@@ -92,9 +92,18 @@ def _progress(iterable, enabled: bool, total: int):
     return tqdm(iterable, total=total, desc="sampling", unit="step", leave=False)
 
 
+# on_step(step index, sigma, denoised latents [1, F, C, h, w] scaled): a read-only view of each step.
+StepObserver = Callable[[int, float, torch.Tensor], None]
+
+
 @torch.no_grad()
-def sample_focal_stack(refocuser, image: torch.Tensor, cfg: SamplerConfig = SamplerConfig()) -> SampleResult:
-    """Generate the focal stack of `image` ([1, 3, H, W] in [-1, 1])."""
+def sample_focal_stack(refocuser, image: torch.Tensor, cfg: SamplerConfig = SamplerConfig(),
+                       on_step: StepObserver | None = None) -> SampleResult:
+    """Generate the focal stack of `image` ([1, 3, H, W] in [-1, 1]).
+
+    `on_step`, when given, sees the scheduler's denoised estimate after every step
+    (diagnostics such as `training.probe`'s trajectory); it cannot change the sample.
+    """
     mcfg = refocuser.config
     frames_n = mcfg.num_frames
     position = mcfg.default_position if cfg.position is None else int(cfg.position)
@@ -142,7 +151,7 @@ def sample_focal_stack(refocuser, image: torch.Tensor, cfg: SamplerConfig = Samp
     shortcut = nullcontext() if literal else single_token_cross_attention(refocuser.unet)
     with shortcut:
         timesteps = scheduler.timesteps
-        for t in _progress(timesteps, cfg.progress, len(timesteps)):
+        for i, t in enumerate(_progress(timesteps, cfg.progress, len(timesteps))):
             scaled = scheduler.scale_model_input(latents, t)
             if not use_guidance:
                 pred = unet(torch.cat([scaled, cond], dim=2), t, emb, 1)
@@ -157,7 +166,10 @@ def sample_focal_stack(refocuser, image: torch.Tensor, cfg: SamplerConfig = Samp
                 pred_uncond, pred_cond = unet(x, t, torch.cat([zero_emb, emb]), 2).chunk(2)
                 calls += 1
                 pred = pred_uncond + guidance * (pred_cond - pred_uncond)
-            latents = scheduler.step(pred, t, latents).prev_sample
+            out = scheduler.step(pred, t, latents)
+            latents = out.prev_sample
+            if on_step is not None:
+                on_step(i, float(scheduler.sigmas[i]), out.pred_original_sample.clone())
     release(refocuser.unet)
     timings["unet_total"] = time.perf_counter() - t0
     timings["unet_per_step"] = timings["unet_total"] / max(len(scheduler.timesteps), 1)

@@ -60,6 +60,23 @@ def test_output_shape_range_and_call_counts(random_refocuser):
         assert res.unet_calls == calls and res.num_inference_steps == 4
 
 
+def test_step_observer_sees_every_step_and_changes_nothing(random_refocuser):
+    from runtime.sampler import decode_latents
+
+    img, cfg = _image(3), SamplerConfig(position=2, seed=4, progress=False)
+    plain = sample_focal_stack(random_refocuser, img, cfg)
+    seen = []
+    observed = sample_focal_stack(random_refocuser, img, cfg,
+                                  on_step=lambda i, sigma, denoised: seen.append((i, sigma, denoised)))
+    assert torch.equal(plain.frames, observed.frames)
+    assert [i for i, _, _ in seen] == list(range(4))
+    assert [sigma for _, sigma, _ in seen] == pytest.approx(plain.sigmas[:4])
+    assert seen[0][2].shape == (1, 9, random_refocuser.latent_channels, 8, 8)
+    # Euler's last step lands on its denoised estimate: the sample itself.
+    last = decode_latents(random_refocuser.vae, seen[-1][2], random_refocuser.config.decode_chunk_sizes)
+    assert (last - plain.frames).abs().max().item() < 1e-5
+
+
 def test_fast_path_matches_literal_reference(random_refocuser):
     img = _image(1)
     for position in (0, 4, 8):

@@ -73,11 +73,29 @@ def test_probe_reports_the_denoiser_and_the_copy_estimate_per_sigma(random_model
     result = probe(random_model_dir, count=1, positions=(0,), sigmas=(700.0, 1.0))
     assert set(result) == {700.0, 1.0}
     for row in result.values():
-        assert set(row) == {"model", "model_far", "copy", "copy_far"}
-        assert all(v >= 0 and v == v for v in row.values())
+        assert set(row) == {"model", "model_far", "copy", "copy_far", "model_by_jump", "copy_by_jump"}
+        assert all(row[key] >= 0 and row[key] == row[key] for key in ("model", "model_far", "copy", "copy_far"))
+        # Input at position 0: output frames at every distance 0..8, the first being the input's own.
+        assert len(row["model_by_jump"]) == len(row["copy_by_jump"]) == 9
+    # On its own frame the copy is the ground truth's latent; with distance it gets worse.
+    by_jump = result[1.0]["copy_by_jump"]
+    assert by_jump[0] < 1e-6 < by_jump[8]
+    assert abs(sum(by_jump) / 9 - result[1.0]["copy"]) < 1e-6
     # Copying the input's latent does not depend on the noise level; the far frames
     # (|j - k| >= 4) are the ones a copy gets most wrong.
     assert result[700.0]["copy"] == result[1.0]["copy"]
     assert result[700.0]["copy_far"] > result[700.0]["copy"]
     # An untrained UNet is far from the clean latents where sampling starts.
     assert result[700.0]["model"] > result[700.0]["copy"]
+
+
+def test_trajectory_follows_the_models_own_sampler_step_by_step(random_model_dir):
+    from runtime.loading import load_refocuser
+    from training.probe import trajectory
+
+    rows = trajectory(random_model_dir, count=1)
+    steps = load_refocuser(random_model_dir).config.num_inference_steps
+    assert len(rows) == steps
+    sigmas = [row["sigma"] for row in rows]
+    assert sigmas == sorted(sigmas, reverse=True) and sigmas[-1] > 0
+    assert all(row["mse"] >= 0 and row["mse_own"] >= 0 for row in rows)

@@ -8,9 +8,15 @@ denoiser that cannot beat copying at the top sigmas starts every sample from a
 worse guess than the identity baseline (what refocus-tiny's card measured).
 
     python -m training.probe --model models/refocus-tiny --count 16
+    python -m training.probe --model refocus-tiny --count 8 --by-jump      # error per |j - k|
+    python -m training.probe --model refocus-tiny --count 4 --trajectory   # along real samples
 
 Prints one row per sigma: latent MSE (latents scaled, unit variance) of the
 denoiser and of the copy estimate, over all 9 frames and over |j - k| >= 4.
+`--by-jump` splits both by the distance |j - k| between output frame and input
+(0 is the input's own frame, where copying is exact). `--trajectory` follows the
+model's own sampler instead of noised ground truth: the denoised estimate after
+each step against the ground-truth latents, input at position 0.
 """
 from __future__ import annotations
 
@@ -47,6 +53,9 @@ def probe(model, count: int = 16, positions=(0, 4, 8), sigmas=PROBE_SIGMAS,
     time_ids = torch.tensor([list(r.config.added_time_ids)], dtype=torch.float32)
     gen = torch.Generator().manual_seed(seed)
     sums: dict[float, dict[str, float]] = {s: dict(model=0.0, model_far=0.0, copy=0.0, copy_far=0.0) for s in sigmas}
+    # Per distance |j - k|: summed error and cell count, so positions with fewer far frames weigh right.
+    by_jump = {s: dict(model=torch.zeros(num_frames), copy=torch.zeros(num_frames), cells=torch.zeros(num_frames))
+               for s in sigmas}
     n = 0
     for i in range(count):
         frames = data[i]["frames"] * 2 - 1  # [9, 3, H, W]
@@ -55,7 +64,8 @@ def probe(model, count: int = 16, positions=(0, 4, 8), sigmas=PROBE_SIGMAS,
             image = frames[k:k + 1]
             cond = conditioning_latents(vae, image, k, num_frames)  # as the sampler conditions
             emb = image_embedding(enc, image, r.clip_size, r.clip_mean, r.clip_std)
-            far = torch.tensor([abs(j - k) >= LARGE_JUMP for j in range(num_frames)])
+            jump = torch.tensor([abs(j - k) for j in range(num_frames)])
+            far = jump >= LARGE_JUMP
             # The copy estimate does not depend on the noise: its error is the same at every sigma.
             cerr = ((cond[:, k:k + 1] * sf - target) ** 2).mean(dim=(0, 2, 3, 4))
             copy, copy_far = cerr.mean().item(), cerr[far].mean().item()
@@ -72,8 +82,51 @@ def probe(model, count: int = 16, positions=(0, 4, 8), sigmas=PROBE_SIGMAS,
                 row = sums[s]
                 row["model"] += err.mean().item(); row["model_far"] += err[far].mean().item()
                 row["copy"] += copy; row["copy_far"] += copy_far
+                jumps = by_jump[s]
+                jumps["model"].index_add_(0, jump, err); jumps["copy"].index_add_(0, jump, cerr)
+                jumps["cells"].index_add_(0, jump, torch.ones(num_frames))
             n += 1
-    return {s: {key: v / n for key, v in row.items()} for s, row in sums.items()}
+    out = {s: {key: v / n for key, v in row.items()} for s, row in sums.items()}
+    for s, jumps in by_jump.items():
+        seen = jumps["cells"] > 0
+        out[s]["model_by_jump"] = (jumps["model"][seen] / jumps["cells"][seen]).tolist()
+        out[s]["copy_by_jump"] = (jumps["copy"][seen] / jumps["cells"][seen]).tolist()
+    return out
+
+
+@torch.no_grad()
+def trajectory(model, count: int = 4, position: int = 0, seed: int = 0) -> list[dict]:
+    """Per sampling step: {"sigma", "mse", "mse_own"}: the sampler's denoised estimate vs ground truth.
+
+    Runs the model's own sampler (`runtime.sampler`, fast mode) on `count` held-out stacks
+    with the input at `position`; `mse` over all frames, `mse_own` on the input's frame.
+    The last row is the sample itself (in latent space).
+    """
+    from benchmarks.models import working_size
+    from focalstacks.synthetic import SyntheticFocalStacks
+    from runtime.loading import load_refocuser
+    from runtime.sampler import SamplerConfig, sample_focal_stack
+
+    r = load_refocuser(model)
+    vae = r.vae.eval()
+    sf = vae.config.scaling_factor
+    w, h = working_size(r)
+    data = SyntheticFocalStacks("heldout", (h, w), length=count)
+    rows: list[dict] = []
+    for i in range(count):
+        frames = data[i]["frames"] * 2 - 1
+        target = vae.encode(frames).latent_dist.mode()[None] * sf
+
+        def record(step: int, sigma: float, denoised: torch.Tensor) -> None:
+            if step == len(rows):
+                rows.append(dict(sigma=sigma, mse=0.0, mse_own=0.0))
+            err = (denoised - target) ** 2
+            rows[step]["mse"] += err.mean().item() / count
+            rows[step]["mse_own"] += err[:, position].mean().item() / count
+
+        sample_focal_stack(r, frames[position:position + 1],
+                           SamplerConfig(position=position, seed=seed + i, progress=False), on_step=record)
+    return rows
 
 
 def main(argv=None) -> None:
@@ -81,11 +134,23 @@ def main(argv=None) -> None:
     p.add_argument("--model", default="refocus-tiny", help="shipped name or refocuser folder")
     p.add_argument("--count", type=int, default=16)
     p.add_argument("--guidance", type=float, default=None, help="default: the model's own; 1 = conditional only")
+    p.add_argument("--by-jump", action="store_true", help="also the error per distance |j - k|")
+    p.add_argument("--trajectory", action="store_true", help="the denoised estimate along real samples instead")
     args = p.parse_args(argv)
+    if args.trajectory:
+        print(f"{'step':>4} {'sigma':>9} {'mse':>7} {'own frame':>9}")
+        for i, row in enumerate(trajectory(args.model, args.count)):
+            print(f"{i:4d} {row['sigma']:9.3f} {row['mse']:7.4f} {row['mse_own']:9.4f}")
+        return
     result = probe(args.model, args.count, guidance=args.guidance)
     print(f"{'sigma':>7} {'model':>8} {'copy':>8} {'model|far':>10} {'copy|far':>9}")
     for s, row in result.items():
         print(f"{s:7.1f} {row['model']:8.4f} {row['copy']:8.4f} {row['model_far']:10.4f} {row['copy_far']:9.4f}")
+    if args.by_jump:
+        print("by |j - k| (0 = the input's own frame): model / copy")
+        for s, row in result.items():
+            cells = "  ".join(f"{m:.3f}/{c:.3f}" for m, c in zip(row["model_by_jump"], row["copy_by_jump"]))
+            print(f"{s:7.1f} {cells}")
 
 
 if __name__ == "__main__":
