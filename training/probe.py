@@ -29,17 +29,29 @@ from training import edm
 PROBE_SIGMAS = (700.0, 100.0, 20.0, 5.0, 1.0)
 
 
+def _heldout_with_latents(r, count: int):
+    """Yield (frames [9, 3, H, W] in [-1, 1], ground-truth latents [1, 9, C, h, w] scaled) for
+    the first `count` held-out stacks, rendered at the refocuser's working size."""
+    from benchmarks.models import working_size
+    from focalstacks.synthetic import SyntheticFocalStacks
+
+    w, h = working_size(r)
+    data = SyntheticFocalStacks("heldout", (h, w), length=count)
+    for i in range(count):
+        frames = data[i]["frames"] * 2 - 1
+        yield frames, r.vae.encode(frames).latent_dist.mode()[None] * r.vae.config.scaling_factor
+
+
 @torch.no_grad()
 def probe(model, count: int = 16, positions=(0, 4, 8), sigmas=PROBE_SIGMAS,
           guidance: float | None = None, seed: int = 0) -> dict:
-    """{sigma: {"model": mse, "model_far": mse, "copy": mse, "copy_far": mse}} averaged over stacks and positions.
+    """{sigma: {"model": mse, "model_far": mse, "copy": mse, "copy_far": mse}} averaged over stacks and positions,
+    plus "model_by_jump" / "copy_by_jump": the mean per distance |j - k| present (0 first).
 
     `model`: a shipped name or a refocuser folder. Stacks are rendered at its working size.
     `guidance`: the weight of the guided estimate (default: the model's own; 1 = conditional only).
     """
-    from benchmarks.models import working_size
     from benchmarks.quality import LARGE_JUMP
-    from focalstacks.synthetic import SyntheticFocalStacks
     from runtime.conditioning import conditioning_latents, image_embedding
     from runtime.loading import load_refocuser
 
@@ -48,18 +60,15 @@ def probe(model, count: int = 16, positions=(0, 4, 8), sigmas=PROBE_SIGMAS,
     sf = vae.config.scaling_factor
     guidance = r.config.guidance_scale if guidance is None else guidance
     num_frames = r.config.num_frames
-    w, h = working_size(r)
-    data = SyntheticFocalStacks("heldout", (h, w), length=count)
     time_ids = torch.tensor([list(r.config.added_time_ids)], dtype=torch.float32)
     gen = torch.Generator().manual_seed(seed)
     sums: dict[float, dict[str, float]] = {s: dict(model=0.0, model_far=0.0, copy=0.0, copy_far=0.0) for s in sigmas}
-    # Per distance |j - k|: summed error and cell count, so positions with fewer far frames weigh right.
-    by_jump = {s: dict(model=torch.zeros(num_frames), copy=torch.zeros(num_frames), cells=torch.zeros(num_frames))
-               for s in sigmas}
+    # Per distance |j - k|: summed error and cell count, so positions with fewer far frames weigh
+    # right. The copy and the cell count do not depend on sigma.
+    model_jump = {s: torch.zeros(num_frames) for s in sigmas}
+    copy_jump, cells = torch.zeros(num_frames), torch.zeros(num_frames)
     n = 0
-    for i in range(count):
-        frames = data[i]["frames"] * 2 - 1  # [9, 3, H, W]
-        target = vae.encode(frames).latent_dist.mode()[None] * sf  # [1, 9, C, h, w]
+    for frames, target in _heldout_with_latents(r, count):
         for k in positions:
             image = frames[k:k + 1]
             cond = conditioning_latents(vae, image, k, num_frames)  # as the sampler conditions
@@ -69,6 +78,8 @@ def probe(model, count: int = 16, positions=(0, 4, 8), sigmas=PROBE_SIGMAS,
             # The copy estimate does not depend on the noise: its error is the same at every sigma.
             cerr = ((cond[:, k:k + 1] * sf - target) ** 2).mean(dim=(0, 2, 3, 4))
             copy, copy_far = cerr.mean().item(), cerr[far].mean().item()
+            copy_jump.index_add_(0, jump, cerr)
+            cells.index_add_(0, jump, torch.ones(num_frames))
             for s in sigmas:
                 sig = torch.tensor([s])
                 noisy = target + torch.randn(target.shape, generator=gen) * s
@@ -82,16 +93,13 @@ def probe(model, count: int = 16, positions=(0, 4, 8), sigmas=PROBE_SIGMAS,
                 row = sums[s]
                 row["model"] += err.mean().item(); row["model_far"] += err[far].mean().item()
                 row["copy"] += copy; row["copy_far"] += copy_far
-                jumps = by_jump[s]
-                jumps["model"].index_add_(0, jump, err); jumps["copy"].index_add_(0, jump, cerr)
-                jumps["cells"].index_add_(0, jump, torch.ones(num_frames))
+                model_jump[s].index_add_(0, jump, err)
             n += 1
-    out = {s: {key: v / n for key, v in row.items()} for s, row in sums.items()}
-    for s, jumps in by_jump.items():
-        seen = jumps["cells"] > 0
-        out[s]["model_by_jump"] = (jumps["model"][seen] / jumps["cells"][seen]).tolist()
-        out[s]["copy_by_jump"] = (jumps["copy"][seen] / jumps["cells"][seen]).tolist()
-    return out
+    seen = cells > 0
+    copy_by_jump = (copy_jump[seen] / cells[seen]).tolist()
+    return {s: {**{key: v / n for key, v in row.items()},
+                "model_by_jump": (model_jump[s][seen] / cells[seen]).tolist(), "copy_by_jump": copy_by_jump}
+            for s, row in sums.items()}
 
 
 @torch.no_grad()
@@ -102,20 +110,13 @@ def trajectory(model, count: int = 4, position: int = 0, seed: int = 0) -> list[
     with the input at `position`; `mse` over all frames, `mse_own` on the input's frame.
     The last row is the sample itself (in latent space).
     """
-    from benchmarks.models import working_size
-    from focalstacks.synthetic import SyntheticFocalStacks
     from runtime.loading import load_refocuser
     from runtime.sampler import SamplerConfig, sample_focal_stack
 
     r = load_refocuser(model)
-    vae = r.vae.eval()
-    sf = vae.config.scaling_factor
-    w, h = working_size(r)
-    data = SyntheticFocalStacks("heldout", (h, w), length=count)
+    r.vae.eval()
     rows: list[dict] = []
-    for i in range(count):
-        frames = data[i]["frames"] * 2 - 1
-        target = vae.encode(frames).latent_dist.mode()[None] * sf
+    for i, (frames, target) in enumerate(_heldout_with_latents(r, count)):
 
         def record(step: int, sigma: float, denoised: torch.Tensor) -> None:
             if step == len(rows):
