@@ -24,7 +24,8 @@ def register(sub) -> None:
                    help="'synthetic' (training split), a .npy stack cache, or a learn2refocus dataset folder")
     p.add_argument("--size", type=size_wxh, default=None, metavar="WxH",
                    help="working size (default: the teacher's fixed size; required for the released model)")
-    p.add_argument("--samples", type=int, default=512, help="teacher trajectories to record (default 512)")
+    p.add_argument("--samples", type=int, default=512,
+                   help="teacher trajectories to record, or ground-truth stacks to encode (default 512)")
     p.add_argument("--iterations", type=int, default=2000, help="student updates (default 2000)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-4)
@@ -40,6 +41,15 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--sigma-max", type=float, default=None, help="student's first sigma (default 20)")
     p.add_argument("--sigma-min", type=float, default=None, help="student's last nonzero sigma")
+    p.add_argument("--objective", choices=["teacher", "ground-truth"], default="teacher",
+                   help="'teacher': each step lands on the teacher's trajectory; 'ground-truth': the student's "
+                        "own sampler, trained end to end toward the true stacks of --data (default teacher)")
+    p.add_argument("--perceptual-weight", type=float, default=1.0,
+                   help="ground-truth: weight of LPIPS on decoded crops beside the latent MSE (default 1)")
+    p.add_argument("--perceptual-crop", type=int, default=8,
+                   help="ground-truth: latent side of the decoded crop, 0 = whole frames (default 8 = 64 px)")
+    p.add_argument("--teacher-weight", type=float, default=0.0,
+                   help="ground-truth: weight of the trajectory-distillation term to the teacher (default 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir", type=Path, default=None, help="checkpoints (default runs/distill/<out name>)")
     p.add_argument("--cache", type=Path, default=None, help="trajectory cache folder (default: keyed by teacher)")
@@ -58,13 +68,18 @@ def run(args) -> int:
         raise InvalidArgumentError("--samples must be >= 4, --iterations and --batch >= 1")
     if not 0.0 <= args.rollout_fraction <= 1.0:
         raise InvalidArgumentError(f"--rollout-fraction must be in [0, 1], got {args.rollout_fraction}")
+    if args.perceptual_weight < 0 or args.teacher_weight < 0 or args.perceptual_crop < 0:
+        raise InvalidArgumentError("--perceptual-weight, --teacher-weight and --perceptual-crop must be >= 0")
+    if args.objective == "teacher" and (args.teacher_weight or args.perceptual_weight != 1.0):
+        raise InvalidArgumentError("--teacher-weight and --perceptual-weight belong to --objective ground-truth")
     cfg = DistillConfig(
         teacher=args.teacher, teacher_unet=args.teacher_unet, out=args.out, steps=args.steps, data=args.data,
         size=args.size, samples=args.samples, iterations=args.iterations, batch=args.batch, lr=args.lr,
         ema_decay=args.ema, rollout_fraction=args.rollout_fraction, seed=args.seed, init=args.init,
         trainable=args.trainable, precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
         device=args.device, sigma_max=args.sigma_max, sigma_min=args.sigma_min, run_dir=args.run_dir,
-        cache=args.cache, force=args.force)
+        cache=args.cache, force=args.force, objective=args.objective, perceptual_weight=args.perceptual_weight,
+        perceptual_crop=args.perceptual_crop, teacher_weight=args.teacher_weight)
     out = run_distillation(cfg, log=lambda msg: print(msg, file=sys.stderr))
     print(out)
     return 0

@@ -12,6 +12,7 @@ from export.distillation.config import DistillConfig
 from export.distillation.objective import step_target
 from export.distillation.schedule import StudentSchedule, student_sigmas, teacher_grid
 from export.distillation.teacher import encode_inputs, euler_step, solve
+from resume_check import assert_resume_is_seamless
 
 
 def _image(seed=0, size=64):
@@ -113,17 +114,7 @@ def test_resume_continues_the_same_run(tmp_path, random_model_dir):
     straight.run()
 
     cut_cfg = _cfg(tmp_path / "b", random_model_dir, iterations=10, cache=tmp_path / "a" / "cache")
-    first = _trainer(cut_cfg, teacher)
-    first.run(stop_after=5)
-    assert first.step == 5 and (tmp_path / "b" / "run" / "student.ckpt").is_file()
-    second = _trainer(cut_cfg, teacher)  # a new process would start here
-    assert second.resume() and second.step == 5
-    second.run()
-    assert second.history == straight.history
-    for a, b in zip(second.ema.state_dict().values(), straight.ema.state_dict().values()):
-        assert torch.equal(a, b)
-    for a, b in zip(second.student.parameters(), straight.student.parameters()):
-        assert torch.equal(a, b)
+    assert_resume_is_seamless(straight, lambda: _trainer(cut_cfg, teacher), stop_after=5)
 
 
 def test_resume_refuses_different_settings(tmp_path, random_model_dir):

@@ -40,6 +40,13 @@ class DistillConfig:
     progress: bool = True
     force: bool = False  # replace an existing --out folder
     extra_card: dict = field(default_factory=dict)
+    # "teacher": regress each step on the teacher's trajectory (objective.py);
+    # "ground-truth": run the student's own sampler with gradients and regress its decoded
+    # stack on the true focal stack (ground_truth.py), optionally plus the teacher's term.
+    objective: Literal["teacher", "ground-truth"] = "teacher"
+    perceptual_weight: float = 1.0  # ground-truth: LPIPS (alex) of decoded crops, beside latent MSE
+    perceptual_crop: int = 8  # ground-truth: latent side of the decoded crop (8 = 64 px); 0 = whole frame
+    teacher_weight: float = 0.0  # ground-truth: weight of the trajectory-distillation term (0 = none)
 
     @property
     def schedule(self) -> StudentSchedule:
@@ -57,6 +64,7 @@ class DistillConfig:
     def training_facts(self) -> dict:
         """What a resumed run must share with the run it continues."""
         keys = ("steps", "batch", "lr", "weight_decay", "ema_decay", "rollout_fraction", "seed",
-                "trainable", "precision", "sigma_max", "sigma_min", "samples")
+                "trainable", "precision", "sigma_max", "sigma_min", "samples", "objective",
+                "perceptual_weight", "perceptual_crop", "teacher_weight")
         d = asdict(self)
         return {k: d[k] for k in keys} | {"init": str(self.init) if self.init else None}

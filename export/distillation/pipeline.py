@@ -96,45 +96,114 @@ def split_counts(n: int) -> tuple[int, int]:
     return n - val, val
 
 
-def _readme(cfg: DistillConfig, card: dict) -> str:
-    t = card["training"]
-    sig = ", ".join(f"{s:g}" for s in card["sigmas"])
-    return f"""# {Path(cfg.out).name}: a {cfg.steps}-step student of {card['teacher']}
-
-Written by `refocus distill` ({card['command']}).
-
-- **Method**: trajectory distillation with the guidance folded in. The teacher's
-  guided Euler sampler (weight {card['teacher_guidance']}, zeroed unconditional
+_TRAJECTORY_METHOD = """trajectory distillation with the guidance folded in. The teacher's
+  guided Euler sampler (weight {guidance}, zeroed unconditional
   branch) is run once per (input, noise seed) with the student's levels inserted
   in its grid; each student step is trained so that one Euler step with the
   student's x0 estimate lands on the teacher's state at the next level (the last
   step on the teacher's sample), from the teacher's state or from the student's
-  own earlier steps ({cfg.rollout_fraction:.0%} of updates). See
-  export/distillation/objective.py.
+  own earlier steps ({rollout:.0%} of updates). See
+  export/distillation/objective.py."""
+
+_GROUND_TRUTH_METHOD = """the student's own {steps}-step Euler sampler, run from noise with
+  gradients through every UNet call, trained toward the true focal stacks: latent
+  MSE to the encoded ground truth plus {pw:g} x LPIPS (alex) of a decoded crop
+  ({crop}) against the true frames, the temporal decoder frozen{teacher}.
+  See export/distillation/ground_truth.py."""
+
+
+def _readme(cfg: DistillConfig, card: dict) -> str:
+    t = card["training"]
+    sig = ", ".join(f"{s:g}" for s in card["sigmas"])
+    if cfg.objective == "ground-truth":
+        crop = f"{cfg.perceptual_crop * 8} px square" if cfg.perceptual_crop else "whole frames"
+        teacher = (f"; plus {cfg.teacher_weight:g} x the trajectory-distillation term to the teacher"
+                   if cfg.teacher_weight > 0 else "")
+        method = _GROUND_TRUTH_METHOD.format(steps=cfg.steps, pw=cfg.perceptual_weight, crop=crop, teacher=teacher)
+        data = f"{t['samples']} ground-truth stacks from {card['data']}"
+        measured = "against the ground truth, held-back stacks, fixed noise and input positions"
+    else:
+        method = _TRAJECTORY_METHOD.format(guidance=card["teacher_guidance"], rollout=cfg.rollout_fraction)
+        data = f"{t['samples']} teacher trajectories from {card['data']}"
+        measured = "latent MSE between the student's and the teacher's sample, held-back trajectories"
+    start = ", ".join(f"{k} {v:.4f}" for k, v in t["val_start"].items())
+    end = ", ".join(f"{k} {v:.4f}" for k, v in t["val_end"].items())
+    return f"""# {Path(cfg.out).name}: a {cfg.steps}-step student of {card['teacher']}
+
+Written by `refocus distill` ({card['command']}).
+
+- **Method**: {method}
 - **Sampling**: {cfg.steps} UNet calls, no guidance (refocus.json guidance_scale 0),
   sigmas {sig} (scheduler config sigma_max {card['sigma_max']:g}, sigma_min
   {card['sigma_min']:g}, Karras).
-- **Data**: {t['samples']} teacher trajectories from {card['data']}
+- **Data**: {data}
   ({t['train_samples']} trained on, {t['val_samples']} held back).
 - **Training**: {t['iterations']} updates, batch {cfg.batch}, AdamW lr {cfg.lr:g} (warm-up, cosine),
   EMA {cfg.ema_decay} (EMA weights shipped), trainable: {cfg.trainable}, {cfg.precision};
   started from {card['init']}; {t['seconds'] / 60:.1f} min of updates on {card['device']}.
-- **Measured here** (latent MSE between the student's and the teacher's sample,
-  held-back trajectories): {t['val_mse_start']:.4f} before training (the weights it
-  started from, {card['init']}, run for {cfg.steps} unguided steps), {t['val_mse_end']:.4f} after.
+- **Measured here** ({measured}): {start} before training (the weights it
+  started from, {card['init']}, run for {cfg.steps} unguided steps); {end} after.
   Training loss over the last 50 updates {t['final_loss']:.4f}.
 
-Why this method: the teacher's calls are the expensive part, so they are paid
-once per sample and every update regresses on an exact target on the teacher's
-trajectory, with no bootstrapping from the student's own EMA (consistency
-distillation) and no stage per halving (progressive distillation). Image-space
-quality (LPIPS against ground truth and against the teacher) is measured by
-`python -m benchmarks.distillation`.
+Image-space quality (LPIPS against ground truth and against the teacher) is
+measured by `python -m benchmarks.distillation` and `python -m benchmarks.quality`.
 """
 
 
+def prepare_ground_truth(refocuser, cfg: DistillConfig, log=print) -> Path:
+    """The ground-truth objective's phase 1: the training stacks encoded once; returns the cache folder."""
+    from export.distillation.ground_truth import build_ground_truth, default_ground_truth_dir, ground_truth_facts
+
+    size = working_size(refocuser, cfg)
+    facts = ground_truth_facts(refocuser, cfg, size)
+    folder = Path(cfg.cache) if cfg.cache is not None else default_ground_truth_dir(facts)
+    source = FocalStackSource(cfg.data, size)
+    log(f"distill: ground truth -> {folder} ({cfg.samples} stacks from {source.kind}, {size[0]}x{size[1]})")
+    return build_ground_truth(refocuser, source, folder, cfg.samples, facts, progress=cfg.progress)
+
+
+def _teacher_objective(teacher, cfg: DistillConfig, sigmas, init_sigma, log):
+    """The trajectory term beside the ground truth (teacher_weight > 0): its own cache folder."""
+    from dataclasses import replace
+
+    from export.distillation.train import TrajectoryObjective
+    from export.distillation.trajectories import load_cache
+
+    traj_cfg = replace(cfg, cache=None) if cfg.cache is not None else cfg
+    traj, _ = load_cache(prepare_trajectories(teacher, traj_cfg, log), cfg.samples)
+    n_train, _ = split_counts(len(traj))
+    return TrajectoryObjective(traj, sigmas, init_sigma, n_train)
+
+
+def _ground_truth_phase(teacher, student, cfg: DistillConfig, sigmas, init_sigma, log):
+    """-> (trainer, validation fn on held-back stacks, facts for the card)."""
+    from export.distillation.ground_truth import GroundTruthTrainer, load_ground_truth
+
+    folder = prepare_ground_truth(teacher, cfg, log)
+    data = load_ground_truth(folder, cfg.samples)
+    n_train, n_val = split_counts(len(data))
+    objective = _teacher_objective(teacher, cfg, sigmas, init_sigma, log) if cfg.teacher_weight > 0 else None
+    trainer = GroundTruthTrainer(student, teacher, data, sigmas, init_sigma, cfg, n_train, objective, log)
+    val_idx = torch.arange(n_train, n_train + min(n_val, 16))
+    return trainer, lambda unet: trainer.validation(unet, val_idx), {
+        "train_samples": n_train, "val_samples": len(val_idx), "samples": len(data)}
+
+
+def _trajectory_phase(teacher, student, cfg: DistillConfig, sigmas, init_sigma, log):
+    from export.distillation.train import StudentTrainer
+    from export.distillation.trajectories import load_cache
+
+    folder = prepare_trajectories(teacher, cfg, log)
+    traj, meta = load_cache(folder, cfg.samples)
+    n_train, n_val = split_counts(len(traj))
+    trainer = StudentTrainer(student, teacher.config, traj, sigmas, init_sigma, cfg, n_train, log)
+    val_idx = torch.arange(n_train, n_train + n_val)
+    return trainer, lambda unet: {"latent_mse": trainer.validation_mse(unet, val_idx)}, {
+        "train_samples": n_train, "val_samples": n_val, "samples": len(traj)}
+
+
 def run_distillation(cfg: DistillConfig, log=print) -> Path:
-    """All three phases; rerunning the same command resumes whichever phase was interrupted."""
+    """All phases; rerunning the same command resumes whichever phase was interrupted."""
     import platform
     import shlex
     import sys
@@ -142,15 +211,12 @@ def run_distillation(cfg: DistillConfig, log=print) -> Path:
     from diffusers import UNetSpatioTemporalConditionModel
 
     from export.distillation.student import write_student
-    from export.distillation.train import StudentTrainer
-    from export.distillation.trajectories import load_cache
 
     if Path(cfg.out).exists() and not cfg.force:
         raise InvalidArgumentError(f"{cfg.out} already exists; pass --force to replace it")
+    if cfg.objective not in ("teacher", "ground-truth"):
+        raise InvalidArgumentError(f"--objective must be 'teacher' or 'ground-truth', got {cfg.objective!r}")
     teacher = load_teacher(cfg)
-    folder = prepare_trajectories(teacher, cfg, log)
-    traj, meta = load_cache(folder, cfg.samples)
-    n_train, n_val = split_counts(len(traj))
     sigmas, init_sigma = student_sigmas(cfg.schedule, teacher.scheduler)
     if cfg.init is not None:
         student = UNetSpatioTemporalConditionModel.from_pretrained(Path(cfg.init) / "unet"
@@ -159,40 +225,49 @@ def run_distillation(cfg: DistillConfig, log=print) -> Path:
         import copy
 
         student = copy.deepcopy(teacher.unet)
-    trainer = StudentTrainer(student, teacher.config, traj, sigmas, init_sigma, cfg, n_train, log)
-    val_idx = torch.arange(n_train, n_train + n_val)
+    phase = _ground_truth_phase if cfg.objective == "ground-truth" else _trajectory_phase
+    trainer, validate, counts = phase(teacher, student, cfg, sigmas, init_sigma, log)
     resumed = trainer.resume()
-    start_path = cfg.resolved_run_dir / "val_mse_start.json"
+    start_path = cfg.resolved_run_dir / "val_start.json"
     if not resumed or not start_path.is_file():
         start_path.parent.mkdir(parents=True, exist_ok=True)
-        start_path.write_text(json.dumps({"val_mse": trainer.validation_mse(trainer.student, val_idx)}))
-    val_start = json.loads(start_path.read_text())["val_mse"]
-    log(f"distill: {cfg.steps}-step student, sigmas {[round(float(s), 4) for s in sigmas]}, "
-        f"{n_train} trajectories to train on, {n_val} held back (latent MSE to the teacher {val_start:.4f})")
+        start_path.write_text(json.dumps(validate(trainer.student)))
+    val_start = json.loads(start_path.read_text())
+    log(f"distill: {cfg.steps}-step student ({cfg.objective} objective), sigmas "
+        f"{[round(float(s), 4) for s in sigmas]}, {counts['train_samples']} samples to train on, "
+        f"{counts['val_samples']} held back: {_fmt(val_start)}")
     trainer.run()
-    val_end = trainer.validation_mse(trainer.ema, val_idx)
-    log(f"distill: held-back latent MSE to the teacher {val_start:.4f} -> {val_end:.4f}")
+    val_end = validate(trainer.ema)
+    log(f"distill: held back, before -> after: {_fmt(val_start)} -> {_fmt(val_end)}")
     sched_cfg = cfg.schedule.scheduler_config(teacher.scheduler)
+    method = ("few-step sampler trained end to end toward the ground-truth stacks "
+              f"(latent MSE + {cfg.perceptual_weight:g} x LPIPS of decoded crops"
+              + (f" + {cfg.teacher_weight:g} x trajectory distillation" if cfg.teacher_weight > 0 else "")
+              + ", export/distillation/ground_truth.py)"
+              if cfg.objective == "ground-truth" else "trajectory distillation, guidance folded in (export/distillation)")
     card = {
         "summary": f"{cfg.steps}-step guidance-free student of {Path(str(cfg.teacher)).name} "
                    f"({cfg.steps} UNet calls a stack)",
-        "distilled_from": str(cfg.teacher), "teacher_hash": meta["teacher_hash"],
-        "method": "trajectory distillation, guidance folded in (export/distillation)",
+        "distilled_from": str(cfg.teacher), "teacher_hash": teacher_hash_of(teacher, cfg),
+        "method": method, "objective": cfg.objective,
         "steps": cfg.steps, "sigmas": [float(s) for s in sigmas],
     }
     full = dict(card, teacher=Path(str(cfg.teacher)).name, teacher_guidance=teacher.config.guidance_scale,
-                sigma_max=sched_cfg["sigma_max"], sigma_min=sched_cfg["sigma_min"], data=meta["data"],
+                sigma_max=sched_cfg["sigma_max"], sigma_min=sched_cfg["sigma_min"], data=cfg.data,
                 init=str(cfg.init) if cfg.init else "the teacher's UNet",
                 device=f"{cfg.device} ({platform.processor() or platform.machine()}, "
                        f"{torch.get_num_threads()} threads)",
                 command="refocus " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else "",
-                training={"samples": len(traj), "train_samples": n_train, "val_samples": n_val,
-                          "iterations": trainer.step, "seconds": trainer.seconds,
-                          "final_loss": (sum(v for _, v in trainer.history[-50:]) / len(trainer.history[-50:])
-                                         if trainer.history else float("nan")),
-                          "val_mse_start": val_start, "val_mse_end": val_end})
+                training=dict(counts, iterations=trainer.step, seconds=trainer.seconds,
+                              final_loss=(sum(v for _, v in trainer.history[-50:]) / len(trainer.history[-50:])
+                                          if trainer.history else float("nan")),
+                              val_start=val_start, val_end=val_end))
     (cfg.resolved_run_dir / "card.json").write_text(json.dumps(full, indent=2) + "\n")
     out = write_student(teacher, trainer.ema, sched_cfg, cfg.steps, Path(cfg.out), card | cfg.extra_card,
                         _readme(cfg, full), force=cfg.force)
     log(f"distill: wrote {out} (run it: refocus run IMAGE --model {out})")
     return out
+
+
+def _fmt(val: dict) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in val.items())

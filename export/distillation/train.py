@@ -55,18 +55,15 @@ def initial_states(traj: Trajectories, init_sigma: float) -> torch.Tensor:
     return torch.cat([initial_noise(shape, int(s), init_sigma) for s in traj.noise_seeds])
 
 
-class StudentTrainer:
-    """Holds one run's state; `run()` trains to cfg.iterations, checkpointing on the way."""
+class TrainerCore:
+    """What every student training run shares: the student and its EMA, AdamW with warm-up and
+    cosine lr, one seeded data generator, atomic checkpoints that a resumed run continues exactly,
+    and the progress-bar loop. Subclasses say what one update's loss is (`loss`)."""
 
-    def __init__(self, student, teacher_config, traj: Trajectories, sigmas: torch.Tensor, init_sigma: float,
-                 cfg: DistillConfig, train_count: int, log=print):
-        self.cfg, self.log, self.traj = cfg, log, traj
-        self.sigmas = sigmas.to(torch.float32)
-        self.steps = len(sigmas) - 1
-        missing = [float(s) for s in self.sigmas[1:-1] if float(s) not in traj.levels]
-        if missing:
-            raise InvalidArgumentError(f"the trajectory cache has no teacher states at {missing}; "
-                                       "build one for this schedule (a new --cache folder)")
+    desc = "distill"
+
+    def _setup(self, student, teacher_config, cfg: DistillConfig, log) -> None:
+        self.cfg, self.log = cfg, log
         self.device = torch.device(cfg.device)
         self.student = student.to(self.device).train()
         if cfg.gradient_checkpointing:
@@ -76,8 +73,6 @@ class StudentTrainer:
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.time_ids = torch.tensor([teacher_config.added_time_ids], dtype=torch.float32, device=self.device)
-        self.init = initial_states(traj, init_sigma)
-        self.train_count = int(train_count)
         self.step, self.history, self.seconds = 0, [], 0.0
         self.ckpt = cfg.resolved_run_dir / "student.ckpt"
 
@@ -118,41 +113,16 @@ class StudentTrainer:
             return denoise(unet, x, sigma, c.latents.to(self.device), c.embeddings.to(self.device),
                            self.time_ids).float()
 
-    def _states(self, idx, k, rollout) -> torch.Tensor:
-        """x at level k per sample: the teacher's state, or the student's own after k steps."""
-        x = torch.stack([self.init[i] if kk == 0 else self.traj.state_at(i, self.sigmas[kk])
-                         for i, kk in zip(idx.tolist(), k.tolist())]).to(self.device)
-        own = (rollout & (k > 0)).nonzero().flatten()
-        if len(own):
-            sub = idx[own]
-            c = self.traj.conditioning(sub)
-            y = self.init[sub].to(self.device)
-            with torch.no_grad():
-                for j in range(int(k[own].max())):
-                    active = (k[own] > j).nonzero().flatten()
-                    if not len(active):
-                        break
-                    s = self.sigmas[j].expand(len(active)).to(self.device)
-                    ca = type(c)(c.latents[active], c.embeddings[active], c.positions[active])
-                    d = self._d(self.student, y[active], s, ca)
-                    y[active] = euler_step(y[active], d, s, self.sigmas[j + 1])
-            x[own] = y
-        return x
+    def loss(self) -> torch.Tensor:
+        raise NotImplementedError
 
     def update(self) -> float:
-        cfg, b = self.cfg, self.cfg.batch
-        idx = torch.randint(self.train_count, (b,), generator=self.gen)
-        k = torch.randint(self.steps, (b,), generator=self.gen)
-        rollout = torch.rand(b, generator=self.gen) < cfg.rollout_fraction
-        x = self._states(idx, k, rollout)
-        s, n = self.sigmas[k].to(self.device), self.sigmas[k + 1].to(self.device)
-        nxt = torch.stack([self.traj.final[i] if kk + 1 == self.steps else self.traj.state_at(i, self.sigmas[kk + 1])
-                           for i, kk in zip(idx.tolist(), k.tolist())]).to(self.device)
-        target = step_target(x, s, n, nxt)
+        """One optimiser step on `loss()`, then the EMA."""
+        cfg = self.cfg
         lr = lr_at(self.step, cfg)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        loss = regression_loss(self._d(self.student, x, s, self.traj.conditioning(idx)), target)
+        loss = self.loss()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
@@ -171,7 +141,7 @@ class StudentTrainer:
 
         cfg = self.cfg
         end = cfg.iterations if stop_after is None else min(cfg.iterations, self.step + stop_after)
-        bar = tqdm(total=cfg.iterations, initial=self.step, desc=f"distill {self.steps}-step", unit="it",
+        bar = tqdm(total=cfg.iterations, initial=self.step, desc=f"{self.desc} {self.steps}-step", unit="it",
                    disable=not cfg.progress, mininterval=2)
         last_save = time.time()
         while self.step < end:
@@ -188,6 +158,69 @@ class StudentTrainer:
                 last_save = time.time()
         bar.close()
         self.save()
+
+
+class TrajectoryObjective:
+    """Trajectory distillation's loss for a trainer's student: one student step, from the teacher's
+    state at a student level (or where the student's own earlier steps put it), regressed on the
+    x0 estimate that lands on the teacher's state at the next level (objective.step_target)."""
+
+    def __init__(self, traj: Trajectories, sigmas: torch.Tensor, init_sigma: float, train_count: int):
+        self.traj, self.sigmas = traj, sigmas.to(torch.float32)
+        self.steps = len(sigmas) - 1
+        missing = [float(s) for s in self.sigmas[1:-1] if float(s) not in traj.levels]
+        if missing:
+            raise InvalidArgumentError(f"the trajectory cache has no teacher states at {missing}; "
+                                       "build one for this schedule (a new --cache folder)")
+        self.init = initial_states(traj, init_sigma)
+        self.train_count = int(train_count)
+
+    def _states(self, t, idx, k, rollout) -> torch.Tensor:
+        """x at level k per sample: the teacher's state, or the student's own after k steps."""
+        x = torch.stack([self.init[i] if kk == 0 else self.traj.state_at(i, self.sigmas[kk])
+                         for i, kk in zip(idx.tolist(), k.tolist())]).to(t.device)
+        own = (rollout & (k > 0)).nonzero().flatten()
+        if len(own):
+            sub = idx[own]
+            c = self.traj.conditioning(sub)
+            y = self.init[sub].to(t.device)
+            with torch.no_grad():
+                for j in range(int(k[own].max())):
+                    active = (k[own] > j).nonzero().flatten()
+                    if not len(active):
+                        break
+                    s = self.sigmas[j].expand(len(active)).to(t.device)
+                    ca = type(c)(c.latents[active], c.embeddings[active], c.positions[active])
+                    d = t._d(t.student, y[active], s, ca)
+                    y[active] = euler_step(y[active], d, s, self.sigmas[j + 1])
+            x[own] = y
+        return x
+
+    def loss(self, t: TrainerCore) -> torch.Tensor:
+        cfg, b = t.cfg, t.cfg.batch
+        idx = torch.randint(self.train_count, (b,), generator=t.gen)
+        k = torch.randint(self.steps, (b,), generator=t.gen)
+        rollout = torch.rand(b, generator=t.gen) < cfg.rollout_fraction
+        x = self._states(t, idx, k, rollout)
+        s, n = self.sigmas[k].to(t.device), self.sigmas[k + 1].to(t.device)
+        nxt = torch.stack([self.traj.final[i] if kk + 1 == self.steps else self.traj.state_at(i, self.sigmas[kk + 1])
+                           for i, kk in zip(idx.tolist(), k.tolist())]).to(t.device)
+        target = step_target(x, s, n, nxt)
+        return regression_loss(t._d(t.student, x, s, self.traj.conditioning(idx)), target)
+
+
+class StudentTrainer(TrainerCore):
+    """Trajectory distillation: every student step regresses on the teacher's trajectory."""
+
+    def __init__(self, student, teacher_config, traj: Trajectories, sigmas: torch.Tensor, init_sigma: float,
+                 cfg: DistillConfig, train_count: int, log=print):
+        self.objective = TrajectoryObjective(traj, sigmas, init_sigma, train_count)
+        self.traj, self.sigmas, self.steps = traj, self.objective.sigmas, self.objective.steps
+        self.init, self.train_count = self.objective.init, self.objective.train_count
+        self._setup(student, teacher_config, cfg, log)
+
+    def loss(self) -> torch.Tensor:
+        return self.objective.loss(self)
 
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()

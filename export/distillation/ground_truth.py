@@ -1,0 +1,225 @@
+"""Few-step students trained toward the true focal stack, through their own sampler.
+
+Trajectory distillation (objective.py) can only make a student as good as its
+teacher. This objective trains the student on the task itself: for a training
+stack and an input position k, the student's exact N-step Euler sampler runs
+from fresh noise with gradients (every UNet call of the stack in the graph),
+and its final latents are regressed on the ground-truth stack's latents (MSE,
+unit-variance latents) plus LPIPS (alex) of a decoded crop against the true
+frames, the frozen temporal decoder decoding the crop 8 + 1 frames as the
+sampler does. The trajectory term to a teacher can be kept beside it
+(`teacher_weight`). Single-step video generators built on SVD (SF-V, MobileVD)
+train through the generator's own sampler the same way; the paper's Table 1
+shows plain L2 regression networks coming close to its diffusion model on this
+task, so a regression target is a sound one for a few-step student.
+
+The ground truth is encoded once into a cache (latents of every frame, the
+image embedding of every frame as an input, the frames themselves), written in
+atomic shards so that a killed build resumes; a different VAE, image encoder,
+data source or size is refused, not mixed in.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from export.distillation.config import DistillConfig
+from export.distillation.data import FocalStackSource
+from export.distillation.teacher import Conditioning, euler_step, place_at_positions
+from export.distillation.train import TrainerCore, TrajectoryObjective
+from runtime.errors import InvalidArgumentError
+
+SHARD_STACKS = 64
+
+
+@dataclass
+class GroundTruthStacks:
+    """Encoded training stacks, in memory."""
+
+    latents: torch.Tensor  # [N, F, C, h, w] float16: VAE posterior modes, unscaled (as the sampler encodes)
+    embeddings: torch.Tensor  # [N, F, 1, D] float16: image embedding of frame k as the input photo
+    frames: torch.Tensor  # [N, F, 3, H, W] uint8: the true frames
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+
+def ground_truth_facts(refocuser, cfg: DistillConfig, size) -> dict:
+    from runtime.artifacts import model_hash
+
+    return {"model_hash": model_hash(Path(refocuser.source)), "data": str(cfg.data), "size": list(size),
+            "scaling_factor": float(refocuser.vae.config.scaling_factor)}
+
+
+@torch.no_grad()
+def build_ground_truth(refocuser, source: FocalStackSource, folder: Path, count: int, facts: dict,
+                       progress: bool = True) -> Path:
+    """Encode the first `count` stacks of `source` into `folder` (resuming a partial build)."""
+    from tqdm.auto import tqdm
+
+    from runtime.conditioning import component_dtype, image_embedding
+
+    folder = Path(folder)
+    meta_path = folder / "meta.json"
+    if meta_path.is_file():
+        old = json.loads(meta_path.read_text())
+        differs = sorted(k for k in facts if old.get(k) != facts[k])
+        if differs:
+            raise InvalidArgumentError(f"{folder}: this ground-truth cache was made with different {differs}; "
+                                       "point --cache at a new folder or delete this one")
+    folder.mkdir(parents=True, exist_ok=True)
+    meta_path.write_text(json.dumps(dict(facts, shard_stacks=SHARD_STACKS), indent=2) + "\n")
+    vae, enc = refocuser.vae, refocuser.image_encoder
+    shards = (count + SHARD_STACKS - 1) // SHARD_STACKS
+    todo = [s for s in range(shards) if not (folder / f"gt_{s:05d}.pt").is_file()]
+    bar = tqdm(total=len(todo) * SHARD_STACKS, desc="encode ground truth", unit="stack", disable=not progress,
+               mininterval=5)
+    for s in todo:
+        lat, emb, u8 = [], [], []
+        for i in range(s * SHARD_STACKS, (s + 1) * SHARD_STACKS):
+            frames = source.frames(i % len(source))  # [F, 3, H, W] in [0, 1]
+            pm1 = frames * 2 - 1
+            lat.append(vae.encode(pm1.to(component_dtype(vae))).latent_dist.mode().float().half())
+            emb.append(image_embedding(enc, pm1, refocuser.clip_size, refocuser.clip_mean,
+                                       refocuser.clip_std).float().half())
+            u8.append((frames * 255).round().clamp(0, 255).to(torch.uint8))
+            bar.update()
+        tmp = folder / f".gt_{s:05d}.tmp"
+        torch.save({"latents": torch.stack(lat), "embeddings": torch.stack(emb), "frames": torch.stack(u8)}, tmp)
+        tmp.replace(folder / f"gt_{s:05d}.pt")
+    bar.close()
+    return folder
+
+
+def load_ground_truth(folder: Path, count: int) -> GroundTruthStacks:
+    parts = [torch.load(p, weights_only=True) for p in sorted(Path(folder).glob("gt_*.pt"))]
+    if not parts:
+        raise InvalidArgumentError(f"{folder}: the ground-truth cache has no shards")
+    cat = {k: torch.cat([p[k] for p in parts])[:count] for k in parts[0]}
+    return GroundTruthStacks(cat["latents"], cat["embeddings"], cat["frames"])
+
+
+def default_ground_truth_dir(facts: dict) -> Path:
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:12]
+    return Path("runs/distill/cache") / f"ground-truth-{digest}"
+
+
+def random_crop(gen: torch.Generator, h: int, w: int, crop: int) -> tuple[int, int, int, int]:
+    """(y, x, ch, cw) of a latent crop; crop 0 or >= the side: the whole side."""
+    ch, cw = (h if not crop or crop >= h else crop), (w if not crop or crop >= w else crop)
+    y = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
+    x = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
+    return y, x, ch, cw
+
+
+class GroundTruthTrainer(TrainerCore):
+    """The student's own sampler, end to end, regressed on the true stacks (see the module docstring)."""
+
+    desc = "ground truth"
+
+    def __init__(self, student, refocuser, data: GroundTruthStacks, sigmas: torch.Tensor, init_sigma: float,
+                 cfg: DistillConfig, train_count: int, teacher_objective: TrajectoryObjective | None = None,
+                 log=print):
+        from runtime.metrics.lpips import LPIPS
+
+        self.data, self.sigmas = data, sigmas.to(torch.float32)
+        self.steps = len(sigmas) - 1
+        self.init_sigma = float(init_sigma)
+        self.train_count = int(train_count)
+        if self.train_count < 1:
+            raise InvalidArgumentError("no ground-truth stacks to train on; use --samples >= 4")
+        self.vae = refocuser.vae.eval().requires_grad_(False).to(cfg.device)
+        self.scaling = float(self.vae.config.scaling_factor)
+        self.chunks = tuple(refocuser.config.decode_chunk_sizes)
+        self.teacher_objective = teacher_objective
+        if cfg.teacher_weight > 0 and teacher_objective is None:
+            raise InvalidArgumentError("teacher_weight > 0 needs teacher trajectories")
+        self._setup(student, refocuser.config, cfg, log)
+        self.lpips = LPIPS("alex").to(self.device).requires_grad_(False) if cfg.perceptual_weight > 0 else None
+        self.frames_n = data.latents.shape[1]
+
+    # ------------------------------------------------------------- batches
+    def conditioning(self, idx: torch.Tensor, pos: torch.Tensor) -> Conditioning:
+        lat = self.data.latents[idx, pos].float()
+        return Conditioning(place_at_positions(lat, pos, self.frames_n).to(self.device),
+                            self.data.embeddings[idx, pos].float().to(self.device), pos)
+
+    def sample(self, unet, c: Conditioning, noise: torch.Tensor) -> torch.Tensor:
+        """The runtime's few-step Euler loop (guidance-free), differentiable when grads are on."""
+        x = noise.to(self.device)
+        for j in range(self.steps):
+            s = self.sigmas[j].expand(len(x)).to(self.device)
+            x = euler_step(x, self._d(unet, x, s, c), s, self.sigmas[j + 1])
+        return x
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """[F, C, h, w] scaled latents -> [F, 3, H, W] in [-1, 1], decoded in the sampler's chunks."""
+        out, start = [], 0
+        z = latents / self.scaling
+        for size in self.chunks:
+            part = z[start:start + size]
+            if len(part):
+                out.append(self.vae.decode(part, num_frames=len(part)).sample)
+            start += size
+        return torch.cat(out)
+
+    def losses(self, unet, idx: torch.Tensor, pos: torch.Tensor, noise: torch.Tensor, crop_gen) -> dict:
+        """{'mse', 'perceptual'} of the student's samples for stacks `idx` at input positions `pos`."""
+        c = self.conditioning(idx, pos)
+        out = self.sample(unet, c, noise)
+        target = self.data.latents[idx].float().to(self.device) * self.scaling
+        terms = {"mse": (out - target).pow(2).mean()}
+        if self.lpips is not None:
+            # One stack of the batch, one crop: the decoder's backward pass is the costly part.
+            b = int(torch.randint(len(idx), (1,), generator=crop_gen))
+            h, w = out.shape[-2:]
+            y, x, ch, cw = random_crop(crop_gen, h, w, self.cfg.perceptual_crop)
+            f = self.vae_scale_factor
+            frames = self.decode(out[b, :, :, y:y + ch, x:x + cw])
+            gt = self.data.frames[int(idx[b]), :, :, y * f:(y + ch) * f, x * f:(x + cw) * f]
+            gt = gt.float().div(127.5).sub(1).to(self.device)
+            terms["perceptual"] = self.lpips(frames.clamp(-1, 1), gt).mean()
+        return terms
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def noise(self, n: int) -> torch.Tensor:
+        shape = (n, *self.data.latents.shape[1:])
+        return torch.randn(shape, generator=self.gen) * self.init_sigma
+
+    def loss(self) -> torch.Tensor:
+        cfg, b = self.cfg, self.cfg.batch
+        idx = torch.randint(self.train_count, (b,), generator=self.gen)
+        pos = torch.randint(self.frames_n, (b,), generator=self.gen)
+        terms = self.losses(self.student, idx, pos, self.noise(b), self.gen)
+        loss = terms["mse"] + cfg.perceptual_weight * terms.get("perceptual", 0.0)
+        if cfg.teacher_weight > 0:
+            loss = loss + cfg.teacher_weight * self.teacher_objective.loss(self)
+        return loss
+
+    # ------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def validation(self, unet, idx: torch.Tensor) -> dict:
+        """Latent MSE and whole-frame LPIPS to the truth on stacks never trained on (fixed noise and
+        positions, so that the numbers before and after training compare)."""
+        from runtime.metrics.lpips import LPIPS
+
+        gen = torch.Generator().manual_seed(1234)
+        pos = torch.arange(len(idx)) % self.frames_n
+        noise = torch.randn((len(idx), *self.data.latents.shape[1:]), generator=gen) * self.init_sigma
+        c = self.conditioning(idx, pos)
+        out = self.sample(unet, c, noise)
+        target = self.data.latents[idx].float().to(self.device) * self.scaling
+        lp = self.lpips or LPIPS("alex").to(self.device)
+        perceptual = []
+        for b in range(len(idx)):
+            gt = self.data.frames[int(idx[b])].float().div(127.5).sub(1).to(self.device)
+            perceptual.append(float(lp(self.decode(out[b]).clamp(-1, 1), gt).mean()))
+        return {"latent_mse": float((out - target).pow(2).mean()), "lpips": sum(perceptual) / len(perceptual)}
