@@ -1,19 +1,31 @@
-"""Quality benchmark: LPIPS of generated focal stacks on held-out synthetic scenes.
+"""Quality benchmark: LPIPS and depth from focus of generated focal stacks on held-out stacks.
 
-For each of the first N stacks of the fixed held-out split and each input position
-k, the refocuser is run on ground-truth frame k and every output frame j is
-compared with ground-truth frame j (LPIPS alex, inputs in [-1, 1]). Rows = input
-position, columns = F1..F9, mean over stacks: the paper's 9x9 evaluation grid,
-restricted to the positions asked for. Two reference points sit beside it:
+For each of the first N stacks of an evaluation set and each input position k, the refocuser is run
+on ground-truth frame k and every output frame j is compared with ground-truth frame j (LPIPS alex,
+inputs in [-1, 1]). Rows = input position, columns = F1..F9, mean over stacks: the paper's 9x9
+evaluation grid, restricted to the positions asked for. Two sets (``--set``):
 
-  * identity baseline: frame k copied to all 9 outputs. It is perfect at j = k and
-    degrades with the focal jump. The project's quality bar: the model must beat
-    it on large jumps (|j - k| >= 4), where generative refocusing is meant to win;
-  * VAE round trip: encode + decode of the ground truth (decoded 8 + 1 like the
-    sampler), the floor any output of this autoencoder can reach.
+  * synthetic (default): the fixed held-out split of the procedural scenes (focalstacks.synthetic),
+    the training distribution with scene seeds never trained on;
+  * photos: whole photographs that no training scene uses, with measured or plausible depth, rendered
+    by the same lens model and renderer (focalstacks.photo_stacks).
+
+Summaries beside the grid:
+
+  * large jumps (|j - k| >= 4): where generative refocusing is meant to win; the project's quality
+    bar is that the model beats the identity baseline there;
+  * own frame (j = k): how well the model reproduces the frame it was given;
+  * identity baseline: frame k copied to all 9 outputs, perfect at j = k and degrading with the jump;
+  * VAE round trip: encode + decode of the ground truth (decoded 8 + 1 like the sampler), the floor
+    any output of this autoencoder can reach, averaged over the same cells;
+  * depth from focus: runtime.dof's depth from focus (analyse_stack) run on the generated stack,
+    Spearman rank correlation of its depth with the set's true depth over the pixels (sign such that a
+    correct depth ordering gives +1), mean over stacks and input positions; the same for the ground-truth
+    stack is the upper reference (what depth from focus recovers from a perfect stack). A stack that
+    does not change focus (the identity baseline) gives a constant depth map: correlation 0.
 
     python -m benchmarks.quality --model refocus-tiny --count 8 --positions 0 4 8 \
-        --seed 0 --mode fast --out out/quality
+        --seed 0 --mode fast --set synthetic --out out/quality
 """
 from __future__ import annotations
 
@@ -30,6 +42,7 @@ from benchmarks.models import load, working_size
 
 LARGE_JUMP = 4  # |j - k| at or above which a cell counts as a large focal jump
 LPIPS_NET = "alex"
+EVAL_SETS = ("synthetic", "photos")
 
 
 def _u8(frames: torch.Tensor) -> np.ndarray:
@@ -49,13 +62,76 @@ def _vae_roundtrip(refocuser, gt_pm1: torch.Tensor) -> torch.Tensor:
     return decode_latents(vae, latents[None] * vae.config.scaling_factor, refocuser.config.decode_chunk_sizes)
 
 
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """0-based ranks of a 1-D array, ties sharing their average rank."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # first index of each tie group
+    counts = np.diff(np.r_[starts, values.size])
+    group = np.repeat(np.arange(starts.size), counts)
+    ranks = np.empty(values.size)
+    ranks[order] = (starts + (counts - 1) / 2.0)[group]
+    return ranks
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation of two arrays of equal size (flattened; ties take average ranks).
+
+    The Pearson correlation of the ranks, in [-1, 1]. 0.0 when either input is constant (no ordering
+    to agree with). Raises ValueError for different sizes, fewer than 2 values or non-finite values.
+    """
+    x, y = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if x.size != y.size or x.size < 2:
+        raise ValueError(f"need two arrays of one size >= 2, got {x.size} and {y.size} values")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("spearman needs finite values")
+    rx, ry = _ranks(x), _ranks(y)
+    rx -= rx.mean()
+    ry -= ry.mean()
+    den = float(np.sqrt((rx * rx).sum() * (ry * ry).sum()))
+    return float((rx * ry).sum() / den) if den > 0 else 0.0
+
+
+def _depth_from_focus(frames: torch.Tensor) -> np.ndarray:
+    """Depth from focus (runtime.dof.analysis.analyse_stack) of a [9, 3, H, W] stack: [H, W] focus index, 0 = near."""
+    from runtime.dof.analysis import analyse_stack
+
+    return analyse_stack(frames.float().clamp(0, 1)).depth.numpy()
+
+
+def _depth_rank(index: np.ndarray, true_diopters) -> float:
+    """Spearman correlation of a focus-index depth map with the true depth in diopters, +1 when ordered alike.
+
+    Index 0 is the near plane and near means many diopters: diopters are a decreasing affine function of
+    the index (runtime.dof.depth.index_to_diopters), so they rank exactly as the negated index."""
+    return spearman(-index, np.asarray(true_diopters))
+
+
+def _eval_stacks(eval_set: str, size_hw: tuple[int, int], count: int):
+    """(dataset, names of its first `count` stacks) of an evaluation set; raises on a bad set or count."""
+    from focalstacks.photo_stacks import PhotoFocalStacks, photo_stack_specs
+    from focalstacks.synthetic import SYNTHETIC_SPLITS, SyntheticFocalStacks
+    from runtime.errors import InvalidArgumentError
+
+    if eval_set not in EVAL_SETS:
+        raise InvalidArgumentError(f"set must be one of {', '.join(EVAL_SETS)}, got {eval_set!r}")
+    heldout, specs = SYNTHETIC_SPLITS["heldout"], photo_stack_specs()
+    total = heldout.count if eval_set == "synthetic" else len(specs)
+    if not 1 <= count <= total:
+        raise InvalidArgumentError(f"count must be in 1..{total} for the {eval_set} set, got {count}")
+    if eval_set == "synthetic":
+        names = [f"heldout/{heldout.seed(i)}" for i in range(count)]
+        return SyntheticFocalStacks("heldout", size=size_hw, length=count), names
+    return PhotoFocalStacks(size=size_hw, length=count), [spec.name for spec in specs[:count]]
+
+
 @torch.no_grad()
 def evaluate_quality(model, count: int = 8, positions=(0, 4, 8), seed: int = 0, mode: str = "fast",
-                     progress: bool = True) -> dict:
-    """LPIPS tables (model, identity baseline, VAE floor) over the first `count` held-out stacks."""
+                     progress: bool = True, eval_set: str = "synthetic") -> dict:
+    """LPIPS tables (model, identity baseline, VAE floor) and depth-from-focus rank correlations
+    (model's stacks, ground-truth stacks) over the first `count` stacks of `eval_set`."""
     from tqdm.auto import tqdm
 
-    from focalstacks.synthetic import SYNTHETIC_SPLITS, SyntheticFocalStacks
     from runtime.errors import InvalidArgumentError
     from runtime.metrics.lpips import LPIPS
     from runtime.sampler import SamplerConfig, sample_focal_stack
@@ -65,56 +141,77 @@ def evaluate_quality(model, count: int = 8, positions=(0, 4, 8), seed: int = 0, 
     positions = [int(k) for k in positions]
     if not positions or any(not 0 <= k < frames_n for k in positions):
         raise InvalidArgumentError(f"positions must be in 0..{frames_n - 1}, got {positions}")
-    heldout = SYNTHETIC_SPLITS["heldout"]
-    if not 1 <= int(count) <= heldout.count:
-        raise InvalidArgumentError(f"count must be in 1..{heldout.count}, got {count}")
     if mode not in ("fast", "reference"):
         raise InvalidArgumentError(f"mode must be 'fast' or 'reference', got {mode!r}")
     count = int(count)
     w, h = working_size(refocuser)
-    data = SyntheticFocalStacks("heldout", size=(h, w), length=count)
+    data, names = _eval_stacks(eval_set, (h, w), count)
     lpips = LPIPS(LPIPS_NET)
     model_d = np.zeros((count, len(positions), frames_n))
     base_d = np.zeros_like(model_d)
     vae_d = np.zeros((count, frames_n))
+    rank_model = np.zeros((count, len(positions)))
+    rank_gt = np.zeros(count)
+    seeds = []
     # Figure examples: stack 0 at the two ends of the stack (or the ends of what was asked).
     shown = [k for k in (0, frames_n - 1) if k in positions] or [positions[0], positions[-1]]
-    examples, sampler_s, last = {}, [], None
+    examples, depths, sampler_s, last = {}, {}, [], None
 
     start = time.perf_counter()
-    bar = tqdm(total=count * len(positions), desc="quality", unit="run", disable=not progress)
+    bar = tqdm(total=count * len(positions), desc=f"quality ({eval_set})", unit="run", disable=not progress)
     for i in range(count):
-        gt = data[i]["frames"]  # [9, 3, H, W] in [0, 1]
+        item = data[i]
+        seeds.append(int(item["seed"]))
+        gt, true_depth = item["frames"], item["depth"].numpy()  # [9, 3, H, W] in [0, 1]; [H, W] diopters
         gt_pm1 = gt * 2 - 1
         vae_d[i] = lpips(_vae_roundtrip(refocuser, gt_pm1) * 2 - 1, gt_pm1).numpy()
+        gt_index = _depth_from_focus(gt)
+        rank_gt[i] = _depth_rank(gt_index, true_depth)
+        if i == 0:
+            from runtime.dof.depth import diopters_to_index
+
+            depths.update(true=diopters_to_index(true_depth), gt=gt_index)
         for r, k in enumerate(positions):
             cfg = SamplerConfig(position=k, seed=seed + i, mode=mode, progress=False)
             last = sample_focal_stack(refocuser, gt_pm1[k:k + 1], cfg)
             model_d[i, r] = lpips(last.frames * 2 - 1, gt_pm1).numpy()
             # The input frame is bit-identical to GT frame k, so the j = k cell is exactly 0.
             base_d[i, r] = lpips(gt_pm1[k:k + 1].expand_as(gt_pm1), gt_pm1).numpy()
+            model_index = _depth_from_focus(last.frames)
+            rank_model[i, r] = _depth_rank(model_index, true_depth)
             sampler_s.append(last.timings["total"])
             if i == 0 and k in shown:
                 examples[k] = {"gt": _u8(gt), "model": _u8(last.frames)}
-            bar.set_postfix(stack=i, k=k, lpips=f"{model_d[i, r].mean():.3f}")
+                depths[k] = model_index
+            bar.set_postfix(stack=i, k=k, lpips=f"{model_d[i, r].mean():.3f}", rho=f"{rank_model[i, r]:.2f}")
             bar.update()
     bar.close()
     wall = time.perf_counter() - start
 
     # How the model was asked for (a shipped name stays a name); a loaded model by its folder.
     name = str(model) if isinstance(model, (str, Path)) else str(refocuser.source)
-    model_t, base_t = model_d.mean(0), base_d.mean(0)
-    jump = np.abs(np.arange(frames_n)[None, :] - np.array(positions)[:, None]) >= LARGE_JUMP
-    large_model, large_base = float(model_t[jump].mean()), float(base_t[jump].mean())
+    model_t, base_t, vae_t = model_d.mean(0), base_d.mean(0), vae_d.mean(0)
+    cols = np.arange(frames_n)[None, :]
+    jump = np.abs(cols - np.array(positions)[:, None]) >= LARGE_JUMP
+    own = cols == np.array(positions)[:, None]
+    vae_cells = np.broadcast_to(vae_t, model_t.shape)  # the floor of cell (k, j) is frame j's round trip
+
+    def cells(mask) -> dict:
+        return {"model": float(model_t[mask].mean()), "baseline": float(base_t[mask].mean()),
+                "vae_roundtrip": float(vae_cells[mask].mean())}
+
+    large, own_frame = cells(jump), cells(own)
     return {
         "benchmark": "quality",
         "model": name,
         "model_path": str(refocuser.source),
+        "set": eval_set,
         "mode": mode,
         "count": count,
         "positions": positions,
         "seed": int(seed),
-        "scene_seeds": [heldout.seed(0), heldout.seed(count - 1)],
+        "scene_seeds": [seeds[0], seeds[-1]],
+        "stacks": names,
         "size": [w, h],
         "num_inference_steps": last.num_inference_steps,
         "guidance_scale": last.guidance_scale,
@@ -122,22 +219,29 @@ def evaluate_quality(model, count: int = 8, positions=(0, 4, 8), seed: int = 0, 
         "lpips_net": LPIPS_NET,
         "model_table": model_t.tolist(),
         "baseline_table": base_t.tolist(),
-        "vae_roundtrip": vae_d.mean(0).tolist(),
+        "vae_roundtrip": vae_t.tolist(),
         "vae_roundtrip_mean": float(vae_d.mean()),
-        "large_jump": {"min_jump": LARGE_JUMP, "cells": int(jump.sum()), "model": large_model,
-                       "baseline": large_base, "model_beats_baseline": large_model < large_base},
-        "all_cells": {"model": float(model_t.mean()), "baseline": float(base_t.mean())},
-        "per_stack": {"model": model_d.tolist(), "baseline": base_d.tolist(), "vae_roundtrip": vae_d.tolist()},
+        "large_jump": {"min_jump": LARGE_JUMP, "cells": int(jump.sum()), **large,
+                       "model_beats_baseline": large["model"] < large["baseline"]},
+        "own_frame": {"cells": int(own.sum()), **own_frame},
+        "all_cells": {"model": float(model_t.mean()), "baseline": float(base_t.mean()),
+                      "vae_roundtrip": float(vae_cells.mean())},
+        "depth_rank": {"metric": "Spearman rank correlation, depth from focus vs true depth (+1 = same order)",
+                       "model": float(rank_model.mean()), "ground_truth": float(rank_gt.mean()),
+                       "model_per_position": rank_model.mean(0).tolist()},
+        "per_stack": {"model": model_d.tolist(), "baseline": base_d.tolist(), "vae_roundtrip": vae_d.tolist(),
+                      "depth_rank_model": rank_model.tolist(), "depth_rank_ground_truth": rank_gt.tolist()},
         "sampler_seconds_mean": float(np.mean(sampler_s)),
         "wall_time_s": wall,
-        "command": _command(name, count, positions, seed, mode),
+        "command": _command(name, count, positions, seed, mode, eval_set),
         "_examples": examples,  # uint8 frames for the figure; "_" keys stay out of results.json
+        "_depths": depths,  # stack 0's depth maps in focus-index units: true, from GT, from the model per k
     }
 
 
-def _command(model, count, positions, seed, mode) -> str:
+def _command(model, count, positions, seed, mode, eval_set="synthetic") -> str:
     args = ["--model", model, "--count", str(count), "--positions", *map(str, positions),
-            "--seed", str(seed), "--mode", mode]
+            "--seed", str(seed), "--mode", mode, "--set", eval_set]
     return "python -m benchmarks.quality " + shlex.join(args)
 
 
@@ -151,24 +255,47 @@ def _md_rows(table, positions) -> list[str]:
     return lines
 
 
+def _stacks_line(res: dict) -> str:
+    """Which stacks were evaluated."""
+    if res["set"] == "synthetic":
+        seeds = res["scene_seeds"]
+        return f"held-out synthetic stacks: {res['count']} (scene seeds {seeds[0]}..{seeds[1]})"
+    return f"photo stacks (focalstacks.photo_stacks, never trained on): {res['count']} ({', '.join(res['stacks'])})"
+
+
+def _summary_rows(res: dict) -> list[str]:
+    """The summary table: LPIPS over the large-jump, own-frame and all cells, and the depth-from-focus rank."""
+    lj, own, allc, dr = res["large_jump"], res["own_frame"], res["all_cells"], res["depth_rank"]
+    return [
+        "| | model | identity baseline | VAE round trip (floor) | ground-truth stack |", "|---|---|---|---|---|",
+        *(f"| {label} LPIPS | {c['model']:.3f} | {c['baseline']:.3f} | {c['vae_roundtrip']:.3f} | |"
+          for label, c in ((f"large jumps ({lj['cells']} cells)", lj), (f"own frame j = k ({own['cells']} cells)", own),
+                           ("all cells", allc))),
+        f"| depth from focus, Spearman vs true depth | {dr['model']:.3f} | 0 (constant depth) | "
+        f"| {dr['ground_truth']:.3f} |",
+    ]
+
+
 def _markdown(res: dict) -> str:
-    lj, allc = res["large_jump"], res["all_cells"]
+    lj = res["large_jump"]
     verdict = "beats" if lj["model_beats_baseline"] else "does NOT beat"
     w, h = res["size"]
+    dr = res["depth_rank"]
     lines = [
         f"# Quality: {Path(res['model_path']).name}", "",
         f"- command: `{res['command']}`",
         f"- model: `{res['model_path']}`",
-        f"- held-out synthetic stacks: {res['count']} (scene seeds {res['scene_seeds'][0]}..{res['scene_seeds'][1]}),"
-        f" {w}x{h}, sampler seed {res['seed']} + stack index",
+        f"- {_stacks_line(res)}, {w}x{h}, sampler seed {res['seed']} + stack index",
         f"- sampler: mode {res['mode']}, {res['num_inference_steps']} steps, guidance {res['guidance_scale']},"
         f" {res['unet_calls_per_stack']} UNet calls per stack, {res['sampler_seconds_mean']:.2f} s per stack",
-        f"- metric: LPIPS {res['lpips_net']} (lower is better); wall time {res['wall_time_s']:.1f} s", "",
+        f"- metrics: LPIPS {res['lpips_net']} (lower is better); depth from focus (runtime.dof.analysis) rank"
+        f"-correlated with the true depth (higher is better, 1 = same order); wall time {res['wall_time_s']:.1f} s", "",
         f"## Large focal jumps (|j - k| >= {lj['min_jump']}, {lj['cells']} cells)", "",
-        "| | model | identity baseline |", "|---|---|---|",
-        f"| large jumps | {lj['model']:.3f} | {lj['baseline']:.3f} |",
-        f"| all cells | {allc['model']:.3f} | {allc['baseline']:.3f} |", "",
-        f"The model **{verdict}** the identity baseline on large jumps (the project's quality bar).", "",
+        *_summary_rows(res), "",
+        f"The model **{verdict}** the identity baseline on large jumps (the project's quality bar).",
+        f"Depth from focus on the model's stacks orders the scene's depth with rank correlation {dr['model']:.3f}"
+        f" (per input position: {', '.join(f'{v:.3f}' for v in dr['model_per_position'])}); on the ground-truth"
+        f" stacks {dr['ground_truth']:.3f}, the reference: what depth from focus recovers from a perfect stack.", "",
         "## Model", "", *_md_rows(res["model_table"], res["positions"]), "",
         "## Identity baseline (input frame copied to every output)", "",
         *_md_rows(res["baseline_table"], res["positions"]), "",
@@ -177,16 +304,19 @@ def _markdown(res: dict) -> str:
         "|---" * (len(res["vae_roundtrip"]) + 1) + "|",
         "| GT | " + " | ".join(f"{v:.3f}" for v in res["vae_roundtrip"]) + " |", "",
         f"Mean {res['vae_roundtrip_mean']:.3f}. Figure: `quality.png` (stack 0: ground truth, model, baseline; "
-        "then the two tables as heat maps).", "",
+        "its depth maps; then the two tables as heat maps).", "",
     ]
     return "\n".join(lines)
 
 
 def _figure(res: dict):
-    """Example stacks (GT / model / baseline rows) above heat maps of both tables, with Pillow."""
+    """Example stacks (GT / model / baseline rows), their depth maps, then heat maps of both tables, with Pillow."""
     from PIL import Image, ImageDraw
 
+    from runtime.dof.colormap import colorize_depth
+
     examples = res.get("_examples") or {}
+    depths = res.get("_depths") or {}
     n = len(res["model_table"][0])
     w, h = res["size"]
     th = 96  # tile height; tiny working sizes are scaled up so that they can be seen
@@ -194,22 +324,32 @@ def _figure(res: dict):
     label_w, line, cell_h = 170, 16, 20
     rows = []
     for k, ex in examples.items():
-        # (label, frames, frame to outline: the input frame in the GT row)
-        rows += [(f"k={k} ground truth", list(ex["gt"]), k), (f"k={k} model", list(ex["model"]), None),
-                 (f"k={k} identity", [ex["gt"][k]] * n, None)]
+        # (label, frames, frame to outline: the input frame in the GT row, tile captions)
+        rows += [(f"k={k} ground truth", list(ex["gt"]), k, None), (f"k={k} model", list(ex["model"]), None, None),
+                 (f"k={k} identity", [ex["gt"][k]] * n, None, None)]
+    if "true" in depths:
+        # Depth maps of stack 0 in focus-index units, near (0) yellow .. far (8) blue, as `refocus run` draws them.
+        shown = [("true", depths["true"]), ("from GT", depths["gt"])] + \
+            [(f"model k={k}", depths[k]) for k in examples if k in depths]
+        rows.append(("depth (true, from focus)", [colorize_depth(d, n) for _, d in shown], None,
+                     [c for c, _ in shown]))
     tables = [("model LPIPS", res["model_table"]), ("identity baseline LPIPS", res["baseline_table"])]
     table_h = sum(line + cell_h * len(t) for _, t in tables)
     height = 2 * line + th * len(rows) + line + table_h + 8
     img = Image.new("RGB", (label_w + tw * n, height), "white")
     draw = ImageDraw.Draw(img)
-    draw.text((4, 2), f"{Path(res['model_path']).name}  mode={res['mode']}  stacks={res['count']}", fill="black")
+    draw.text((4, 2), f"{Path(res['model_path']).name}  set={res['set']}  mode={res['mode']}  stacks={res['count']}",
+              fill="black")
     y = 2 * line
     for j in range(n):
         draw.text((label_w + j * tw + tw // 2 - 6, line), f"F{j + 1}", fill="black")
-    for label, frames, mark in rows:
+    for label, frames, mark, captions in rows:
         draw.text((4, y + th // 2 - 6), label, fill="black")
         for j, frame in enumerate(frames):
             img.paste(Image.fromarray(frame).resize((tw, th), Image.NEAREST), (label_w + j * tw, y))
+            if captions:
+                draw.rectangle([label_w + j * tw, y, label_w + j * tw + 6 * len(captions[j]) + 4, y + 12], fill="white")
+                draw.text((label_w + j * tw + 2, y), captions[j], fill="black")
         if mark is not None:
             draw.rectangle([label_w + mark * tw, y, label_w + (mark + 1) * tw - 1, y + th - 1], outline="lime", width=3)
         y += th
@@ -238,29 +378,39 @@ def write_quality_report(result: dict, out_dir) -> dict:
 
 
 def main(argv=None) -> int:
+    from focalstacks.photo_stacks import EVAL_PHOTOS
+    from focalstacks.synthetic import SYNTHETIC_SPLITS
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="shipped model name or folder (default: $REFOCUS_MODEL "
                         "or refocus-tiny)")
-    parser.add_argument("--count", type=int, default=8, help="held-out stacks to evaluate (default 8)")
+    parser.add_argument("--count", type=int, default=8, help="stacks of the set to evaluate (default 8; synthetic: "
+                        f"up to {SYNTHETIC_SPLITS['heldout'].count}, photos: up to {sum(EVAL_PHOTOS.values())})")
     parser.add_argument("--positions", type=int, nargs="+", default=[0, 4, 8], help="input positions k (0..8)")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed; stack i uses seed + i")
     parser.add_argument("--mode", choices=("fast", "reference"), default="fast")
+    parser.add_argument("--set", dest="eval_set", choices=EVAL_SETS, default="synthetic",
+                        help="synthetic: held-out procedural scenes (default); photos: whole photographs never "
+                        "trained on (focalstacks.photo_stacks)")
     parser.add_argument("--out", type=Path, default=Path("out/quality"))
     args = parser.parse_args(argv)
     from runtime.errors import RefocusError
 
     try:
-        result = evaluate_quality(args.model, args.count, args.positions, args.seed, args.mode)
+        result = evaluate_quality(args.model, args.count, args.positions, args.seed, args.mode,
+                                  eval_set=args.eval_set)
     except RefocusError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     argv = sys.argv[1:] if argv is None else list(argv)
     result["command"] = "python -m benchmarks.quality " + shlex.join(argv)  # what was actually run
     paths = write_quality_report(result, args.out)
-    lj = result["large_jump"]
-    print(f"large jumps: model {lj['model']:.3f} vs identity {lj['baseline']:.3f} "
-          f"({'beats' if lj['model_beats_baseline'] else 'does NOT beat'} the baseline); "
-          f"all cells: model {result['all_cells']['model']:.3f}; VAE floor {result['vae_roundtrip_mean']:.3f}")
+    lj, own, dr = result["large_jump"], result["own_frame"], result["depth_rank"]
+    print(f"[{result['set']}] large jumps: model {lj['model']:.3f} vs identity {lj['baseline']:.3f} "
+          f"({'beats' if lj['model_beats_baseline'] else 'does NOT beat'} the baseline, VAE floor "
+          f"{lj['vae_roundtrip']:.3f}); own frame: model {own['model']:.3f} (VAE floor {own['vae_roundtrip']:.3f}); "
+          f"all cells: model {result['all_cells']['model']:.3f}; VAE floor {result['vae_roundtrip_mean']:.3f}; "
+          f"depth-from-focus rank corr.: model {dr['model']:.3f} vs ground truth {dr['ground_truth']:.3f}")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 

@@ -24,6 +24,10 @@ Modules (import from them directly; importing this package loads nothing heavy):
     i < 256), ``SyntheticFocalStacks(split, size, length, cfg)`` ->
     ``{"frames", "depth", "seed"}``, ``render_cache(split, count, size, path)``
     -> uint8 ``[N, 9, H, W, 3]`` .npy, ``CachedFocalStacks(path)``.
+``focalstacks.photo_stacks``
+    ``PhotoFocalStacks(size, length, cfg)`` -> ``{"frames", "depth", "seed", "name"}``: an evaluation
+    set of 20 stacks rendered from whole scikit-image photographs that no training scene uses
+    (measured stereo depth for the motorcycle, a documented heuristic depth for the others).
 ``focalstacks.learn2refocus``
     ``Learn2RefocusStacks(root, size=(128, 128))`` -> ``{"frames", "scene"}``
     for ``<root>/**/FSK_*/**/focal_position_000{0..8}_frame_0000.jpg``.

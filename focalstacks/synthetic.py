@@ -97,6 +97,16 @@ def _to_item(frames_hwc: np.ndarray, seed: Optional[int], depth: Optional[np.nda
     return item
 
 
+def _item_index(index, length: int) -> int:
+    """A dataset index (negative ones count from the end) checked against ``length``; IndexError outside."""
+    index = int(index)
+    if index < 0:
+        index += length
+    if not 0 <= index < length:
+        raise IndexError(f"index {index} out of range for {length} items")
+    return index
+
+
 class SyntheticFocalStacks(Dataset):
     """On-the-fly rendered focal stacks.
 
@@ -132,11 +142,7 @@ class SyntheticFocalStacks(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> dict:
-        index = int(index)
-        if index < 0:
-            index += self.length
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} items")
+        index = _item_index(index, self.length)
         seed = split_seed(self.split, index)
         frames, depth = render_stack(seed, self.size, self.cfg)
         return _to_item(frames, seed, depth)
@@ -227,11 +233,7 @@ class CachedFocalStacks(Dataset):
         return int(self.frames.shape[0])
 
     def __getitem__(self, index: int) -> dict:
-        index = int(index)
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} items")
+        index = _item_index(index, len(self))
         seed = None if self.meta is None else int(self.meta["seed_start"]) + index
         depth = None if self.depth is None else self.depth[index]
         return _to_item(self.frames[index], seed, depth)

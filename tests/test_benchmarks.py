@@ -1,7 +1,8 @@
 """The quality and latency benchmarks run end to end on the tiny random refocuser.
 
 The numbers mean nothing here (random weights); these tests check the plumbing:
-table shapes, the identity baseline's exact zeros, the large-jump average, the
+table shapes, the identity baseline's exact zeros, the large-jump and own-frame
+averages, the depth-from-focus rank correlations on both evaluation sets, the
 report files, and that every latency stage is timed.
 """
 from __future__ import annotations
@@ -12,21 +13,32 @@ import numpy as np
 import pytest
 
 from benchmarks.latency import END_TO_END, STAGES, measure_stages, write_latency_report
-from benchmarks.quality import LARGE_JUMP, evaluate_quality, main as quality_main, write_quality_report
+from benchmarks.quality import LARGE_JUMP, evaluate_quality, main as quality_main, spearman, write_quality_report
 from runtime.errors import InvalidArgumentError, MissingDependencyError
 from runtime.metrics import lpips as lp
 
 POSITIONS = [0, 8]
 
 
-@pytest.fixture(scope="module")
-def quality(random_model_dir, one_thread) -> dict:
+def _need_lpips_weights():
     try:
         lp.weights_path("alex")
     except MissingDependencyError as exc:
         pytest.skip(f"LPIPS weights unavailable: {exc}")
+
+
+@pytest.fixture(scope="module")
+def quality(random_model_dir, one_thread) -> dict:
+    _need_lpips_weights()
     return evaluate_quality(str(random_model_dir), count=1, positions=POSITIONS, seed=0, mode="fast",
                             progress=False)
+
+
+@pytest.fixture(scope="module")
+def quality_photos(random_model_dir, one_thread) -> dict:
+    _need_lpips_weights()
+    return evaluate_quality(str(random_model_dir), count=2, positions=[8], seed=0, mode="fast",
+                            progress=False, eval_set="photos")
 
 
 def test_quality_tables(quality):
@@ -45,6 +57,76 @@ def test_quality_tables(quality):
     assert quality["large_jump"]["model_beats_baseline"] == (model[jump].mean() < base[jump].mean())
     assert quality["all_cells"]["model"] == pytest.approx(model.mean())
     assert quality["size"] == [64, 64] and quality["unet_calls_per_stack"] == 4
+    own = quality["own_frame"]
+    assert own["cells"] == len(POSITIONS) and own["baseline"] == 0.0
+    assert own["model"] == pytest.approx(np.mean([model[r, k] for r, k in enumerate(POSITIONS)]))
+    vae = np.array(quality["vae_roundtrip"])
+    assert own["vae_roundtrip"] == pytest.approx(vae[POSITIONS].mean())
+    assert quality["large_jump"]["vae_roundtrip"] == pytest.approx(np.broadcast_to(vae, model.shape)[jump].mean())
+    assert quality["set"] == "synthetic" and quality["stacks"] == [f"heldout/{quality['scene_seeds'][0]}"]
+
+
+def _check_depth_rank(res: dict, count: int, positions: int):
+    dr, per = res["depth_rank"], res["per_stack"]
+    assert np.array(per["depth_rank_model"]).shape == (count, positions) and len(dr["model_per_position"]) == positions
+    assert len(per["depth_rank_ground_truth"]) == count
+    assert dr["model"] == pytest.approx(np.mean(per["depth_rank_model"]))
+    assert dr["ground_truth"] == pytest.approx(np.mean(per["depth_rank_ground_truth"]))
+    assert -1.0 <= dr["model"] <= 1.0
+    # Depth from focus on a true stack recovers the depth ordering well (the reference the model is read against).
+    assert dr["ground_truth"] > 0.5
+
+
+def test_quality_depth_rank(quality):
+    _check_depth_rank(quality, 1, len(POSITIONS))
+
+
+def test_quality_photo_set(quality_photos, tmp_path):
+    res = quality_photos
+    assert res["set"] == "photos" and res["stacks"] == ["stereo_motorcycle/00", "retina/00"]
+    assert np.array(res["model_table"]).shape == (1, 9) and res["large_jump"]["cells"] == 5
+    assert res["own_frame"]["cells"] == 1 and res["own_frame"]["model"] == pytest.approx(res["model_table"][0][8])
+    _check_depth_rank(res, 2, 1)
+    assert "--set photos" in res["command"]
+    paths = write_quality_report(res, tmp_path)
+    md = paths["markdown"].read_text()
+    assert "photo stacks" in md and "stereo_motorcycle/00" in md and f"{res['depth_rank']['ground_truth']:.3f}" in md
+    assert json.loads(paths["json"].read_text())["depth_rank"] == res["depth_rank"]
+
+
+def test_spearman_known_inputs():
+    a = np.arange(10.0)
+    assert spearman(a, a ** 3) == pytest.approx(1.0)  # any increasing map: perfect
+    assert spearman(a, -np.exp(a)) == pytest.approx(-1.0)  # reversed
+    assert spearman(a, np.full(10, 2.5)) == 0.0 and spearman(np.zeros((3, 3)), np.ones((3, 3))) == 0.0  # constant
+    # Ties take their average rank; checked against the textbook formula on ranks worked out by hand.
+    x, y = [1, 2, 2, 3], [1, 3, 2, 4]  # ranks of x: 1, 2.5, 2.5, 4
+    rx, ry = np.array([1, 2.5, 2.5, 4]), np.array([1, 3, 2, 4.0])
+    assert spearman(x, y) == pytest.approx(np.corrcoef(rx, ry)[0, 1])
+    assert spearman(np.array([[3, 1], [2, 0]]), np.array([[30, 10], [20, 0]])) == pytest.approx(1.0)  # any shape
+    with pytest.raises(ValueError):
+        spearman([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError):
+        spearman([1, np.nan], [1, 2])
+
+
+def test_depth_rank_of_a_stack_without_focus_change_is_zero(one_thread):
+    from benchmarks.quality import _depth_from_focus, _depth_rank
+    from focalstacks.photo_stacks import PhotoFocalStacks
+
+    item = PhotoFocalStacks((48, 48), length=1)[0]
+    assert _depth_rank(_depth_from_focus(item["frames"]), item["depth"].numpy()) > 0.5  # the true stack
+    identity = item["frames"][4:5].expand(9, -1, -1, -1).contiguous()  # what the identity baseline outputs
+    assert _depth_rank(_depth_from_focus(identity), item["depth"].numpy()) == 0.0
+
+
+def test_quality_rejects_bad_set_and_count(random_refocuser):
+    from focalstacks.photo_stacks import EVAL_PHOTOS
+
+    with pytest.raises(InvalidArgumentError, match="set"):
+        evaluate_quality(random_refocuser, count=1, positions=[0], eval_set="imagenet")
+    with pytest.raises(InvalidArgumentError, match="count"):
+        evaluate_quality(random_refocuser, count=sum(EVAL_PHOTOS.values()) + 1, positions=[0], eval_set="photos")
 
 
 def test_quality_report_files(quality, tmp_path):
@@ -55,9 +137,10 @@ def test_quality_report_files(quality, tmp_path):
     assert saved["model_table"] == quality["model_table"] and "_examples" not in saved
     md = paths["markdown"].read_text()
     assert "| F1 (k=0) |" in md and "| F9 (k=8) |" in md and quality["command"] in md
-    assert f"{quality['large_jump']['model']:.3f}" in md
+    assert f"{quality['large_jump']['model']:.3f}" in md and f"{quality['own_frame']['model']:.3f}" in md
+    assert f"{quality['depth_rank']['model']:.3f}" in md and "held-out synthetic stacks" in md
     with Image.open(paths["figure"]) as im:
-        assert im.width > 9 * 64 and im.height > 6 * 64  # 2 positions x (GT, model, baseline) rows
+        assert im.width > 9 * 64 and im.height > 7 * 64  # 2 positions x (GT, model, baseline) rows + depth row
 
 
 def test_quality_rejects_bad_position(random_refocuser):
