@@ -9,6 +9,11 @@ sampling and conditioning dropout. Rerunnable and resumable:
 
 Each stage checkpoints under --run-dir (default runs/refocus-tiny/) every few
 minutes and resumes from there when started again with the same arguments.
+The UNet stage also runs on a GPU (`--device cuda [--precision bf16]`; the data
+stays in CPU memory, each batch moves to the device) and takes a wall-clock
+budget (`--minutes`): it then stops when the budget is spent, its lr schedule
+following the elapsed share of the budget, and saves its checkpoint and EMA
+weights as at the end (training/gpu_route.py uses both).
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import copy
 import json
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +50,27 @@ class StageConfig:
 
 def _log(msg: str) -> None:
     print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+def training_device(name: str) -> torch.device:
+    """`--device` as a torch device, or one line saying why it cannot be used here."""
+    from runtime.errors import InvalidArgumentError
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise InvalidArgumentError(f"--device {name!r} is not a torch device; use cpu or cuda (cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise InvalidArgumentError(
+                f"--device {name}: no CUDA GPU is usable here (torch {torch.__version__}, {build}); run this on "
+                "a GPU machine, or use --device cpu (the GPU route: --dry-run)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InvalidArgumentError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise InvalidArgumentError(f"--device {name}: only cpu and cuda are supported")
+    return device
 
 
 def load_stacks(path: Path) -> torch.Tensor:
@@ -156,82 +183,75 @@ def train_vae(stacks: torch.Tensor, cfg: StageConfig, run_dir: Path, crop: int =
 
 # --------------------------------------------------------------- UNet stage
 @torch.no_grad()
-def encode_latents(vae, stacks: torch.Tensor) -> torch.Tensor:
-    """Posterior modes [N, 9, C, h, w], unscaled: the VAE trains as a deterministic autoencoder."""
+def encode_latents(vae, stacks: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Posterior modes [N, 9, C, h, w], unscaled: the VAE trains as a deterministic autoencoder.
+    Encoded on `device` (where the VAE is), returned in CPU memory."""
     from tqdm import tqdm
 
-    return torch.stack([vae.encode(to_m11(stacks[i])).latent_dist.mode()
+    return torch.stack([vae.encode(to_m11(stacks[i].to(device))).latent_dist.mode().cpu()
                         for i in tqdm(range(len(stacks)), desc="encode", mininterval=30)])
 
 
-def train_unet(stacks: torch.Tensor, cfg: StageConfig, run_dir: Path, init: Path | None = None) -> None:
+def train_unet(stacks: torch.Tensor, cfg: StageConfig, run_dir: Path, init: Path | None = None,
+               device: str | torch.device = "cpu", precision: str = "fp32", minutes: float | None = None) -> dict:
+    """Train (or continue) the UNet and image encoder; returns what the run did (steps, seconds,
+    s/step after the first few steps, whether the `minutes` budget stopped it)."""
     from diffusers import AutoencoderKLTemporalDecoder
 
-    from runtime.conditioning import image_embedding
-
-    vae = AutoencoderKLTemporalDecoder.from_pretrained(run_dir / "vae").eval().requires_grad_(False)
-    sf = vae.config.scaling_factor
+    t_enter = time.time()
+    device = torch.device(device)
+    vae = AutoencoderKLTemporalDecoder.from_pretrained(run_dir / "vae").eval().requires_grad_(False).to(device)
     lat_path = run_dir / "latents.pt"
     if lat_path.exists():
         latents = torch.load(lat_path)
     else:
         _log("unet: encoding the training stacks once")
-        latents = encode_latents(vae, stacks)
+        latents = encode_latents(vae, stacks, device)
         torch.save(latents, lat_path)
-    unet, encoder = build_unet(cfg.seed).train(), build_image_encoder(cfg.seed + 1).train()
-    if init is not None:
+    if init is None:
+        unet, encoder = build_unet(cfg.seed).train(), build_image_encoder(cfg.seed + 1).train()
+    else:
         # Warm start from an earlier model's UNet and image encoder: their denoising and
         # attention features carry over even when the VAE (the latent space) is new.
+        # Loaded with their own configs, so a model of another size (a test's) warm-starts too.
         from diffusers import UNetSpatioTemporalConditionModel
         from transformers import CLIPVisionModelWithProjection
 
-        unet.load_state_dict(UNetSpatioTemporalConditionModel.from_pretrained(init / "unet").state_dict())
-        encoder.load_state_dict(CLIPVisionModelWithProjection.from_pretrained(init / "image_encoder").state_dict())
+        unet = UNetSpatioTemporalConditionModel.from_pretrained(init / "unet").train()
+        encoder = CLIPVisionModelWithProjection.from_pretrained(init / "image_encoder").train()
         _log(f"unet: initialised from {init}")
+    unet, encoder = unet.to(device), encoder.to(device)
     params = list(unet.parameters()) + list(encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
     ema_unet, ema_enc = copy.deepcopy(unet).eval(), copy.deepcopy(encoder).eval()
     gen = torch.Generator().manual_seed(cfg.seed)
     step, ckpt = 0, run_dir / "unet.ckpt"
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, weights_only=False, map_location="cpu")  # the generator state stays on CPU
         unet.load_state_dict(state["unet"]); encoder.load_state_dict(state["encoder"])
         ema_unet.load_state_dict(state["ema_unet"]); ema_enc.load_state_dict(state["ema_enc"])
         opt.load_state_dict(state["opt"]); gen.set_state(state["gen"]); step = state["step"]
         _log(f"unet: resumed at step {step}")
-    clip_size = (encoder.config.image_size,) * 2
-    mean, std = FEATURE_EXTRACTOR_CONFIG["image_mean"], FEATURE_EXTRACTOR_CONFIG["image_std"]
+    # On CPU the big noise tensors come from `gen` (results as before); on a GPU from a
+    # generator there, so that drawing them does not hold the device up.
+    noise_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(cfg.seed + step)
     last_ckpt, t_start, losses = time.time(), time.time(), []
-    B = cfg.batch
+    deadline = None if minutes is None else t_enter + minutes * 60
+    stopped_early, t_warm, warm_steps = False, None, min(10, cfg.steps // 10)
     while step < cfg.steps:
-        lr = _lr_at(step, cfg)
+        if deadline is not None and time.time() >= deadline:
+            _log(f"unet: {minutes:g} min budget spent at step {step}/{cfg.steps}")
+            stopped_early = True
+            break
+        if len(losses) == warm_steps:
+            t_warm = time.time()
+        # Under a budget the schedule follows whichever is further along: steps or time.
+        at = step if deadline is None else min(cfg.steps, max(
+            step, int(cfg.steps * (time.time() - t_start) / max(deadline - t_start, 1e-9))))
+        lr = _lr_at(at, cfg)
         for g in opt.param_groups:
             g["lr"] = lr
-        idx = torch.randint(len(stacks), (B,), generator=gen)
-        pos = torch.randint(9, (B,), generator=gen)
-        flip = torch.rand(1, generator=gen).item() < 0.5
-        target = latents[idx] * sf  # [B, 9, C, h, w]
-        inputs = to_m11(stacks[idx, pos])  # [B, 3, H, W]
-        if flip:
-            target, inputs = target.flip(-1), inputs.flip(-1)
-        # Conditioning noise augmentation (the reference trains with it; inference uses none).
-        cond_sigma = torch.exp(torch.randn(B, generator=gen) * edm.COND_NOISE_LOG_STD + edm.COND_NOISE_LOG_MEAN)
-        noisy_inputs = inputs + cond_sigma.view(-1, 1, 1, 1) * torch.randn(inputs.shape, generator=gen)
-        with torch.no_grad():
-            cond_lat = vae.encode(noisy_inputs).latent_dist.mode()  # unscaled, as at inference
-        cond = torch.zeros_like(target)
-        cond[torch.arange(B), pos] = cond_lat
-        emb = image_embedding(encoder, inputs, clip_size, mean, std)  # [B, 1, D], trained jointly
-        keep_emb, keep_lat = edm.conditioning_dropout_masks(B, gen)
-        emb = emb * keep_emb.view(-1, 1, 1)
-        cond = cond * keep_lat.view(-1, 1, 1, 1, 1)
-        sigmas = edm.sample_sigmas(B, gen, uniform_fraction=cfg.sigma_uniform)
-        noisy = target + torch.randn(target.shape, generator=gen) * sigmas.view(-1, 1, 1, 1, 1)
-        # fps id 6 as at inference (the reference trains with 7; a small model gains nothing
-        # from learning that mismatch), motion bucket 0, noise augmentation = cond sigma.
-        time_ids = torch.stack([torch.full((B,), 6.0), torch.zeros(B), cond_sigma], dim=1)
-        denoised = edm.denoise(unet, noisy, sigmas, cond, emb, time_ids)
-        loss = edm.edm_v_loss(denoised, target, sigmas)
+        loss = unet_loss(unet, encoder, vae, stacks, latents, cfg, gen, noise_gen, device, precision)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -247,7 +267,8 @@ def train_unet(stacks: torch.Tensor, cfg: StageConfig, run_dir: Path, init: Path
             rate = (time.time() - t_start) / len(losses)
             _log(f"unet step {step}/{cfg.steps} loss {np.mean(losses[-50:]):.4f} lr {lr:.2e} "
                  f"({rate:.2f} s/step, eta {rate * (cfg.steps - step) / 60:.1f} min)")
-        if time.time() - last_ckpt > cfg.checkpoint_minutes * 60 or step == cfg.steps:
+        if time.time() - last_ckpt > cfg.checkpoint_minutes * 60 or step == cfg.steps or (
+                deadline is not None and time.time() >= deadline):
             _save_ckpt(ckpt, unet=unet.state_dict(), encoder=encoder.state_dict(),
                        ema_unet=ema_unet.state_dict(), ema_enc=ema_enc.state_dict(),
                        opt=opt.state_dict(), gen=gen.get_state(), step=step)
@@ -255,6 +276,55 @@ def train_unet(stacks: torch.Tensor, cfg: StageConfig, run_dir: Path, init: Path
     ema_unet.save_pretrained(run_dir / "unet", safe_serialization=True)
     ema_enc.save_pretrained(run_dir / "image_encoder", safe_serialization=True)
     _log("unet: saved EMA weights")
+    t_end = time.time()
+    timed = len(losses) - warm_steps if t_warm is not None else len(losses)
+    return {"steps": step, "planned_steps": cfg.steps, "updates": len(losses), "stopped_by_budget": stopped_early,
+            "seconds": t_end - t_enter, "train_seconds": t_end - t_start,
+            "s_per_step": (t_end - (t_warm or t_start)) / timed if timed > 0 else None,
+            "final_loss": float(np.mean(losses[-50:])) if losses else None}
+
+
+def unet_loss(unet, encoder, vae, stacks: torch.Tensor, latents: torch.Tensor, cfg: StageConfig,
+              gen: torch.Generator, noise_gen: torch.Generator, device=torch.device("cpu"),
+              precision: str = "fp32") -> torch.Tensor:
+    """One UNet training batch's EDM v-loss. Indices and small draws come from `gen` (CPU), the
+    latent- and image-sized noise from `noise_gen` (on `device`); `stacks` and `latents` stay in
+    CPU memory and only the batch moves. `precision` "bf16": the image encoder and the UNet run
+    under bf16 autocast (the loss is taken in fp32)."""
+    from runtime.conditioning import image_embedding
+
+    B, sf = cfg.batch, vae.config.scaling_factor
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    clip_size = (encoder.config.image_size,) * 2
+    mean, std = FEATURE_EXTRACTOR_CONFIG["image_mean"], FEATURE_EXTRACTOR_CONFIG["image_std"]
+    idx = torch.randint(len(stacks), (B,), generator=gen)
+    pos = torch.randint(9, (B,), generator=gen)
+    flip = torch.rand(1, generator=gen).item() < 0.5
+    target = latents[idx].to(device) * sf  # [B, 9, C, h, w]
+    inputs = to_m11(stacks[idx, pos].to(device))  # [B, 3, H, W]
+    if flip:
+        target, inputs = target.flip(-1), inputs.flip(-1)
+    # Conditioning noise augmentation (the reference trains with it; inference uses none).
+    cond_sigma = torch.exp(torch.randn(B, generator=gen) * edm.COND_NOISE_LOG_STD + edm.COND_NOISE_LOG_MEAN)
+    noise = torch.randn(inputs.shape, generator=noise_gen, device=device)
+    noisy_inputs = inputs + cond_sigma.to(device).view(-1, 1, 1, 1) * noise
+    with torch.no_grad():
+        cond_lat = vae.encode(noisy_inputs).latent_dist.mode()  # unscaled, as at inference
+    cond = torch.zeros_like(target)
+    cond[torch.arange(B, device=device), pos.to(device)] = cond_lat
+    with autocast:
+        emb = image_embedding(encoder, inputs, clip_size, mean, std)  # [B, 1, D], trained jointly
+    keep_emb, keep_lat = (m.to(device) for m in edm.conditioning_dropout_masks(B, gen))
+    emb = emb * keep_emb.view(-1, 1, 1)
+    cond = cond * keep_lat.view(-1, 1, 1, 1, 1)
+    sigmas = edm.sample_sigmas(B, gen, uniform_fraction=cfg.sigma_uniform).to(device)
+    noisy = target + torch.randn(target.shape, generator=noise_gen, device=device) * sigmas.view(-1, 1, 1, 1, 1)
+    # fps id 6 as at inference (the reference trains with 7; a small model gains nothing
+    # from learning that mismatch), motion bucket 0, noise augmentation = cond sigma.
+    time_ids = torch.stack([torch.full((B,), 6.0), torch.zeros(B), cond_sigma], dim=1).to(device)
+    with autocast:
+        denoised = edm.denoise(unet, noisy, sigmas, cond, emb, time_ids)
+    return edm.edm_v_loss(denoised, target, sigmas)
 
 
 # ------------------------------------------------------------------ export
@@ -304,9 +374,15 @@ def main(argv=None) -> None:
     p.add_argument("--crop", type=int, default=32, help="VAE training crop size (vae)")
     p.add_argument("--sigma-uniform", type=float, default=0.0,
                    help="fraction of UNet training sigmas drawn log-uniform over the sampler's range (unet)")
+    p.add_argument("--device", default="cpu", help="torch device of the UNet stage (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: autocast of the UNet and image encoder (unet)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock budget of the UNet stage: stop, save and keep the EMA weights when spent (unet)")
     p.add_argument("--run-dir", type=Path, default=RUN_DIR)
     p.add_argument("--out", type=Path, default=Path("models/refocus-tiny"))
     args = p.parse_args(argv)
+    device = training_device(args.device)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     run_dir = args.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -327,7 +403,7 @@ def main(argv=None) -> None:
     else:
         train_unet(stacks, StageConfig(args.steps, args.lr or 3e-4, args.batch or 4, args.seed,
                                        sigma_uniform=args.sigma_uniform),
-                   run_dir, args.init)
+                   run_dir, args.init, device, args.precision, args.minutes)
 
 
 if __name__ == "__main__":

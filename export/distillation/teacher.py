@@ -75,8 +75,9 @@ def guided_denoise(unet, x, sigma, c: Conditioning, guidance: float, time_ids) -
 
 def euler_step(x: torch.Tensor, denoised: torch.Tensor, sigma, sigma_next) -> torch.Tensor:
     """EulerDiscreteScheduler.step with s_churn 0: x + (x - D) / sigma * (sigma_next - sigma)."""
-    s = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1, 1, 1, 1, 1)
-    n = torch.as_tensor(sigma_next, dtype=torch.float32).reshape(-1, 1, 1, 1, 1)
+    # On the state's device: callers keep their sigma tables on the CPU while x may sit on a GPU.
+    s = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1, 1, 1, 1, 1)
+    n = torch.as_tensor(sigma_next, dtype=torch.float32, device=x.device).reshape(-1, 1, 1, 1, 1)
     return x + (x - denoised) / s * (n - s)
 
 

@@ -80,7 +80,8 @@ class TrainerCore:
     def resume(self) -> bool:
         if not self.ckpt.is_file():
             return False
-        state = torch.load(self.ckpt, weights_only=False, map_location=self.device)
+        # On the CPU: the generator state must stay a CPU tensor; load_state_dict moves the weights.
+        state = torch.load(self.ckpt, weights_only=False, map_location="cpu")
         if state["facts"] != self.cfg.training_facts():
             changed = sorted(k for k in state["facts"] if state["facts"][k] != self.cfg.training_facts().get(k))
             raise InvalidArgumentError(f"{self.ckpt} belongs to a run with different settings {changed}; "
