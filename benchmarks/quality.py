@@ -127,9 +127,11 @@ def _eval_stacks(eval_set: str, size_hw: tuple[int, int], count: int):
 
 @torch.no_grad()
 def evaluate_quality(model, count: int = 8, positions=(0, 4, 8), seed: int = 0, mode: str = "fast",
-                     progress: bool = True, eval_set: str = "synthetic") -> dict:
+                     progress: bool = True, eval_set: str = "synthetic", size: tuple[int, int] | None = None) -> dict:
     """LPIPS tables (model, identity baseline, VAE floor) and depth-from-focus rank correlations
-    (model's stacks, ground-truth stacks) over the first `count` stacks of `eval_set`."""
+    (model's stacks, ground-truth stacks) over the first `count` stacks of `eval_set`, rendered at
+    `size` (W, H; default: the model's working size). The lens blur scales with the width, so a
+    larger size is a photo of the same scene with proportionally larger blur in pixels."""
     from tqdm.auto import tqdm
 
     from runtime.errors import InvalidArgumentError
@@ -144,7 +146,10 @@ def evaluate_quality(model, count: int = 8, positions=(0, 4, 8), seed: int = 0, 
     if mode not in ("fast", "reference"):
         raise InvalidArgumentError(f"mode must be 'fast' or 'reference', got {mode!r}")
     count = int(count)
-    w, h = working_size(refocuser)
+    w, h = working_size(refocuser) if size is None else (int(size[0]), int(size[1]))
+    factor = refocuser.vae_scale_factor
+    if w % factor or h % factor or w < factor or h < factor:
+        raise InvalidArgumentError(f"size {w}x{h}: sides must be positive multiples of {factor}")
     data, names = _eval_stacks(eval_set, (h, w), count)
     lpips = LPIPS(LPIPS_NET)
     model_d = np.zeros((count, len(positions), frames_n))
@@ -378,6 +383,8 @@ def write_quality_report(result: dict, out_dir) -> dict:
 
 
 def main(argv=None) -> int:
+    from refocus_cli.arg_types import size_wxh
+
     from focalstacks.photo_stacks import EVAL_PHOTOS
     from focalstacks.synthetic import SYNTHETIC_SPLITS
 
@@ -392,13 +399,15 @@ def main(argv=None) -> int:
     parser.add_argument("--set", dest="eval_set", choices=EVAL_SETS, default="synthetic",
                         help="synthetic: held-out procedural scenes (default); photos: whole photographs never "
                         "trained on (focalstacks.photo_stacks)")
+    parser.add_argument("--size", type=size_wxh, default=None, metavar="WxH",
+                        help="evaluation size (default: the model's working size, 128x128 for refocus-tiny*)")
     parser.add_argument("--out", type=Path, default=Path("out/quality"))
     args = parser.parse_args(argv)
     from runtime.errors import RefocusError
 
     try:
         result = evaluate_quality(args.model, args.count, args.positions, args.seed, args.mode,
-                                  eval_set=args.eval_set)
+                                  eval_set=args.eval_set, size=args.size)
     except RefocusError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

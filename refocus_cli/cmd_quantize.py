@@ -19,7 +19,7 @@ def register(sub) -> None:
                     "w8/p6/p4: Core ML weight compression. Every recipe is gated by the LPIPS drift of "
                     "held-out stacks against the fp32 model; a failed gate writes nothing.")
     p.add_argument("--model", default=None, metavar="NAME_OR_PATH",
-                   help="shipped model name, model folder, or an fp32 ONNX bundle (default: refocus-tiny-4step, "
+                   help="shipped model name, model folder, or an fp32 ONNX bundle (default: refocus-tiny-1step, "
                         "the student: quantize after distilling)")
     p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=RECIPE_NAMES,
                    help="int8 (ONNX Runtime CPU + TensorRT; the default edge recipe), fp8 (TensorRT sm89+), "
@@ -50,7 +50,7 @@ def run(args) -> int:
     from quantization.quantize import QuantizeConfig, quantize_model
 
     cfg = QuantizeConfig(
-        model=args.model or "refocus-tiny-4step", recipe=args.recipe, out=args.out,
+        model=args.model or "refocus-tiny-1step", recipe=args.recipe, out=args.out,
         calibration=CalibrationConfig(samples=args.calibration_samples, seed=args.seed,
                                       data=args.calibration_data, progress=not args.quiet),
         drift=DriftConfig(photos=args.drift_photos, seed=args.seed), scan=not args.no_scan,
