@@ -136,6 +136,7 @@ class GroundTruthTrainer(TrainerCore):
         self.vae = refocuser.vae.eval().requires_grad_(False).to(cfg.device)
         self.scaling = float(self.vae.config.scaling_factor)
         self.chunks = tuple(refocuser.config.decode_chunk_sizes)
+        self.factor = refocuser.vae_scale_factor  # the loader's, not recomputed from the VAE config
         self.teacher_objective = teacher_objective
         if cfg.teacher_weight > 0 and teacher_objective is None:
             raise InvalidArgumentError("teacher_weight > 0 needs teacher trajectories")
@@ -179,16 +180,12 @@ class GroundTruthTrainer(TrainerCore):
             b = int(torch.randint(len(idx), (1,), generator=crop_gen))
             h, w = out.shape[-2:]
             y, x, ch, cw = random_crop(crop_gen, h, w, self.cfg.perceptual_crop)
-            f = self.vae_scale_factor
+            f = self.factor
             frames = self.decode(out[b, :, :, y:y + ch, x:x + cw])
             gt = self.data.frames[int(idx[b]), :, :, y * f:(y + ch) * f, x * f:(x + cw) * f]
             gt = gt.float().div(127.5).sub(1).to(self.device)
             terms["perceptual"] = self.lpips(frames.clamp(-1, 1), gt).mean()
         return terms
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     def noise(self, n: int) -> torch.Tensor:
         shape = (n, *self.data.latents.shape[1:])
