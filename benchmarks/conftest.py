@@ -20,8 +20,8 @@ def bench_model_name() -> str:
 
 @pytest.fixture(scope="session")
 def bench_refocuser(bench_model_name):
-    from runtime.errors import RefocusError
-    from runtime.loading import load_refocuser
+    from refocus_edge.runtime.errors import RefocusError
+    from refocus_edge.runtime.loading import load_refocuser
 
     try:
         return load_refocuser(bench_model_name)

@@ -26,15 +26,15 @@ SPREAD_SEED_OFFSET = 1000
 
 
 def _recipe(name: str):
-    from export.coreml.recipes import CoreMLRecipe
+    from refocus_edge.export.coreml.recipes import CoreMLRecipe
 
     precision, _, compress = name.partition("-")
     return CoreMLRecipe(precision, compress or None)
 
 
 def conversion_table(model, recipes, out: Path) -> tuple[list, dict]:
-    from export.coreml.export import CoreMLExportConfig, export_coreml
-    from runtime.bundle import read_bundle
+    from refocus_edge.export.coreml.export import CoreMLExportConfig, export_coreml
+    from refocus_edge.runtime.bundle import read_bundle
 
     report = export_coreml(CoreMLExportConfig(model=model, out=out, recipes=tuple(recipes), force=True),
                            log=lambda m: print(m, file=sys.stderr))
@@ -45,12 +45,12 @@ def conversion_table(model, recipes, out: Path) -> tuple[list, dict]:
 @torch.no_grad()
 def drift(model, recipes, manifest: dict, count: int, positions) -> dict:
     from benchmarks.distillation import _frames, _stacks
-    from export.coreml.emulate import ModuleRunner, emulated_refocuser
-    from export.coreml.export import rewrite_modules
-    from export.coreml.recipes import compress_module
-    from runtime.components import ModelDims, component_specs
-    from runtime.loading import load_refocuser
-    from runtime.metrics.lpips import LPIPS
+    from refocus_edge.export.coreml.emulate import ModuleRunner, emulated_refocuser
+    from refocus_edge.export.coreml.export import rewrite_modules
+    from refocus_edge.export.coreml.recipes import compress_module
+    from refocus_edge.runtime.components import ModelDims, component_specs
+    from refocus_edge.runtime.loading import load_refocuser
+    from refocus_edge.runtime.metrics.lpips import LPIPS
 
     refocuser = load_refocuser(model)
     specs = component_specs(ModelDims.of(refocuser))
@@ -127,10 +127,10 @@ def _figure(res: dict):
 def main(argv=None) -> int:
     import coremltools
 
-    from benchmarks.models import working_size
-    from benchmarks.report import write_report
-    from runtime.loading import load_refocuser
-    from runtime.zoo import DEFAULT_MODEL
+    from refocus_edge.bench.models import working_size
+    from refocus_edge.bench.report import write_report
+    from refocus_edge.runtime.loading import load_refocuser
+    from refocus_edge.runtime.zoo import DEFAULT_MODEL
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.coreml", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=DEFAULT_MODEL)

@@ -24,10 +24,10 @@ import torch
 def run(out: Path, width: int, height: int, batch: int, max_mb: float, keep: bool) -> dict:
     from diffusers import UNetSpatioTemporalConditionModel
 
-    from benchmarks.latency import peak_rss_mib
-    from export.coreml.convert import TensorIO, convert
-    from export.coreml.package_check import check_package
-    from export.coreml.rewrites.unet import ConvertibleUNet, UNetChunk, plan_chunks
+    from refocus_edge.bench.timing import peak_rss_mib
+    from refocus_edge.export.coreml.convert import TensorIO, convert
+    from refocus_edge.export.coreml.package_check import check_package
+    from refocus_edge.export.coreml.rewrites.unet import ConvertibleUNet, UNetChunk, plan_chunks
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -27,15 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.models import load, working_size
+from refocus_edge.bench.models import load, working_size
 from benchmarks.quality import LARGE_JUMP, LPIPS_NET, _u8
-from runtime.zoo import TEACHER_MODEL
+from refocus_edge.runtime.zoo import TEACHER_MODEL
 
 SPREAD_SEED_OFFSET = 1000
 
 
 def _stacks(refocuser, count: int) -> list[torch.Tensor]:
-    from focalstacks.synthetic import SyntheticFocalStacks
+    from refocus_edge.focalstacks.synthetic import SyntheticFocalStacks
 
     w, h = working_size(refocuser)
     data = SyntheticFocalStacks("heldout", size=(h, w), length=count)
@@ -43,15 +43,15 @@ def _stacks(refocuser, count: int) -> list[torch.Tensor]:
 
 
 def _frames(refocuser, image, k: int, seed: int, mode: str = "fast") -> torch.Tensor:
-    from runtime.sampler import SamplerConfig, sample_focal_stack
+    from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
 
     return sample_focal_stack(refocuser, image, SamplerConfig(position=k, seed=seed, mode=mode,
                                                                progress=False)).frames * 2 - 1
 
 
 def _latency(refocuser, image, k: int, mode: str, repeats: int) -> dict:
-    from benchmarks.latency import timed
-    from runtime.sampler import SamplerConfig, sample_focal_stack
+    from refocus_edge.bench.timing import timed
+    from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
 
     cfg = SamplerConfig(position=k, seed=0, mode=mode, progress=False)
     stats, res = timed(lambda: sample_focal_stack(refocuser, image, cfg), repeats, warmup=1)
@@ -64,7 +64,7 @@ def evaluate_distillation(teacher, students, count: int = 8, positions=(0, 4, 8)
                           repeats: int = 3, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
-    from runtime.metrics.lpips import LPIPS
+    from refocus_edge.runtime.metrics.lpips import LPIPS
 
     t_model = load(teacher)
     s_models = {str(s): load(s) for s in students}
@@ -190,8 +190,8 @@ def _figure(res: dict):
 
 
 def main(argv=None) -> int:
-    from benchmarks.report import write_report
-    from runtime.errors import RefocusError
+    from refocus_edge.bench.report import write_report
+    from refocus_edge.runtime.errors import RefocusError
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.distillation", description=__doc__.split("\n\n")[0])
     p.add_argument("--teacher", default=TEACHER_MODEL)

@@ -34,9 +34,9 @@ LPIPS_NET = "alex"
 
 def _stack(split_index: int, size: int):
     """(frames [9,3,H,W] in [0,1], true depth [H,W] diopters, true all-in-focus [3,H,W]) of a held-out item."""
-    from focalstacks.render import composite_sharp
-    from focalstacks.scenes import make_scene
-    from focalstacks.synthetic import SyntheticFocalStacks, split_seed
+    from refocus_edge.focalstacks.render import composite_sharp
+    from refocus_edge.focalstacks.scenes import make_scene
+    from refocus_edge.focalstacks.synthetic import SyntheticFocalStacks, split_seed
 
     item = SyntheticFocalStacks("heldout", size=(size, size), length=split_index + 1)[split_index]
     scene = make_scene(split_seed("heldout", split_index), (size, size))
@@ -50,7 +50,7 @@ def _stack(split_index: int, size: int):
 
 def _time(fn, repeats: int) -> float:
     """Median wall time of fn() over `repeats` runs after one warm-up run."""
-    from benchmarks.latency import timed
+    from refocus_edge.bench.timing import timed
 
     return timed(fn, repeats, warmup=1)[0]["median_s"]
 
@@ -59,11 +59,11 @@ def _time(fn, repeats: int) -> float:
 def evaluate(count: int = 8, timing_repeats: int = 3, timing_sizes=TIMING_SIZES, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
-    from focalstacks.lens import LensConfig
-    from focalstacks.synthetic import SYNTHETIC_SPLITS
-    from runtime.dof.all_in_focus import AllInFocusConfig, all_in_focus
-    from runtime.dof.depth import DepthConfig, depth_from_focus, diopters_to_index
-    from runtime.metrics.lpips import LPIPS
+    from refocus_edge.focalstacks.lens import LensConfig
+    from refocus_edge.focalstacks.synthetic import SYNTHETIC_SPLITS
+    from refocus_edge.runtime.dof.all_in_focus import AllInFocusConfig, all_in_focus
+    from refocus_edge.runtime.dof.depth import DepthConfig, depth_from_focus, diopters_to_index
+    from refocus_edge.runtime.metrics.lpips import LPIPS
 
     heldout = SYNTHETIC_SPLITS["heldout"]
     if not 1 <= int(count) <= heldout.count:
@@ -270,7 +270,7 @@ def _figure(res: dict):
 
 def write_dof_report(result: dict, out_dir) -> dict:
     """Write dof_analysis.json / .md / .png into out_dir; returns their paths."""
-    from benchmarks.report import write_report
+    from refocus_edge.bench.report import write_report
 
     public = {k: v for k, v in result.items() if not k.startswith("_")}
     return write_report(out_dir, "dof_analysis", public, _markdown(result), _figure(result))
@@ -284,7 +284,7 @@ def main(argv=None) -> int:
                         help="square stack sizes to time (default 128 512)")
     parser.add_argument("--out", type=Path, default=Path("out/dof"))
     args = parser.parse_args(argv)
-    from runtime.errors import RefocusError
+    from refocus_edge.runtime.errors import RefocusError
 
     try:
         result = evaluate(args.count, args.repeats, args.timing_sizes)

@@ -40,8 +40,8 @@ def _chw(hwc: np.ndarray) -> torch.Tensor:
 def _estimator():
     """(all_in_focus, depth_from_focus) if the analysis modules are importable, else None."""
     try:
-        from runtime.dof.all_in_focus import all_in_focus
-        from runtime.dof.depth import depth_from_focus
+        from refocus_edge.runtime.dof.all_in_focus import all_in_focus
+        from refocus_edge.runtime.dof.depth import depth_from_focus
     except ImportError:
         return None
     return all_in_focus, depth_from_focus
@@ -49,7 +49,7 @@ def _estimator():
 
 def _estimate(est, frames_u8: np.ndarray):
     """Estimated (AIF [3, H, W], depth index [H, W]) from 8-bit frames [9, H, W, 3], as `refocus edit`."""
-    from runtime.dof.analysis import analyse_stack
+    from refocus_edge.runtime.dof.analysis import analyse_stack
 
     frames = torch.from_numpy(frames_u8).permute(0, 3, 1, 2).float() / 255.0
     res = analyse_stack(frames)
@@ -58,11 +58,11 @@ def _estimate(est, frames_u8: np.ndarray):
 
 @torch.no_grad()
 def evaluate(count: int, size: int, progress: bool = True) -> dict:
-    from focalstacks.render import composite_sharp, render_layers
-    from focalstacks.scenes import make_scene
-    from focalstacks.synthetic import SYNTHETIC_SPLITS, split_seed
-    from runtime.dof.bokeh import DofConfig, render_dof
-    from runtime.metrics.lpips import LPIPS
+    from refocus_edge.focalstacks.render import composite_sharp, render_layers
+    from refocus_edge.focalstacks.scenes import make_scene
+    from refocus_edge.focalstacks.synthetic import SYNTHETIC_SPLITS, split_seed
+    from refocus_edge.runtime.dof.bokeh import DofConfig, render_dof
+    from refocus_edge.runtime.metrics.lpips import LPIPS
 
     heldout = SYNTHETIC_SPLITS["heldout"]
     if not 1 <= count <= heldout.count:
@@ -138,9 +138,9 @@ def _time(fn, repeats: int) -> dict:
 def latency(sizes=(512, 128), repeats: int = 5) -> dict:
     """render_dof on held-out scene 0 (true depth: a few flat layers) and on a depth ramp across the
     width (every depth slice occupied: the worst case for the slice count)."""
-    from focalstacks.scenes import make_scene
-    from focalstacks.synthetic import split_seed
-    from runtime.dof.bokeh import render_dof
+    from refocus_edge.focalstacks.scenes import make_scene
+    from refocus_edge.focalstacks.synthetic import split_seed
+    from refocus_edge.runtime.dof.bokeh import render_dof
 
     out = {}
     for s in sizes:
@@ -165,11 +165,11 @@ def end_to_end(size: int = 512) -> dict | None:
 
     if _estimator() is None:
         return None
-    from focalstacks.render import render_layers
-    from focalstacks.scenes import make_scene
-    from focalstacks.synthetic import split_seed
-    from runtime.dof.edit import EditConfig, edit_stack
-    from runtime.outputs import write_stack
+    from refocus_edge.focalstacks.render import render_layers
+    from refocus_edge.focalstacks.scenes import make_scene
+    from refocus_edge.focalstacks.synthetic import split_seed
+    from refocus_edge.runtime.dof.edit import EditConfig, edit_stack
+    from refocus_edge.runtime.outputs import write_stack
 
     scratch = Path(tempfile.mkdtemp(prefix="dof-edit-bench-"))
     try:
@@ -185,7 +185,7 @@ def end_to_end(size: int = 512) -> dict | None:
 
 def _shape_scene(n: int = 192):
     """A dark photo at the far plane with point lights, and a sharp object at plane 2 (focus there)."""
-    from focalstacks.scenes import texture_photos
+    from refocus_edge.focalstacks.scenes import texture_photos
 
     photo = texture_photos()[0]
     step = photo.shape[0] // n
@@ -206,7 +206,7 @@ def _shape_scene(n: int = 192):
 def _figure(res: dict):
     from PIL import Image, ImageDraw
 
-    from runtime.dof.bokeh import render_dof
+    from refocus_edge.runtime.dof.bokeh import render_dof
 
     th, pad, label_h = 160, 6, 16
     ex = res["_examples"]
@@ -289,7 +289,7 @@ def _markdown(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from benchmarks.report import write_report
+    from refocus_edge.bench.report import write_report
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.dof_edit", description=__doc__.split("\n\n")[0])
     p.add_argument("--count", type=int, default=8, help="held-out scenes (default 8)")

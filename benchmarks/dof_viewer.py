@@ -41,15 +41,15 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def _stack(h: int, w: int) -> np.ndarray:
-    from focalstacks.synthetic import SyntheticFocalStacks
+    from refocus_edge.focalstacks.synthetic import SyntheticFocalStacks
 
     frames = SyntheticFocalStacks("heldout", (h, w), length=1)[0]["frames"]  # [9, 3, H, W] in [0, 1]
     return (frames.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
 
 
 def _once(u8: np.ndarray, max_side: int, scratch: Path) -> dict:
-    from runtime.dof.stack_views import StackViewsConfig, stack_views
-    from runtime.outputs import write_stack
+    from refocus_edge.runtime.dof.stack_views import StackViewsConfig, stack_views
+    from refocus_edge.runtime.outputs import write_stack
 
     t0 = time.perf_counter()
     views = stack_views(u8, StackViewsConfig(viewer_max_side=max_side))

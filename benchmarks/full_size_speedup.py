@@ -38,8 +38,8 @@ def full_size_refocuser(scheduler_folder: Path):
     from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from runtime.loading import Refocuser
-    from runtime.model_config import RefocusModelConfig
+    from refocus_edge.runtime.loading import Refocuser
+    from refocus_edge.runtime.model_config import RefocusModelConfig
 
     torch.manual_seed(0)
     return Refocuser(
@@ -54,7 +54,7 @@ def full_size_refocuser(scheduler_folder: Path):
 def _stack(refocuser, size: int, steps: int, guidance: float, mode: str) -> dict:
     from dataclasses import replace
 
-    from runtime.sampler import SamplerConfig, sample_focal_stack
+    from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
 
     refocuser.config = replace(refocuser.config, num_inference_steps=steps, guidance_scale=guidance)
     image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1

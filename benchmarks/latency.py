@@ -17,19 +17,16 @@ import argparse
 import contextlib
 import os
 import platform
-import resource
 import shlex
-import statistics
 import sys
-import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
-from benchmarks.models import load, working_size
-from runtime.conditioning import component_dtype, conditioning_latents, image_embedding
-from runtime.sampler import make_scheduler
+from refocus_edge.bench.inputs import diffusers_baseline, stage_inputs
+from refocus_edge.bench.models import load, working_size
+from refocus_edge.bench.timing import peak_rss_mib, timed
+from refocus_edge.runtime.conditioning import component_dtype, conditioning_latents, image_embedding
 
 # name -> what is timed. Order = report order.
 STAGES = {
@@ -48,86 +45,16 @@ STAGES = {
 END_TO_END = ("end_to_end_reference", "end_to_end_fast", "diffusers_baseline")
 
 
-@torch.no_grad()
-def diffusers_baseline(refocuser, image: torch.Tensor, position: int, seed: int = 0,
-                       steps: int | None = None) -> torch.Tensor:
-    """The SVD-pipeline-style loop, written inline: [1, 3, H, W] in [-1, 1] -> [9, 3, H, W] in [0, 1].
-
-    Same maths as the reference (so same output), none of the project's speed-ups:
-    what "just use diffusers" costs. It only encodes the input frame, as a user would.
-    """
-    from runtime.sampler import decode_latents, initial_noise
-
-    cfg, unet, vae = refocuser.config, refocuser.unet, refocuser.vae
-    steps = cfg.num_inference_steps if steps is None else steps
-    dtype = component_dtype(unet)
-    emb = image_embedding(refocuser.image_encoder, image, refocuser.clip_size, refocuser.clip_mean,
-                          refocuser.clip_std).to(dtype)
-    cond = conditioning_latents(vae, image, position, cfg.num_frames).to(dtype)
-    scheduler = make_scheduler(refocuser, steps)
-    h, w = image.shape[-2] // refocuser.vae_scale_factor, image.shape[-1] // refocuser.vae_scale_factor
-    # Same noise helper as the sampler, so that the outputs can be compared.
-    latents = initial_noise((1, cfg.num_frames, refocuser.latent_channels, h, w), seed, scheduler.init_noise_sigma)
-    time_ids = torch.tensor([cfg.added_time_ids], dtype=dtype)
-    for t in scheduler.timesteps:
-        scaled = scheduler.scale_model_input(latents, t).to(dtype)
-        pred_cond = unet(torch.cat([scaled, cond], dim=2), t, encoder_hidden_states=emb,
-                         added_time_ids=time_ids).sample.float()
-        pred_uncond = unet(torch.cat([scaled, torch.zeros_like(cond)], dim=2), t,
-                           encoder_hidden_states=torch.zeros_like(emb), added_time_ids=time_ids).sample.float()
-        pred = pred_uncond + cfg.guidance_scale * (pred_cond - pred_uncond)
-        latents = scheduler.step(pred, t, latents).prev_sample
-    return decode_latents(vae, latents, cfg.decode_chunk_sizes)
 
 
-def bench_image(size: tuple[int, int], seed: int = 0) -> torch.Tensor:
-    """A seeded [1, 3, H, W] image in [-1, 1]; content does not change CPU latency."""
-    w, h = size
-    return torch.rand((1, 3, h, w), generator=torch.Generator().manual_seed(seed)) * 2 - 1
-
-
-def stage_inputs(refocuser, size, position: int, seed: int, steps: int) -> SimpleNamespace:
-    """The inputs every stage benchmark feeds, prepared once outside the timed region.
-
-    image, emb/cond (batch 1), x1 (batch 1) and x2/emb2 (batch 2 = [unconditional, conditional],
-    the order fast mode uses), ids, the first timestep t, and random latents [1, F, C, h, w]."""
-    unet, vae = refocuser.unet, refocuser.vae
-    image = bench_image(size, seed)
-    dtype = component_dtype(unet)
-    with torch.no_grad():
-        emb = image_embedding(refocuser.image_encoder, image, refocuser.clip_size, refocuser.clip_mean,
-                              refocuser.clip_std).to(dtype)
-        cond = conditioning_latents(vae, image, position, refocuser.config.num_frames).to(dtype)
-    g = torch.Generator().manual_seed(seed)
-    noisy = torch.randn(cond.shape, generator=g).to(dtype)
-    x1 = torch.cat([noisy, cond], dim=2)
-    return SimpleNamespace(
-        image=image, emb=emb, cond=cond, x1=x1,
-        x2=torch.cat([torch.cat([noisy, torch.zeros_like(cond)], dim=2), x1]),
-        emb2=torch.cat([torch.zeros_like(emb), emb]),
-        ids=torch.tensor([refocuser.config.added_time_ids], dtype=dtype),
-        t=make_scheduler(refocuser, steps).timesteps[0],  # the timestep value does not change the cost
-        latents=torch.randn(cond.shape, generator=g))
-
-
-def timed(fn, repeats: int, warmup: int) -> tuple[dict, object]:
-    """Median/min/max seconds of `repeats` calls after `warmup` untimed ones, and the last output."""
-    for _ in range(warmup):
-        fn()
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "runs": repeats}, out
 
 
 def stage_callables(refocuser, size=None, position: int | None = None, seed: int = 0,
                     steps: int | None = None) -> dict:
     """name -> (fn, context factory): enter the context, then time fn() (no arguments)."""
-    from runtime.conditioning import conditioning_latents_literal
-    from runtime.fast_attention import single_token_cross_attention
-    from runtime.sampler import SamplerConfig, decode_latents, sample_focal_stack
+    from refocus_edge.runtime.conditioning import conditioning_latents_literal
+    from refocus_edge.runtime.fast_attention import single_token_cross_attention
+    from refocus_edge.runtime.sampler import SamplerConfig, decode_latents, sample_focal_stack
 
     cfg = refocuser.config
     size = tuple(size) if size is not None else working_size(refocuser)
@@ -164,10 +91,6 @@ def stage_callables(refocuser, size=None, position: int | None = None, seed: int
     assert list(fns) == list(STAGES)
     return fns
 
-
-def peak_rss_mib() -> float:
-    """Process-wide RSS high-water mark since the process started (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure_stages(refocuser, size=None, position: int | None = None, seed: int = 0, repeats: int = 3,
@@ -285,7 +208,7 @@ def _chart(res: dict):
 
 def write_latency_report(result: dict, out_dir) -> dict:
     """Write latency.json, latency.md and latency.png into out_dir; returns their paths."""
-    from benchmarks.report import write_report
+    from refocus_edge.bench.report import write_report
 
     return write_report(out_dir, "latency", result, _markdown(result), _chart(result))
 
@@ -305,7 +228,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=Path("out/latency"))
     args = parser.parse_args(argv)
-    from runtime.errors import RefocusError
+    from refocus_edge.runtime.errors import RefocusError
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 CHILD = r"""
 import json, sys, time
-from benchmarks.latency import peak_rss_mib
-from runtime.loading import load_refocuser
-from runtime.sampler import SamplerConfig, sample_focal_stack
-from focalstacks.synthetic import SyntheticFocalStacks
+from refocus_edge.bench.timing import peak_rss_mib
+from refocus_edge.runtime.loading import load_refocuser
+from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
+from refocus_edge.focalstacks.synthetic import SyntheticFocalStacks
 model, low, backend = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
 base = peak_rss_mib()
 t0 = time.perf_counter()

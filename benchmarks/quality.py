@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.models import load, working_size
+from refocus_edge.bench.models import load, working_size
 
 LARGE_JUMP = 4  # |j - k| at or above which a cell counts as a large focal jump
 LPIPS_NET = "alex"
@@ -52,8 +52,8 @@ def _u8(frames: torch.Tensor) -> np.ndarray:
 
 def _vae_roundtrip(refocuser, gt_pm1: torch.Tensor) -> torch.Tensor:
     """Encode (.mode()) and decode the 9 GT frames exactly as the sampler decodes: -> [9, 3, H, W] in [0, 1]."""
-    from runtime.conditioning import component_dtype
-    from runtime.sampler import decode_latents
+    from refocus_edge.runtime.conditioning import component_dtype
+    from refocus_edge.runtime.sampler import decode_latents
 
     vae = refocuser.vae
     dtype = component_dtype(vae)
@@ -94,7 +94,7 @@ def spearman(a, b) -> float:
 
 def _depth_from_focus(frames: torch.Tensor) -> np.ndarray:
     """Depth from focus (runtime.dof.analysis.analyse_stack) of a [9, 3, H, W] stack: [H, W] focus index, 0 = near."""
-    from runtime.dof.analysis import analyse_stack
+    from refocus_edge.runtime.dof.analysis import analyse_stack
 
     return analyse_stack(frames.float().clamp(0, 1)).depth.numpy()
 
@@ -109,9 +109,9 @@ def _depth_rank(index: np.ndarray, true_diopters) -> float:
 
 def _eval_stacks(eval_set: str, size_hw: tuple[int, int], count: int):
     """(dataset, names of its first `count` stacks) of an evaluation set; raises on a bad set or count."""
-    from focalstacks.photo_stacks import PhotoFocalStacks, photo_stack_specs
-    from focalstacks.synthetic import SYNTHETIC_SPLITS, SyntheticFocalStacks
-    from runtime.errors import InvalidArgumentError
+    from refocus_edge.focalstacks.photo_stacks import PhotoFocalStacks, photo_stack_specs
+    from refocus_edge.focalstacks.synthetic import SYNTHETIC_SPLITS, SyntheticFocalStacks
+    from refocus_edge.runtime.errors import InvalidArgumentError
 
     if eval_set not in EVAL_SETS:
         raise InvalidArgumentError(f"set must be one of {', '.join(EVAL_SETS)}, got {eval_set!r}")
@@ -134,9 +134,9 @@ def evaluate_quality(model, count: int = 8, positions=(0, 4, 8), seed: int = 0, 
     larger size is a photo of the same scene with proportionally larger blur in pixels."""
     from tqdm.auto import tqdm
 
-    from runtime.errors import InvalidArgumentError
-    from runtime.metrics.lpips import LPIPS
-    from runtime.sampler import SamplerConfig, sample_focal_stack
+    from refocus_edge.runtime.errors import InvalidArgumentError
+    from refocus_edge.runtime.metrics.lpips import LPIPS
+    from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
 
     refocuser = load(model)
     frames_n = refocuser.config.num_frames
@@ -173,7 +173,7 @@ def evaluate_quality(model, count: int = 8, positions=(0, 4, 8), seed: int = 0, 
         gt_index = _depth_from_focus(gt)
         rank_gt[i] = _depth_rank(gt_index, true_depth)
         if i == 0:
-            from runtime.dof.depth import diopters_to_index
+            from refocus_edge.runtime.dof.depth import diopters_to_index
 
             depths.update(true=diopters_to_index(true_depth), gt=gt_index)
         for r, k in enumerate(positions):
@@ -318,7 +318,7 @@ def _figure(res: dict):
     """Example stacks (GT / model / baseline rows), their depth maps, then heat maps of both tables, with Pillow."""
     from PIL import Image, ImageDraw
 
-    from runtime.dof.colormap import colorize_depth
+    from refocus_edge.runtime.dof.colormap import colorize_depth
 
     examples = res.get("_examples") or {}
     depths = res.get("_depths") or {}
@@ -376,17 +376,17 @@ def _figure(res: dict):
 
 def write_quality_report(result: dict, out_dir) -> dict:
     """Write results.json, quality.md and quality.png into out_dir; returns their paths."""
-    from benchmarks.report import write_report
+    from refocus_edge.bench.report import write_report
 
     public = {k: v for k, v in result.items() if not k.startswith("_")}
     return write_report(out_dir, ("results", "quality", "quality"), public, _markdown(result), _figure(result))
 
 
 def main(argv=None) -> int:
-    from refocus_cli.arg_types import size_wxh
+    from refocus_edge.cli.arg_types import size_wxh
 
-    from focalstacks.photo_stacks import EVAL_PHOTOS
-    from focalstacks.synthetic import SYNTHETIC_SPLITS
+    from refocus_edge.focalstacks.photo_stacks import EVAL_PHOTOS
+    from refocus_edge.focalstacks.synthetic import SYNTHETIC_SPLITS
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="shipped model name or folder (default: $REFOCUS_MODEL "
@@ -403,7 +403,7 @@ def main(argv=None) -> int:
                         help="evaluation size (default: the model's working size, 128x128 for refocus-tiny*)")
     parser.add_argument("--out", type=Path, default=Path("out/quality"))
     args = parser.parse_args(argv)
-    from runtime.errors import RefocusError
+    from refocus_edge.runtime.errors import RefocusError
 
     try:
         result = evaluate_quality(args.model, args.count, args.positions, args.seed, args.mode,

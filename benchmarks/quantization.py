@@ -6,7 +6,7 @@ The bundle is one written by chained `refocus quantize` runs (fp16, bf16, fp8, i
 the fp32 export of the student). Per recipe:
   * size of the recipe's graphs on disk (the graphs a deployment ships, shared fp32 ones included);
   * per-stage latency through ONNX Runtime on this CPU (median of --repeats after a warm-up),
-    the same stage callables as benchmarks/backends.py;
+    the same stage callables as bench/backends.py;
   * drift: LPIPS (alex) per output frame against the fp32 student, held-out synthetic stacks,
     fixed seeds (quantization/drift.py);
   * quality at large focal jumps: input focused near (position 0) -> output frame 8 (far), and
@@ -25,13 +25,13 @@ from pathlib import Path
 
 import torch
 
-from runtime.disk_usage import disk_mib
+from refocus_edge.runtime.disk_usage import disk_mib
 
 JUMPS = ((0, 8), (8, 0))  # (input position, output frame) pairs four focal planes or more apart
 
 
 def _stage_fns(refocuser) -> dict:
-    from benchmarks.backends import stage_callables
+    from refocus_edge.bench.backends import stage_callables
 
     w, h = refocuser.config.working_size
     fns = stage_callables(refocuser, (h, w), refocuser.config.default_position, 0,
@@ -60,7 +60,7 @@ def _interleaved_latency(refocusers: dict, repeats: int) -> dict:
 
 
 def _jump_quality(refocuser, stacks, lpips) -> dict:
-    from runtime.sampler import SamplerConfig, sample_focal_stack
+    from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
 
     scores = {f"{a}->{b}": [] for a, b in JUMPS}
     with torch.no_grad():
@@ -74,8 +74,8 @@ def _jump_quality(refocuser, stacks, lpips) -> dict:
 
 
 def _coreml_swaps(source, specs, compress: str) -> dict:
-    from export.coreml.recipes import CoreMLRecipe, compress_module
-    from quantization.quantize import module_runners
+    from refocus_edge.export.coreml.recipes import CoreMLRecipe, compress_module
+    from refocus_edge.quantization.quantize import module_runners
 
     recipe = CoreMLRecipe("fp16", compress)
     return module_runners(source, specs, torch.float16, f"coreml-emulated {recipe.name}",
@@ -91,7 +91,7 @@ def _coreml_sizes(coreml_bundle: Path | None) -> dict:
     """{compress: MiB} of the packages of a bundle written by `refocus export coreml` (fp16 compute)."""
     if coreml_bundle is None:
         return {}
-    from runtime.bundle import read_bundle
+    from refocus_edge.runtime.bundle import read_bundle
 
     tables = read_bundle(coreml_bundle).manifest["artifacts"].get("coreml", {})
     return {name.split("-", 1)[1] if "-" in name else "fp16": _package_mib(coreml_bundle, table.values())
@@ -100,16 +100,16 @@ def _coreml_sizes(coreml_bundle: Path | None) -> dict:
 
 def run_bench(bundle_path: Path, repeats: int, photos: int, jump_stacks: int, coreml: bool, first_photo: int = 100,
               coreml_bundle: Path | None = None, log=print) -> dict:
-    from focalstacks.synthetic import SyntheticFocalStacks
-    from quantization.drift import DriftConfig, DriftMeter
-    from quantization.runner_swap import component_runners
-    from export.onnx_graphs import graphs_mib
-    from quantization.quantize import torch_precision_runners
-    from runtime.backends.backend_torch import source_folder
-    from runtime.bundle import read_bundle
-    from runtime.bundle_loading import load_bundle_refocuser
-    from runtime.loading import load_refocuser
-    from runtime.metrics.lpips import LPIPS
+    from refocus_edge.focalstacks.synthetic import SyntheticFocalStacks
+    from refocus_edge.quantization.drift import DriftConfig, DriftMeter
+    from refocus_edge.quantization.runner_swap import component_runners
+    from refocus_edge.export.onnx_graphs import graphs_mib
+    from refocus_edge.quantization.quantize import torch_precision_runners
+    from refocus_edge.runtime.backends.backend_torch import source_folder
+    from refocus_edge.runtime.bundle import read_bundle
+    from refocus_edge.runtime.bundle_loading import load_bundle_refocuser
+    from refocus_edge.runtime.loading import load_refocuser
+    from refocus_edge.runtime.metrics.lpips import LPIPS
 
     bundle = read_bundle(bundle_path)
     records = bundle.manifest.get("quantization", {})

@@ -19,7 +19,7 @@ from pathlib import Path
 
 
 def _specs(width: int, height: int):
-    from runtime.components import ModelDims, component_specs
+    from refocus_edge.runtime.components import ModelDims, component_specs
 
     # SVD img2vid: 4 latent channels (UNet in_channels 8 = noisy ++ conditioning), CLIP ViT-H/14
     # projection 1024, 8x VAE; one working size, batch 1..2.
@@ -32,9 +32,9 @@ def export_step(out: Path, width: int, height: int) -> dict:
     import torch
     from diffusers import UNetSpatioTemporalConditionModel
 
-    from benchmarks.latency import peak_rss_mib
-    from export.onnx_graphs import export_component, graph_files
-    from runtime.component_modules import UNetComponent
+    from refocus_edge.bench.timing import peak_rss_mib
+    from refocus_edge.export.onnx_graphs import export_component, graph_files
+    from refocus_edge.runtime.component_modules import UNetComponent
 
     spec = _specs(width, height)
     t0 = time.perf_counter()
@@ -55,7 +55,7 @@ def run_step(graph: Path, width: int, height: int, batch: int) -> dict:
     import onnxruntime as ort
     import torch
 
-    from benchmarks.latency import peak_rss_mib
+    from refocus_edge.bench.timing import peak_rss_mib
 
     spec = _specs(width, height)
     t0 = time.perf_counter()

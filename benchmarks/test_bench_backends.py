@@ -22,7 +22,7 @@ import os
 
 import pytest
 
-from benchmarks.backends import END_TO_END, BackendBenchConfig, Job, load_for_job, plan_bench, stage_callables, stage_what
+from refocus_edge.bench.backends import END_TO_END, BackendBenchConfig, Job, load_for_job, plan_bench, stage_callables, stage_what
 
 STAGE_ROUNDS = int(os.environ.get("REFOCUS_BENCH_ROUNDS", "5"))
 E2E_ROUNDS = int(os.environ.get("REFOCUS_BENCH_E2E_ROUNDS", "2"))
@@ -32,7 +32,7 @@ SEED = 0
 
 def _plan():
     """The plan, or the reason there is none (parametrization happens at collection time)."""
-    from runtime.errors import RefocusError
+    from refocus_edge.runtime.errors import RefocusError
 
     if not BUNDLE:
         return None, ("set REFOCUS_BENCH_BUNDLE to a bundle (refocus export onnx --model refocus-tiny "
@@ -72,7 +72,7 @@ def _stages(key: str) -> tuple[object, dict]:
 
 
 def _run(benchmark, key: str, stage: str, rounds: int):
-    from runtime.fast_attention import single_token_cross_attention
+    from refocus_edge.runtime.fast_attention import single_token_cross_attention
 
     refocuser, fns = _stages(key)
     benchmark.group = stage

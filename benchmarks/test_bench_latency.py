@@ -19,7 +19,7 @@ import os
 import pytest
 
 from benchmarks.latency import END_TO_END, STAGES
-from benchmarks.models import working_size
+from refocus_edge.bench.models import working_size
 
 STAGE_ROUNDS = int(os.environ.get("REFOCUS_BENCH_ROUNDS", "5"))
 E2E_ROUNDS = int(os.environ.get("REFOCUS_BENCH_E2E_ROUNDS", "2"))

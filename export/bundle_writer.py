@@ -10,8 +10,8 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from runtime.artifacts import MANIFEST_NAME, file_sha256
-from runtime.errors import OutputExistsError
+from refocus_edge.runtime.artifacts import MANIFEST_NAME, file_sha256
+from refocus_edge.runtime.errors import OutputExistsError
 
 
 def checksums(root: Path) -> dict[str, str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from runtime.artifacts import BUNDLE_FORMAT, model_hash
+from refocus_edge.runtime.artifacts import BUNDLE_FORMAT, model_hash
 
 
 def plain_config(config) -> dict:
@@ -17,7 +17,7 @@ def plain_config(config) -> dict:
 
 
 def _scheduler(refocuser):
-    from runtime.sampler import make_scheduler
+    from refocus_edge.runtime.sampler import make_scheduler
 
     return make_scheduler(refocuser, refocuser.config.num_inference_steps)
 

@@ -17,14 +17,14 @@ from typing import Callable
 
 import torch
 
-from export.bundle_writer import staged_bundle, write_manifest
-from export.manifest import base_manifest
-from export.onnx_graphs import OPSET, export_component, graph_files
-from export.parity import component_gate, end_to_end_gate, gate_image, gate_sample
-from runtime.artifacts import PRECISIONS, model_hash, onnx_artifact
-from runtime.disk_usage import disk_mib
-from runtime.components import ModelDims, component_specs
-from runtime.errors import InvalidArgumentError
+from refocus_edge.export.bundle_writer import staged_bundle, write_manifest
+from refocus_edge.export.manifest import base_manifest
+from refocus_edge.export.onnx_graphs import OPSET, export_component, graph_files
+from refocus_edge.export.parity import component_gate, end_to_end_gate, gate_image, gate_sample
+from refocus_edge.runtime.artifacts import PRECISIONS, model_hash, onnx_artifact
+from refocus_edge.runtime.disk_usage import disk_mib
+from refocus_edge.runtime.components import ModelDims, component_specs
+from refocus_edge.runtime.errors import InvalidArgumentError
 
 @dataclass(frozen=True)
 class OnnxExportConfig:
@@ -54,12 +54,12 @@ def _tool_versions() -> dict:
             "python": platform.python_version(), "opset": OPSET}
 
 def export_onnx(cfg: OnnxExportConfig, log: Callable[[str], None] = print) -> ExportReport:
-    from runtime.backends.backend_onnxruntime import BACKEND as ORT, session_runner
-    from runtime.bundle_loading import load_bundle_refocuser
-    from runtime.component_modules import component_module
-    from runtime.loading import load_refocuser
-    from runtime.metrics.lpips import LPIPS
-    from runtime.model_config import save_model_config
+    from refocus_edge.runtime.backends.backend_onnxruntime import BACKEND as ORT, session_runner
+    from refocus_edge.runtime.bundle_loading import load_bundle_refocuser
+    from refocus_edge.runtime.component_modules import component_module
+    from refocus_edge.runtime.loading import load_refocuser
+    from refocus_edge.runtime.metrics.lpips import LPIPS
+    from refocus_edge.runtime.model_config import save_model_config
 
     bad = [p for p in cfg.precisions if p not in PRECISIONS]
     if bad or not cfg.precisions:

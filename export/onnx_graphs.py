@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from runtime.artifacts import onnx_external_data
-from runtime.disk_usage import disk_mib
+from refocus_edge.runtime.artifacts import onnx_external_data
+from refocus_edge.runtime.disk_usage import disk_mib
 
 OPSET = 18
 PROTOBUF_LIMIT = 2 * 1024 ** 3

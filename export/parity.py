@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from runtime.errors import RefocusError
+from refocus_edge.runtime.errors import RefocusError
 
 # Worst-frame LPIPS allowed between a stack sampled through the artifacts and through PyTorch.
 END_TO_END_LPIPS = {"fp32": 1e-3, "fp16": 5e-2}
@@ -86,7 +86,7 @@ def end_to_end_gate(artifact: str, precision: str, frames: torch.Tensor, referen
 
 def gate_image(dims, position: int) -> torch.Tensor:
     """A held-out synthetic photo at the opt resolution ([1, 3, H, W] in [-1, 1])."""
-    from focalstacks.synthetic import SyntheticFocalStacks
+    from refocus_edge.focalstacks.synthetic import SyntheticFocalStacks
 
     w, h = dims.resolutions[0]
     frames = SyntheticFocalStacks("heldout", size=(h, w), length=1)[0]["frames"]
@@ -95,7 +95,7 @@ def gate_image(dims, position: int) -> torch.Tensor:
 
 def gate_sample(refocuser, image, steps: int, seed: int) -> torch.Tensor:
     """The end-to-end gate's stack: fast mode (equal to reference mode within 1e-3), no progress bar."""
-    from runtime.sampler import SamplerConfig, sample_focal_stack
+    from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
 
     cfg = SamplerConfig(num_inference_steps=steps, seed=seed, mode="fast", progress=False)
     return sample_focal_stack(refocuser, image, cfg).frames

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.errors import InvalidArgumentError
 
 from .runner_swap import swapped_runners
 
@@ -58,13 +58,13 @@ def _calibration_stacks(cfg: CalibrationConfig, size: tuple[int, int]):
     if cfg.samples < 1:
         raise InvalidArgumentError(f"calibration needs at least 1 sample, got {cfg.samples}")
     if cfg.data == "synthetic":
-        from focalstacks.synthetic import SyntheticFocalStacks
+        from refocus_edge.focalstacks.synthetic import SyntheticFocalStacks
 
         # Offset into the training split so calibration scenes differ from the first
         # scenes the models were trained on; still disjoint from the held-out split.
         stacks = SyntheticFocalStacks("train", size=size, length=cfg.samples + 500_000)
         return stacks, range(500_000, 500_000 + cfg.samples)
-    from focalstacks.learn2refocus import Learn2RefocusLayoutError, Learn2RefocusStacks
+    from refocus_edge.focalstacks.learn2refocus import Learn2RefocusLayoutError, Learn2RefocusStacks
 
     root = Path(cfg.data)
     if not root.is_dir():
@@ -117,7 +117,7 @@ def collect_calibration(refocuser, cfg: CalibrationConfig) -> CalibrationSet:
     components are runners) and record every component call."""
     from tqdm.auto import tqdm
 
-    from runtime.sampler import SamplerConfig, sample_focal_stack
+    from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
 
     feeds: dict[str, list] = {}
     size = tuple(reversed(refocuser.config.working_size))  # (H, W)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 
 def quantize_coreml(cfg, recipe, log):
-    from export.coreml.export import CoreMLExportConfig, export_coreml
-    from export.coreml.recipes import CoreMLRecipe
-    from quantization.quantize import QuantizeReport
+    from refocus_edge.export.coreml.export import CoreMLExportConfig, export_coreml
+    from refocus_edge.export.coreml.recipes import CoreMLRecipe
+    from refocus_edge.quantization.report import QuantizeReport
 
     resolution = cfg.resolutions[0] if cfg.resolutions else None
     export = export_coreml(CoreMLExportConfig(

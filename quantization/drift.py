@@ -57,8 +57,8 @@ class DriftMeter:
     """Reference stacks of a bundle refocuser, and drift of variants of it."""
 
     def __init__(self, refocuser, cfg: DriftConfig = DriftConfig(), lpips=None):
-        from focalstacks.synthetic import SyntheticFocalStacks
-        from runtime.metrics.lpips import LPIPS
+        from refocus_edge.focalstacks.synthetic import SyntheticFocalStacks
+        from refocus_edge.runtime.metrics.lpips import LPIPS
 
         self.refocuser, self.cfg = refocuser, cfg
         self.lpips = lpips or LPIPS("alex")
@@ -73,7 +73,7 @@ class DriftMeter:
 
     @torch.no_grad()
     def _sample(self, photo, position, seed) -> torch.Tensor:
-        from runtime.sampler import SamplerConfig, sample_focal_stack
+        from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
 
         return sample_focal_stack(self.refocuser, photo, SamplerConfig(seed=seed, position=position,
                                                                        mode="fast", progress=False)).frames

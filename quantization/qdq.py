@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.artifacts import onnx_external_data
+from refocus_edge.runtime.artifacts import onnx_external_data
 
 
 @contextlib.contextmanager

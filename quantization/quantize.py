@@ -22,21 +22,22 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from export.bundle_writer import staged_bundle, write_manifest
-from export.onnx_graphs import graphs_mib
-from export.parity import GateResult
-from quantization.calibration import CalibrationConfig, check_calibration_source, collect_calibration
-from quantization.drift import DriftConfig, DriftMeter
-from quantization.recipes import get_recipe, quantized_components
-from quantization.sensitivity import family, scan_units, tighten, write_table
-from runtime.artifacts import MANIFEST_NAME, onnx_artifact, onnx_external_data
-from runtime.errors import InvalidArgumentError, RefocusError
+from refocus_edge.export.bundle_writer import staged_bundle, write_manifest
+from refocus_edge.export.onnx_graphs import graphs_mib
+from refocus_edge.export.parity import GateResult
+from refocus_edge.quantization.calibration import CalibrationConfig, check_calibration_source, collect_calibration
+from refocus_edge.quantization.drift import DriftConfig, DriftMeter
+from refocus_edge.quantization.report import QuantizeReport
+from refocus_edge.quantization.recipes import get_recipe, quantized_components
+from refocus_edge.quantization.sensitivity import family, scan_units, tighten, write_table
+from refocus_edge.runtime.artifacts import MANIFEST_NAME, onnx_artifact, onnx_external_data
+from refocus_edge.runtime.errors import InvalidArgumentError, RefocusError
 
 TENSORRT_TWIN = "onnx-tensorrt"  # artifact kind of the TensorRT-ready twin graphs
 
@@ -59,21 +60,11 @@ class QuantizeConfig:
     progress: bool = True
 
 
-@dataclass
-class QuantizeReport:
-    out: Path
-    recipe: str
-    gates: list = field(default_factory=list)
-    keep_float: list = field(default_factory=list)
-    sizes_mib: dict = field(default_factory=dict)
-    seconds: float = 0.0
-
-
 def _source_bundle(cfg: QuantizeConfig, recipe, stage: Path, tmp: Path, log) -> None:
     """Fill `stage` with the fp32 ONNX bundle (plus fp16 graphs for the fp16 recipe)."""
-    from export.onnx_export import OnnxExportConfig, export_onnx
-    from runtime.bundle import is_bundle, read_bundle
-    from runtime.zoo import resolve_model
+    from refocus_edge.export.onnx_export import OnnxExportConfig, export_onnx
+    from refocus_edge.runtime.bundle import is_bundle, read_bundle
+    from refocus_edge.runtime.zoo import resolve_model
 
     folder = resolve_model(cfg.model)
     precisions = ("fp32", "fp16") if recipe.name == "fp16" else ("fp32",)
@@ -95,12 +86,12 @@ def _source_bundle(cfg: QuantizeConfig, recipe, stage: Path, tmp: Path, log) -> 
 def quantize_model(cfg: QuantizeConfig, log: Callable[[str], None] = print) -> QuantizeReport:
     recipe = get_recipe(cfg.recipe)
     if recipe.kind == "coreml":
-        from quantization.coreml_recipes import quantize_coreml
+        from refocus_edge.quantization.coreml_recipes import quantize_coreml
 
         return quantize_coreml(cfg, recipe, log)
-    from runtime.backends.backend_onnxruntime import BACKEND as ORT
-    from runtime.bundle import read_bundle
-    from runtime.bundle_loading import load_bundle_refocuser
+    from refocus_edge.runtime.backends.backend_onnxruntime import BACKEND as ORT
+    from refocus_edge.runtime.bundle import read_bundle
+    from refocus_edge.runtime.bundle_loading import load_bundle_refocuser
 
     ORT.require()
     if recipe.kind == "qdq":  # a bad calibration folder fails now, not after the export
@@ -187,14 +178,14 @@ class _QdqWork:
         return self.work / f"{c}.{self.tag}.ranges.json"
 
     def write(self, c: str, out: Path, nodes=None, exclude=()) -> Path:
-        from quantization.qdq import quantize_graph
+        from refocus_edge.quantization.qdq import quantize_graph
 
         return quantize_graph(self.fp32[c], out, self.recipe, nodes=nodes, exclude=list(exclude),
                               cache=self.ranges(c), feeds=self.calibration.feeds[c],
                               input_names=self.specs[c].input_names, activation_type=self.act)
 
     def runner(self, c: str, path: Path):
-        from runtime.backends.backend_onnxruntime import session_runner
+        from refocus_edge.runtime.backends.backend_onnxruntime import session_runner
 
         return session_runner(path, self.specs[c], self.recipe.name, provider="CPUExecutionProvider")
 
@@ -230,7 +221,7 @@ class _QdqWork:
 def _quantize_qdq(cfg, recipe, bundle, refocuser, meter, stage, tmp, manifest, report, log) -> dict:
     import onnx
 
-    from quantization.units import graph_units
+    from refocus_edge.quantization.units import graph_units
 
     specs = bundle.specs
     comps = quantized_components(recipe, specs)
@@ -260,7 +251,7 @@ def _quantize_qdq(cfg, recipe, bundle, refocuser, meter, stage, tmp, manifest, r
         scan = scan_units(unit_nodes, known, main.measure_nodes, budget, log)
         final = tighten(scan, main.measure_all, recipe.scan_target(), log)
     else:
-        from quantization.sensitivity import ScanResult, UnitResult
+        from refocus_edge.quantization.sensitivity import ScanResult, UnitResult
 
         scan = ScanResult([UnitResult(f, u, sum(len(n) for n in nodes.values()), known[(f, u)],
                                       keep_float=known[(f, u)],
@@ -354,9 +345,9 @@ def module_runners(model, specs: dict, dtype: torch.dtype, label: str, transform
     """{component: Runner} computing each component with `model`'s PyTorch modules in `dtype`
     (weights and activations rounded as a `dtype` engine rounds them); `transform(name, module)`
     may swap a module first (the Core ML benchmark compresses the UNet's weights that way)."""
-    from export.coreml.emulate import ModuleRunner
-    from runtime.backends.base import Runner
-    from runtime.component_modules import component_module
+    from refocus_edge.export.coreml.emulate import ModuleRunner
+    from refocus_edge.runtime.backends.base import Runner
+    from refocus_edge.runtime.component_modules import component_module
 
     runners = {}
     for name, spec in specs.items():
@@ -370,8 +361,8 @@ def module_runners(model, specs: dict, dtype: torch.dtype, label: str, transform
 def torch_precision_runners(bundle, dtype: torch.dtype) -> dict:
     """Runners that compute each component with the bundle's source model in `dtype`: how bf16,
     which no CPU backend runs, is measured here."""
-    from runtime.backends.backend_torch import source_folder
-    from runtime.loading import load_refocuser
+    from refocus_edge.runtime.backends.backend_torch import source_folder
+    from refocus_edge.runtime.loading import load_refocuser
 
     folder = source_folder(bundle)
     if folder is None:
@@ -382,7 +373,7 @@ def torch_precision_runners(bundle, dtype: torch.dtype) -> dict:
 
 
 def _quantize_float(cfg, recipe, bundle, refocuser, meter, stage, manifest, report, log) -> dict:
-    from runtime.backends.backend_onnxruntime import session_runner
+    from refocus_edge.runtime.backends.backend_onnxruntime import session_runner
 
     specs = bundle.specs
     if recipe.name == "fp16":

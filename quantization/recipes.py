@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.errors import InvalidArgumentError
 
 QDQ_COMPONENTS = ("unet", "vae_encoder", "vae_decoder", "image_encoder")
 

@@ -14,9 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.artifacts import BUNDLE_FORMAT, MANIFEST_NAME, file_sha256
-from runtime.components import ComponentSpec
-from runtime.errors import RefocusError
+from refocus_edge.runtime.artifacts import BUNDLE_FORMAT, MANIFEST_NAME, file_sha256
+from refocus_edge.runtime.components import ComponentSpec
+from refocus_edge.runtime.errors import RefocusError
 
 
 class BundleError(RefocusError):
@@ -105,7 +105,7 @@ class Bundle:
 
 def open_bundle(name_or_path) -> Bundle:
     """A bundle given by path (or a name in the models folder), or a one-line error saying what to do."""
-    from runtime.zoo import resolve_model
+    from refocus_edge.runtime.zoo import resolve_model
 
     folder = resolve_model(name_or_path)
     if not is_bundle(folder):

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import torch
 
-from runtime.backends.adapters import AttrConfig, ImageEncoderAdapter, UNetAdapter, VaeAdapter
-from runtime.backends.finite_guard import guard_decoders
-from runtime.bundle import BundleError, read_bundle, resolve_inside
-from runtime.dispatch import load_runners, requested_backend
+from refocus_edge.runtime.backends.adapters import AttrConfig, ImageEncoderAdapter, UNetAdapter, VaeAdapter
+from refocus_edge.runtime.backends.finite_guard import guard_decoders
+from refocus_edge.runtime.bundle import BundleError, read_bundle, resolve_inside
+from refocus_edge.runtime.dispatch import load_runners, requested_backend
 
 
 def _default_precision(bundle, requested: str, precision: str | None) -> tuple[str | None, str]:
     """A quantized bundle runs its recipe unless told otherwise (`refocus run --model BUNDLE`
     picks the int8 graphs up): the manifest's default precision applies when no precision is
     given and a backend that can run it is available here."""
-    from runtime.backends import get_backend, registry
+    from refocus_edge.runtime.backends import get_backend, registry
 
     default = bundle.manifest.get("default_precision")
     if precision is not None or not default:
@@ -40,8 +40,8 @@ def load_bundle_refocuser(path: Path, backend: str | None = None, precision: str
                           low_memory: bool = False):
     from diffusers import EulerDiscreteScheduler
 
-    from runtime.loading import CLIP_MEAN, CLIP_STD, Refocuser
-    from runtime.model_config import load_model_config
+    from refocus_edge.runtime.refocuser import CLIP_MEAN, CLIP_STD, Refocuser
+    from refocus_edge.runtime.model_config import load_model_config
 
     bundle = read_bundle(path)
     configs = bundle.manifest.get("configs", {})
@@ -58,7 +58,7 @@ def load_bundle_refocuser(path: Path, backend: str | None = None, precision: str
               "image_encoder": (ImageEncoderAdapter, ["image_encoder"])}
     choices: list = []
     if low_memory:
-        from runtime.low_memory import LazyComponent
+        from refocus_edge.runtime.low_memory import LazyComponent
 
         def loader(part):
             cls, names = groups[part]

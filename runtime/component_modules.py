@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from runtime.fast_attention import install_single_token_cross_attention
+from refocus_edge.runtime.fast_attention import install_single_token_cross_attention
 
 
 class ImageEncoderComponent(torch.nn.Module):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.errors import InvalidArgumentError
 
 # Relative error (max |artifact - torch| / max |torch|) an artifact may have per component.
 # fp32 graphs differ from eager PyTorch only by op ordering (measured ~1e-6); fp16

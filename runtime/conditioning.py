@@ -14,7 +14,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from runtime.quiet import quiet_libraries
+from refocus_edge.runtime.quiet import quiet_libraries
 
 
 def component_dtype(module) -> torch.dtype:

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from runtime.artifacts import cache_dir, dispatch_key
-from runtime.backends import get_backend, registry
-from runtime.backends.base import BackendUnavailableError
-from runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.artifacts import cache_dir, dispatch_key
+from refocus_edge.runtime.backends import get_backend, registry
+from refocus_edge.runtime.backends.base import BackendUnavailableError
+from refocus_edge.runtime.errors import InvalidArgumentError
 
 ENV_VAR = "REFOCUS_BACKEND"
 WARM_CALLS, TIMED_CALLS = 2, 3

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from runtime.errors import InputImageError, InvalidArgumentError
+from refocus_edge.runtime.errors import InputImageError, InvalidArgumentError
 
 # Declared sizes above this are treated as decompression bombs. Pillow's default
 # (~89 MP warning, ~179 MP error) would trip on ordinary 100+ MP camera files.

@@ -10,44 +10,17 @@ Only safetensors weights are loaded (pickled .bin files can run code).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from runtime.errors import ModelLoadError
-from runtime.quiet import quiet_libraries
-from runtime.model_config import RefocusModelConfig, load_model_config
-from runtime.zoo import resolve_model
+from refocus_edge.runtime.errors import ModelLoadError
+from refocus_edge.runtime.quiet import quiet_libraries
+from refocus_edge.runtime.model_config import load_model_config
+from refocus_edge.runtime.refocuser import CLIP_MEAN, CLIP_STD, Refocuser  # noqa: F401 (loading's public names)
+from refocus_edge.runtime.zoo import resolve_model
 
 REQUIRED = ("unet", "vae", "image_encoder", "scheduler")
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-@dataclass
-class Refocuser:
-    """The four components plus the conventions needed to sample with them."""
-
-    unet: torch.nn.Module
-    vae: torch.nn.Module
-    image_encoder: torch.nn.Module
-    scheduler: object
-    config: RefocusModelConfig
-    source: Path
-    clip_mean: tuple[float, float, float] = CLIP_MEAN
-    clip_std: tuple[float, float, float] = CLIP_STD
-    clip_size: tuple[int, int] = (224, 224)
-    notes: list[str] = field(default_factory=list)
-    choices: list = field(default_factory=list)  # per component: backend, device, reason (bundles)
-
-    @property
-    def latent_channels(self) -> int:
-        return int(self.vae.config.latent_channels)
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
 
 def _check_weights(folder: Path, what: str) -> None:
@@ -104,13 +77,13 @@ def load_refocuser(model: str | Path | None = None, unet: str | Path | None = No
                              "the shipped ones", root)
     if not root.is_dir():
         raise ModelLoadError("is a file; a model is a folder in diffusers layout", root)
-    from runtime.bundle import is_bundle
-    from runtime.dispatch import requested_backend
+    from refocus_edge.runtime.bundle import is_bundle
+    from refocus_edge.runtime.dispatch import requested_backend
 
     if is_bundle(root):
         if unet is not None:
             raise ModelLoadError("--unet overrides apply to model folders, not to exported bundles", root)
-        from runtime.bundle_loading import load_bundle_refocuser
+        from refocus_edge.runtime.bundle_loading import load_bundle_refocuser
 
         return load_bundle_refocuser(root, backend, precision, low_memory=low_memory)
     chosen = requested_backend(backend)
@@ -157,8 +130,8 @@ def load_refocuser(model: str | Path | None = None, unet: str | Path | None = No
              "vae": (AutoencoderKLTemporalDecoder, root / "vae", "VAE", vae_cfg),
              "image_encoder": (CLIPVisionModelWithProjection, root / "image_encoder", "image encoder", enc_cfg)}
     if low_memory:
-        from runtime.backends.adapters import AttrConfig
-        from runtime.low_memory import LazyComponent
+        from refocus_edge.runtime.backends.adapters import AttrConfig
+        from refocus_edge.runtime.low_memory import LazyComponent
 
         modules = {k: LazyComponent(k, AttrConfig(c), (lambda a=(cls, f, what): _load(*a, dtype)), dtype)
                    for k, (cls, f, what, c) in parts.items()}

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from runtime.errors import ModelLoadError
-from runtime.resize import ResolutionPolicy
+from refocus_edge.runtime.errors import ModelLoadError
+from refocus_edge.runtime.resize import ResolutionPolicy
 
 REFOCUS_CONFIG_NAME = "refocus.json"
 NUM_FOCAL_POSITIONS = 9  # the method is defined for 9 focal positions (iPhone lens 0.0..0.8)

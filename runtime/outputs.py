@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from runtime.dof.viewer_page import PanelHtml, PreviewGrid, dof_panel
-from runtime.errors import InvalidArgumentError, OutputExistsError
-from runtime.html_page import html_page
+from refocus_edge.runtime.dof.viewer_page import PanelHtml, PreviewGrid, dof_panel
+from refocus_edge.runtime.errors import InvalidArgumentError, OutputExistsError
+from refocus_edge.runtime.html_page import html_page
 
 N_FRAMES = 9
 GIF_FRAME_MS = 120  # ~8 fps; GIF stores centiseconds, so 125 ms would round to 120 anyway

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.errors import InvalidArgumentError
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from runtime.dof.stack_views import StackViewsConfig
-from runtime.errors import InvalidArgumentError
-from runtime.low_memory import low_memory_mode
+from refocus_edge.runtime.dof.stack_views import StackViewsConfig
+from refocus_edge.runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.low_memory import low_memory_mode
 
 PHOTO_DECODE_SIDE = 2048
 
@@ -59,11 +59,11 @@ class RunReport:
 
 
 def refocus_photo(cfg: RunConfig, log: Callable[[str], None] = lambda _msg: None) -> RunReport:
-    from runtime.image_io import load_photo
-    from runtime.loading import load_refocuser
-    from runtime.outputs import check_output_dir, write_stack
-    from runtime.resize import fit_photo
-    from runtime.sampler import SamplerConfig, sample_focal_stack
+    from refocus_edge.runtime.image_io import load_photo
+    from refocus_edge.runtime.loading import load_refocuser
+    from refocus_edge.runtime.outputs import check_output_dir, write_stack
+    from refocus_edge.runtime.resize import fit_photo
+    from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
 
     if cfg.position is not None and not 0 <= cfg.position <= 8:
         raise InvalidArgumentError(f"--position {cfg.position} is outside 0..8 "
@@ -123,7 +123,7 @@ def refocus_photo(cfg: RunConfig, log: Callable[[str], None] = lambda _msg: None
     frames = (result.frames.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
     views = None
     if cfg.dof_views is not None:
-        from runtime.dof.stack_views import stack_views
+        from refocus_edge.runtime.dof.stack_views import stack_views
 
         t0 = time.perf_counter()
         try:

@@ -23,11 +23,11 @@ from typing import Callable, Literal
 
 import torch
 
-from runtime.conditioning import (component_dtype, conditioning_latents, conditioning_latents_literal,
+from refocus_edge.runtime.conditioning import (component_dtype, conditioning_latents, conditioning_latents_literal,
                                   image_embedding)
-from runtime.errors import InvalidArgumentError
-from runtime.fast_attention import single_token_cross_attention
-from runtime.low_memory import release
+from refocus_edge.runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.fast_attention import single_token_cross_attention
+from refocus_edge.runtime.low_memory import release
 
 Mode = Literal["reference", "fast"]
 

@@ -41,10 +41,15 @@ def list_models() -> list[ShippedModel]:
     return found
 
 
+def default_model_name() -> str:
+    """The model every verb uses when none is given: $REFOCUS_MODEL, else the shipped default."""
+    return os.environ.get("REFOCUS_MODEL") or DEFAULT_MODEL
+
+
 def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
     """Name of a shipped model -> its folder; anything else is taken as a path."""
     if name_or_path is None:
-        name_or_path = os.environ.get("REFOCUS_MODEL", DEFAULT_MODEL)
+        name_or_path = default_model_name()
     text = str(name_or_path)
     candidate = models_dir() / text
     if os.sep not in text and "/" not in text and candidate.is_dir():

@@ -51,7 +51,7 @@ def random_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def random_refocuser(random_model_dir):
-    from runtime.loading import load_refocuser
+    from refocus_edge.runtime.loading import load_refocuser
 
     return load_refocuser(random_model_dir)
 
@@ -66,7 +66,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_bundle(random_model_dir, tmp_path_factory) -> Path:
     """The random tiny refocuser exported to an fp32 + fp16 ONNX bundle (both gates passed)."""
-    from export.onnx_export import OnnxExportConfig, export_onnx
+    from refocus_edge.export.onnx_export import OnnxExportConfig, export_onnx
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     export_onnx(OnnxExportConfig(model=random_model_dir, out=out, precisions=("fp32", "fp16")),

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.backends import backend_coreml as coreml
-from runtime.backends.base import BackendUnavailableError
-from runtime.components import ModelDims, component_specs
-from runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.backends import backend_coreml as coreml
+from refocus_edge.runtime.backends.base import BackendUnavailableError
+from refocus_edge.runtime.components import ModelDims, component_specs
+from refocus_edge.runtime.errors import InvalidArgumentError
 
 
 def tiny_spec(name="unet"):
@@ -74,14 +74,14 @@ def test_packages_match_the_pytorch_rewrites_on_macos(random_model_dir, tmp_path
     pytest.importorskip("coremltools")
     import torch
 
-    from export.coreml.export import CoreMLExportConfig, export_coreml
-    from runtime.bundle import read_bundle
+    from refocus_edge.export.coreml.export import CoreMLExportConfig, export_coreml
+    from refocus_edge.runtime.bundle import read_bundle
 
     out = tmp_path / "bundle"
     export_coreml(CoreMLExportConfig(model=random_model_dir, out=out, max_package_mb=0.05, gate_steps=1),
                   log=lambda m: None)
     bundle = read_bundle(out)
-    from runtime.backends.backend_torch import BACKEND as TORCH
+    from refocus_edge.runtime.backends.backend_torch import BACKEND as TORCH
 
     for name, spec in bundle.specs.items():
         feeds = spec.sample_inputs(torch.Generator().manual_seed(0), "opt")

@@ -11,12 +11,12 @@ import types
 import pytest
 import torch
 
-from runtime import artifacts
-from runtime.backends import backend_tensorrt as trt_backend
-from runtime.backends.base import BackendUnavailableError
-from runtime.bundle import BundleError, read_bundle
-from runtime.components import ModelDims, component_specs
-from runtime.errors import InvalidArgumentError
+from refocus_edge.runtime import artifacts
+from refocus_edge.runtime.backends import backend_tensorrt as trt_backend
+from refocus_edge.runtime.backends.base import BackendUnavailableError
+from refocus_edge.runtime.bundle import BundleError, read_bundle
+from refocus_edge.runtime.components import ModelDims, component_specs
+from refocus_edge.runtime.errors import InvalidArgumentError
 
 HAS_GPU_TRT = importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
 needs_gpu = pytest.mark.skipif(not HAS_GPU_TRT, reason="needs an NVIDIA GPU and the tensorrt package")

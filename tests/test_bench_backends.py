@@ -1,4 +1,4 @@
-"""The backend benchmark (benchmarks/backends.py, `refocus bench`) on the tiny random bundle.
+"""The backend benchmark (bench/backends.py, `refocus bench`) on the tiny random bundle.
 
 Numbers mean nothing here (random weights, 2 steps, 1 repeat); these tests check
 the plumbing: one fresh process per backend, the JSON structure, drift against
@@ -11,10 +11,10 @@ import json
 
 import pytest
 
-from benchmarks.backends import (BASELINE, END_TO_END, REFERENCE, STAGES, BackendBenchConfig, plan_bench,
+from refocus_edge.bench.backends import (BASELINE, END_TO_END, REFERENCE, STAGES, BackendBenchConfig, plan_bench,
                                  run_backend_bench, write_backend_report)
-from runtime.errors import InvalidArgumentError, ModelLoadError, MissingDependencyError
-from runtime.metrics import lpips as lp
+from refocus_edge.runtime.errors import InvalidArgumentError, ModelLoadError, MissingDependencyError
+from refocus_edge.runtime.metrics import lpips as lp
 
 pytest.importorskip("onnxruntime")
 
@@ -107,11 +107,11 @@ def test_in_process_torch_only(tiny_bundle):
 
 
 def test_cli_registered(tiny_bundle):
-    from refocus_cli.main import build_parser
+    from refocus_edge.cli.main import build_parser
 
     args = build_parser().parse_args(["bench", "--model", str(tiny_bundle), "--repeats", "1", "--count", "1",
                                       "--backend", "onnxruntime", "--precision", "fp16", "--steps", "2"])
-    from benchmarks.backends import config_from_args
+    from refocus_edge.bench.backends import config_from_args
 
     cfg = config_from_args(args, args.model)
     assert cfg.backends == ("onnxruntime",) and cfg.precisions == ("fp16",) and cfg.steps == 2

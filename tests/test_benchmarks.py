@@ -14,8 +14,8 @@ import pytest
 
 from benchmarks.latency import END_TO_END, STAGES, measure_stages, write_latency_report
 from benchmarks.quality import LARGE_JUMP, evaluate_quality, main as quality_main, spearman, write_quality_report
-from runtime.errors import InvalidArgumentError, MissingDependencyError
-from runtime.metrics import lpips as lp
+from refocus_edge.runtime.errors import InvalidArgumentError, MissingDependencyError
+from refocus_edge.runtime.metrics import lpips as lp
 
 POSITIONS = [0, 8]
 
@@ -112,7 +112,7 @@ def test_spearman_known_inputs():
 
 def test_depth_rank_of_a_stack_without_focus_change_is_zero(one_thread):
     from benchmarks.quality import _depth_from_focus, _depth_rank
-    from focalstacks.photo_stacks import PhotoFocalStacks
+    from refocus_edge.focalstacks.photo_stacks import PhotoFocalStacks
 
     item = PhotoFocalStacks((48, 48), length=1)[0]
     assert _depth_rank(_depth_from_focus(item["frames"]), item["depth"].numpy()) > 0.5  # the true stack
@@ -121,7 +121,7 @@ def test_depth_rank_of_a_stack_without_focus_change_is_zero(one_thread):
 
 
 def test_quality_rejects_bad_set_and_count(random_refocuser):
-    from focalstacks.photo_stacks import EVAL_PHOTOS
+    from refocus_edge.focalstacks.photo_stacks import EVAL_PHOTOS
 
     with pytest.raises(InvalidArgumentError, match="set"):
         evaluate_quality(random_refocuser, count=1, positions=[0], eval_set="imagenet")

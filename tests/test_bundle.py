@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("onnxruntime", reason="needs onnxruntime (pip install -e '.[test]')")
 
-from runtime.bundle import BundleError, read_bundle  # noqa: E402
-from runtime.loading import load_refocuser  # noqa: E402
+from refocus_edge.runtime.bundle import BundleError, read_bundle  # noqa: E402
+from refocus_edge.runtime.loading import load_refocuser  # noqa: E402
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_a_bundle_of_another_format_is_refused(bundle_copy):
 
 
 def test_cli_reports_a_bad_bundle_in_one_line(bundle_copy, tmp_path, capsys):
-    from refocus_cli.main import main
+    from refocus_edge.cli.main import main
     from PIL import Image
 
     (bundle_copy / "refocus.json").write_text("{}")  # edited after export

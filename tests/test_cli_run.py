@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from refocus_cli.main import main
+from refocus_edge.cli.main import main
 
 FRAMES = [f"frame_{i}.png" for i in range(9)]
 DOF_FILES = ["all_in_focus.png", "depth.png"]
@@ -104,7 +104,7 @@ def test_no_dof_skips_the_views(random_model_dir, tmp_path, capsys):
 
 def test_a_failure_in_the_dof_views_costs_the_views_not_the_stack(random_model_dir, tmp_path, capsys,
                                                                    monkeypatch):
-    import runtime.dof.stack_views as views_mod
+    import refocus_edge.runtime.dof.stack_views as views_mod
 
     def broken(*_a, **_k):
         raise RuntimeError("simulated failure in the depth-of-field views")
@@ -239,7 +239,7 @@ def test_interrupted_run_leaves_old_results_intact(random_model_dir, tmp_path, c
     assert _run([photo, "--model", random_model_dir, "--out", out], capsys)[0] == 0
     snapshot = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    import runtime.sampler as sampler
+    import refocus_edge.runtime.sampler as sampler
 
     def interrupted(*_a, **_k):
         raise KeyboardInterrupt
@@ -254,7 +254,7 @@ def test_interrupted_run_leaves_old_results_intact(random_model_dir, tmp_path, c
 def test_console_script_reports_bad_input_without_traceback(tmp_path):
     bad = tmp_path / "notes.txt"
     bad.write_text("hello")
-    proc = subprocess.run([sys.executable, "-m", "refocus_cli", "run", str(bad), "--out", str(tmp_path / "o")],
+    proc = subprocess.run([sys.executable, "-m", "refocus_edge.cli", "run", str(bad), "--out", str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and str(bad) in proc.stderr

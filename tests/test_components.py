@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runtime.components import ComponentSpec, ModelDims, component_specs
-from runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.components import ComponentSpec, ModelDims, component_specs
+from refocus_edge.runtime.errors import InvalidArgumentError
 
 DIMS = ModelDims(latent_channels=4, embed_dim=32, clip_size=(64, 64), vae_scale_factor=8, num_frames=9,
                  decode_chunk_sizes=(8, 1), resolutions=((128, 64), (64, 64), (256, 128)))

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from export.coreml.recipes import CoreMLRecipe, compress_module
-from runtime.backends.chain import ChainRunner
-from runtime.errors import InvalidArgumentError
+from refocus_edge.export.coreml.recipes import CoreMLRecipe, compress_module
+from refocus_edge.runtime.backends.chain import ChainRunner
+from refocus_edge.runtime.errors import InvalidArgumentError
 
 ct = pytest.importorskip("coremltools", reason="coremltools is not installed (pip install 'refocus-edge[coreml]')")
 
-from export.coreml.convert import TensorIO, convert  # noqa: E402
-from export.coreml.package_check import PackageSpecError, check_package  # noqa: E402
-from export.coreml.weights_check import CompressedWeightsError, check_compressed_weights  # noqa: E402
+from refocus_edge.export.coreml.convert import TensorIO, convert  # noqa: E402
+from refocus_edge.export.coreml.package_check import PackageSpecError, check_package  # noqa: E402
+from refocus_edge.export.coreml.weights_check import CompressedWeightsError, check_compressed_weights  # noqa: E402
 
 
 class TinyNet(torch.nn.Module):
@@ -103,7 +103,7 @@ def test_saved_spec_mismatches_are_named(saved_package, inputs, outputs, dtype, 
 
 
 def test_an_op_outside_the_supported_set_is_reported(saved_package, monkeypatch):
-    import export.coreml.package_check as pc
+    import refocus_edge.export.coreml.package_check as pc
 
     monkeypatch.setattr(pc, "SUPPORTED_OPS", pc.SUPPORTED_OPS - {"conv"})
     with pytest.raises(PackageSpecError, match="ops outside the supported set: conv"):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import RANDOM_UNET_CONFIG
-from export.coreml.rewrites.unet import MODEL_INPUTS, MODEL_OUTPUT, ConvertibleUNet, UNetChunk, plan_chunks
+from refocus_edge.export.coreml.rewrites.unet import MODEL_INPUTS, MODEL_OUTPUT, ConvertibleUNet, UNetChunk, plan_chunks
 
 TWO_LEVELS = RANDOM_UNET_CONFIG  # the conftest refocuser's UNet: 2 levels, heads (1, 2)
 
@@ -128,7 +128,7 @@ def test_scalar_timestep_is_broadcast(two_levels):
 
 
 def test_shipped_model_matches():
-    from runtime.loading import load_refocuser
+    from refocus_edge.runtime.loading import load_refocuser
 
     unet = load_refocuser("refocus-tiny").unet
     ours = ConvertibleUNet.from_diffusers(unet)

@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 
-from export.coreml.rewrites.vae import ConvertibleVAE, SpatialSelfAttention
+from refocus_edge.export.coreml.rewrites.vae import ConvertibleVAE, SpatialSelfAttention
 
 SMALL = dict(block_out_channels=(32, 32, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
              layers_per_block=1, latent_channels=4)
@@ -150,7 +150,7 @@ def test_multi_head_attention_matches_diffusers():
 
 
 def test_shipped_model():
-    from runtime.loading import load_refocuser
+    from refocus_edge.runtime.loading import load_refocuser
 
     vae = load_refocuser("refocus-tiny").vae
     rewrite = ConvertibleVAE.from_diffusers(vae)

@@ -14,12 +14,12 @@ import torch
 
 pytest.importorskip("onnxruntime", reason="needs onnxruntime (pip install -e '.[test]')")
 
-from runtime.backends import get_backend  # noqa: E402
-from runtime.backends.finite_guard import (FiniteGuard, NonFiniteOutputError,  # noqa: E402
+from refocus_edge.runtime.backends import get_backend  # noqa: E402
+from refocus_edge.runtime.backends.finite_guard import (FiniteGuard, NonFiniteOutputError,  # noqa: E402
                                            PrecisionFallbackUnavailableError, PrecisionFallbackWarning,
                                            guard_decoders, load_fp32_fallback)
-from runtime.bundle import Bundle, read_bundle  # noqa: E402
-from runtime.loading import load_refocuser  # noqa: E402
+from refocus_edge.runtime.bundle import Bundle, read_bundle  # noqa: E402
+from refocus_edge.runtime.loading import load_refocuser  # noqa: E402
 
 DECODER = "vae_decoder_1"
 

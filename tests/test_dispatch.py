@@ -5,13 +5,13 @@ import pytest
 
 pytest.importorskip("onnxruntime", reason="needs onnxruntime (pip install -e '.[test]')")
 
-import runtime.dispatch as dispatch  # noqa: E402
-from runtime.artifacts import dispatch_key  # noqa: E402
-from runtime.backends import get_backend, registry  # noqa: E402
-from runtime.backends.base import BackendUnavailableError  # noqa: E402
-from runtime.bundle import read_bundle  # noqa: E402
-from runtime.errors import InvalidArgumentError, ModelLoadError  # noqa: E402
-from runtime.loading import load_refocuser  # noqa: E402
+import refocus_edge.runtime.dispatch as dispatch  # noqa: E402
+from refocus_edge.runtime.artifacts import dispatch_key  # noqa: E402
+from refocus_edge.runtime.backends import get_backend, registry  # noqa: E402
+from refocus_edge.runtime.backends.base import BackendUnavailableError  # noqa: E402
+from refocus_edge.runtime.bundle import read_bundle  # noqa: E402
+from refocus_edge.runtime.errors import InvalidArgumentError, ModelLoadError  # noqa: E402
+from refocus_edge.runtime.loading import load_refocuser  # noqa: E402
 
 
 def _fake_times(table):

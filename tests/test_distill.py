@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from export.distillation.config import DistillConfig
-from export.distillation.objective import step_target
-from export.distillation.schedule import StudentSchedule, student_sigmas, teacher_grid
-from export.distillation.teacher import encode_inputs, euler_step, solve
+from refocus_edge.export.distillation.config import DistillConfig
+from refocus_edge.export.distillation.objective import step_target
+from refocus_edge.export.distillation.schedule import StudentSchedule, student_sigmas, teacher_grid
+from refocus_edge.export.distillation.teacher import encode_inputs, euler_step, solve
 from resume_check import assert_resume_is_seamless
 
 
@@ -22,7 +22,7 @@ def _image(seed=0, size=64):
 
 def test_teacher_solve_reproduces_the_sampler(random_refocuser):
     """The batched teacher is the runtime's guided sampler: same seed, same frames."""
-    from runtime.sampler import SamplerConfig, decode_latents, initial_noise, sample_focal_stack
+    from refocus_edge.runtime.sampler import SamplerConfig, decode_latents, initial_noise, sample_focal_stack
 
     r = random_refocuser
     image = _image(1)
@@ -36,7 +36,7 @@ def test_teacher_solve_reproduces_the_sampler(random_refocuser):
 
 
 def test_inserted_levels_refine_the_grid(random_refocuser):
-    from runtime.sampler import make_scheduler
+    from refocus_edge.runtime.sampler import make_scheduler
 
     grid = teacher_grid(make_scheduler(random_refocuser, 4), [20.0, 1.0])
     assert float(grid[-1]) == 0.0 and torch.all(grid[:-1] > grid[1:])
@@ -80,9 +80,9 @@ def _cfg(tmp_path: Path, model_dir: Path, **kw) -> DistillConfig:
 def _trainer(cfg: DistillConfig, teacher=None):
     import copy
 
-    from export.distillation.pipeline import load_teacher, prepare_trajectories, split_counts
-    from export.distillation.train import StudentTrainer
-    from export.distillation.trajectories import load_cache
+    from refocus_edge.export.distillation.pipeline import load_teacher, prepare_trajectories, split_counts
+    from refocus_edge.export.distillation.train import StudentTrainer
+    from refocus_edge.export.distillation.trajectories import load_cache
 
     teacher = teacher or load_teacher(cfg)
     traj, _ = load_cache(prepare_trajectories(teacher, cfg, log=lambda m: None), cfg.samples)
@@ -106,7 +106,7 @@ def test_distillation_loss_decreases(tmp_path, random_model_dir):
 
 def test_resume_continues_the_same_run(tmp_path, random_model_dir):
     """Killed after 5 updates and restarted == never interrupted (weights, EMA, loss history)."""
-    from export.distillation.pipeline import load_teacher
+    from refocus_edge.export.distillation.pipeline import load_teacher
 
     straight_cfg = _cfg(tmp_path / "a", random_model_dir, iterations=10)
     teacher = load_teacher(straight_cfg)
@@ -118,7 +118,7 @@ def test_resume_continues_the_same_run(tmp_path, random_model_dir):
 
 
 def test_resume_refuses_different_settings(tmp_path, random_model_dir):
-    from runtime.errors import InvalidArgumentError
+    from refocus_edge.runtime.errors import InvalidArgumentError
 
     cfg = _cfg(tmp_path, random_model_dir, iterations=3)
     t = _trainer(cfg)
@@ -129,9 +129,9 @@ def test_resume_refuses_different_settings(tmp_path, random_model_dir):
 
 
 def test_cache_resumes_and_refuses_another_teacher(tmp_path, random_model_dir):
-    from export.distillation.pipeline import load_teacher, prepare_trajectories
-    from export.distillation.trajectories import load_cache
-    from runtime.errors import InvalidArgumentError
+    from refocus_edge.export.distillation.pipeline import load_teacher, prepare_trajectories
+    from refocus_edge.export.distillation.trajectories import load_cache
+    from refocus_edge.runtime.errors import InvalidArgumentError
 
     cfg = _cfg(tmp_path, random_model_dir, samples=12)
     teacher = load_teacher(cfg)
@@ -151,9 +151,9 @@ def test_cache_resumes_and_refuses_another_teacher(tmp_path, random_model_dir):
 
 def test_cli_distill_writes_a_model_like_any_other(tmp_path, random_model_dir, capsys):
     """`refocus distill` -> a folder that loads by path and samples in `steps` UNet calls, no flags."""
-    from refocus_cli.main import main
-    from runtime.loading import load_refocuser
-    from runtime.sampler import SamplerConfig, sample_focal_stack
+    from refocus_edge.cli.main import main
+    from refocus_edge.runtime.loading import load_refocuser
+    from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
 
     out = tmp_path / "student"
     argv = ["distill", "--teacher", str(random_model_dir), "--steps", "2", "--samples", "8",
@@ -183,8 +183,8 @@ def test_cli_distill_writes_a_model_like_any_other(tmp_path, random_model_dir, c
 def test_data_sources(tmp_path):
     from PIL import Image
 
-    from export.distillation.data import FocalStackSource
-    from runtime.errors import InvalidArgumentError
+    from refocus_edge.export.distillation.data import FocalStackSource
+    from refocus_edge.runtime.errors import InvalidArgumentError
 
     cache = (np.random.default_rng(0).random((3, 9, 64, 64, 3)) * 255).astype(np.uint8)
     np.save(tmp_path / "stacks.npy", cache)

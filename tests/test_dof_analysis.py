@@ -14,11 +14,11 @@ import pytest
 import torch
 from scipy import ndimage
 
-from focalstacks.lens import LensConfig, focus_planes
-from focalstacks.render import Layer, composite_sharp, render_layers
-from focalstacks.synthetic import SyntheticFocalStacks
-from runtime.dof.all_in_focus import AllInFocusConfig, all_in_focus, guided_filter
-from runtime.dof.depth import (
+from refocus_edge.focalstacks.lens import LensConfig, focus_planes
+from refocus_edge.focalstacks.render import Layer, composite_sharp, render_layers
+from refocus_edge.focalstacks.synthetic import SyntheticFocalStacks
+from refocus_edge.runtime.dof.all_in_focus import AllInFocusConfig, all_in_focus, guided_filter
+from refocus_edge.runtime.dof.depth import (
     DepthConfig,
     depth_from_focus,
     diopters_to_index,
@@ -26,7 +26,7 @@ from runtime.dof.depth import (
     index_to_diopters,
     refine_peak,
 )
-from runtime.dof.focus_measure import box_mean, focus_confidence, focus_measure, gaussian_blur
+from refocus_edge.runtime.dof.focus_measure import box_mean, focus_confidence, focus_measure, gaussian_blur
 
 S = 128
 PLANES = focus_planes(LensConfig())
@@ -138,7 +138,7 @@ def test_inputs_are_validated():
 
 def test_analyse_stack_is_the_fusion_and_the_filled_depth_of_one_pass():
     frames = _render([Layer(_texture(12, (0.5, 0.5, 0.5)), ONES, float(PLANES[3]))])
-    from runtime.dof.analysis import analyse_stack
+    from refocus_edge.runtime.dof.analysis import analyse_stack
 
     res = analyse_stack(frames)
     ref = depth_from_focus(frames)
@@ -157,8 +157,8 @@ def test_analyse_stack_is_the_fusion_and_the_filled_depth_of_one_pass():
     (torch.full((9, 3, 8, 8), float("nan")), "NaN"),
 ])
 def test_analyse_stack_refuses_bad_stacks_with_typed_errors(frames, fragment):
-    from runtime.dof.analysis import analyse_stack
-    from runtime.errors import InvalidArgumentError
+    from refocus_edge.runtime.dof.analysis import analyse_stack
+    from refocus_edge.runtime.errors import InvalidArgumentError
 
     with pytest.raises(InvalidArgumentError) as info:
         analyse_stack(frames)
@@ -323,8 +323,8 @@ def test_edge_aware_fill_stops_at_colour_edges():
 
 def test_heldout_synthetic_stack():
     """A real held-out scene (several objects, depth edges, point lights): sane depth and a real gain."""
-    from focalstacks.scenes import make_scene
-    from focalstacks.synthetic import split_seed
+    from refocus_edge.focalstacks.scenes import make_scene
+    from refocus_edge.focalstacks.synthetic import split_seed
 
     item = SyntheticFocalStacks("heldout", size=(S, S), length=1)[0]
     frames = item["frames"]
@@ -338,8 +338,8 @@ def test_heldout_synthetic_stack():
 
 
 def test_benchmark_smoke(tmp_path):
-    from runtime.errors import MissingDependencyError
-    from runtime.metrics import lpips
+    from refocus_edge.runtime.errors import MissingDependencyError
+    from refocus_edge.runtime.metrics import lpips
 
     try:
         lpips.weights_path("alex")

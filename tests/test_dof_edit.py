@@ -12,14 +12,14 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from focalstacks.lens import LensConfig, focus_planes
-from focalstacks.render import Layer, composite_sharp, disk_kernel, front_depth, render_layers
-from focalstacks.scenes import texture_photos
-from refocus_cli.main import main
-from runtime.dof.aperture import kernel, parse_shape
-from runtime.dof.bokeh import DofConfig, DofRenderer, lens_radius_per_step, render_dof
-from runtime.errors import InputImageError, InvalidArgumentError
-from runtime.metrics.lpips import LPIPS
+from refocus_edge.focalstacks.lens import LensConfig, focus_planes
+from refocus_edge.focalstacks.render import Layer, composite_sharp, disk_kernel, front_depth, render_layers
+from refocus_edge.focalstacks.scenes import texture_photos
+from refocus_edge.cli.main import main
+from refocus_edge.runtime.dof.aperture import kernel, parse_shape
+from refocus_edge.runtime.dof.bokeh import DofConfig, DofRenderer, lens_radius_per_step, render_dof
+from refocus_edge.runtime.errors import InputImageError, InvalidArgumentError
+from refocus_edge.runtime.metrics.lpips import LPIPS
 
 PLANES = focus_planes(LensConfig())  # diopters of focus positions 0..8
 
@@ -392,7 +392,7 @@ OUTPUTS = ["edited.png", "all_in_focus.png", "depth.png", "confidence.png", "vie
 @pytest.fixture(scope="module")
 def stack_dir(tmp_path_factory, scene):
     """A stack folder as `refocus run` writes it, from the renderer's frames of the test scene."""
-    from runtime.outputs import write_stack
+    from refocus_edge.runtime.outputs import write_stack
 
     frames = scene[0]
     out = tmp_path_factory.mktemp("stack") / "stack"
@@ -497,7 +497,7 @@ def test_cli_blend_rejects_other_values(stack_dir, tmp_path, capsys):
 
 
 def test_cli_blend_defaults_to_linear_light():
-    from refocus_cli.main import build_parser
+    from refocus_edge.cli.main import build_parser
 
     args = build_parser().parse_args(["edit", "stack", "--focus", "2"])
     assert args.blend == "linear" and DofConfig().linear_light is True
@@ -511,7 +511,7 @@ def test_cli_edit_help_explains_blend(capsys):
 
 
 def test_interrupted_edit_leaves_nothing(stack_dir, tmp_path, monkeypatch):
-    import runtime.dof.edit as edit_mod
+    import refocus_edge.runtime.dof.edit as edit_mod
 
     def boom(*_args):
         raise KeyboardInterrupt

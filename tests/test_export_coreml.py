@@ -9,10 +9,10 @@ import torch
 
 pytest.importorskip("coremltools", reason="coremltools is not installed (pip install 'refocus-edge[coreml]')")
 
-from export.coreml.export import CoreMLExportConfig, export_coreml  # noqa: E402
-from export.coreml.recipes import CoreMLRecipe  # noqa: E402
-from export.parity import ParityError  # noqa: E402
-from runtime.bundle import read_bundle  # noqa: E402
+from refocus_edge.export.coreml.export import CoreMLExportConfig, export_coreml  # noqa: E402
+from refocus_edge.export.coreml.recipes import CoreMLRecipe  # noqa: E402
+from refocus_edge.export.parity import ParityError  # noqa: E402
+from refocus_edge.runtime.bundle import read_bundle  # noqa: E402
 
 COMPONENTS = {"image_encoder", "vae_encoder", "unet", "vae_decoder_8", "vae_decoder_1"}
 
@@ -85,7 +85,7 @@ def test_the_log_reports_each_package_and_the_end_to_end_check(coreml_bundle):
 
 
 def test_a_rewrite_that_differs_fails_the_export_and_writes_nothing(random_model_dir, tmp_path, monkeypatch):
-    import export.coreml.export as ex
+    import refocus_edge.export.coreml.export as ex
 
     original = ex.rewrite_modules
 
@@ -103,8 +103,8 @@ def test_a_rewrite_that_differs_fails_the_export_and_writes_nothing(random_model
 
 
 def test_cli_converts_every_component_of_the_shipped_default_model(tmp_path):
-    from refocus_cli.main import main
-    from runtime.zoo import DEFAULT_MODEL
+    from refocus_edge.cli.main import main
+    from refocus_edge.runtime.zoo import DEFAULT_MODEL
 
     out = tmp_path / "cli-bundle"
     assert main(["export", "coreml", "--out", str(out), "--gate-steps", "1"]) == 0

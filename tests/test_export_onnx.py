@@ -11,10 +11,10 @@ import torch
 pytest.importorskip("onnxruntime", reason="needs onnxruntime (pip install -e '.[test]')")
 onnx = pytest.importorskip("onnx", reason="needs onnx (pip install -e '.[test]')")
 
-from export.onnx_export import OnnxExportConfig, export_onnx  # noqa: E402
-from export.parity import ParityError, component_gate  # noqa: E402
-from runtime.bundle import read_bundle  # noqa: E402
-from runtime.component_modules import component_module  # noqa: E402
+from refocus_edge.export.onnx_export import OnnxExportConfig, export_onnx  # noqa: E402
+from refocus_edge.export.parity import ParityError, component_gate  # noqa: E402
+from refocus_edge.runtime.bundle import read_bundle  # noqa: E402
+from refocus_edge.runtime.component_modules import component_module  # noqa: E402
 
 COMPONENTS = ["image_encoder", "vae_encoder", "unet", "vae_decoder_8", "vae_decoder_1"]
 
@@ -57,7 +57,7 @@ def _corrupt(src, dst):
 
 
 def test_parity_gate_fails_on_a_corrupted_graph(tiny_bundle, random_refocuser, tmp_path):
-    from runtime.backends.backend_onnxruntime import session_runner
+    from refocus_edge.runtime.backends.backend_onnxruntime import session_runner
 
     bundle = read_bundle(tiny_bundle)
     spec = bundle.specs["unet"]
@@ -71,7 +71,7 @@ def test_parity_gate_fails_on_a_corrupted_graph(tiny_bundle, random_refocuser, t
 
 
 def test_a_failed_gate_fails_the_export_and_writes_nothing(random_model_dir, tmp_path, monkeypatch):
-    import export.onnx_export as mod
+    import refocus_edge.export.onnx_export as mod
 
     real = mod.export_component
 
@@ -89,7 +89,7 @@ def test_a_failed_gate_fails_the_export_and_writes_nothing(random_model_dir, tmp
 
 
 def test_export_refuses_to_overwrite_without_force_and_keeps_the_old_bundle(tiny_bundle, random_model_dir, tmp_path):
-    from runtime.errors import OutputExistsError
+    from refocus_edge.runtime.errors import OutputExistsError
 
     out = tmp_path / "b"
     shutil.copytree(tiny_bundle, out)
@@ -101,8 +101,8 @@ def test_export_refuses_to_overwrite_without_force_and_keeps_the_old_bundle(tiny
 
 def test_bundle_runs_the_sampler_like_pytorch(tiny_bundle, random_refocuser):
     """Backend parity on the whole sampler: ONNX Runtime fp32 vs torch, same seed."""
-    from runtime.loading import load_refocuser
-    from runtime.sampler import SamplerConfig, sample_focal_stack
+    from refocus_edge.runtime.loading import load_refocuser
+    from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
 
     image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1
     cfg = SamplerConfig(position=2, seed=5, progress=False)
@@ -117,7 +117,7 @@ def test_bundle_runs_the_sampler_like_pytorch(tiny_bundle, random_refocuser):
 
 
 def test_cli_export_and_backends(tiny_bundle, random_model_dir, tmp_path, capsys):
-    from refocus_cli.main import main
+    from refocus_edge.cli.main import main
 
     out = tmp_path / "cli_bundle"
     assert main(["export", "onnx", "--model", str(random_model_dir), "--out", str(out),

@@ -10,17 +10,17 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from focalstacks.lens import LensConfig, blur_radius_px, focus_planes
-from focalstacks.render import Layer, disk_kernel, render_from_depth, render_layers
-from focalstacks.scenes import make_scene
-from focalstacks.synthetic import (
+from refocus_edge.focalstacks.lens import LensConfig, blur_radius_px, focus_planes
+from refocus_edge.focalstacks.render import Layer, disk_kernel, render_from_depth, render_layers
+from refocus_edge.focalstacks.scenes import make_scene
+from refocus_edge.focalstacks.synthetic import (
     SYNTHETIC_SPLITS,
     CachedFocalStacks,
     SyntheticFocalStacks,
     render_cache,
     split_seed,
 )
-from focalstacks.learn2refocus import Learn2RefocusLayoutError, Learn2RefocusStacks
+from refocus_edge.focalstacks.learn2refocus import Learn2RefocusLayoutError, Learn2RefocusStacks
 
 CFG = LensConfig()
 

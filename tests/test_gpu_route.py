@@ -14,7 +14,7 @@ from training import gpu_route
 
 
 def test_dry_run_writes_a_teacher_two_students_and_a_summary(random_model_dir, tmp_path, one_thread, capsys):
-    from runtime.loading import load_refocuser
+    from refocus_edge.runtime.loading import load_refocuser
 
     out, pack = tmp_path / "route", tmp_path / "pack"
     assert gpu_route.main(["--dry-run", "--teacher", str(random_model_dir), "--out", str(out),
@@ -71,7 +71,7 @@ def test_cuda_on_a_machine_without_one_is_a_one_line_error(tmp_path, capsys, mon
 def test_rendered_stacks_match_render_cache(tmp_path):
     import numpy as np
 
-    from focalstacks.synthetic import render_cache
+    from refocus_edge.focalstacks.synthetic import render_cache
 
     ours = gpu_route.render_training_stacks(tmp_path / "ours.npy", 2, (32, 32), start=0, workers=1, log=print)
     ref = render_cache("train", 2, (32, 32), tmp_path / "ref.npy", progress=False)
@@ -112,10 +112,10 @@ def test_teacher_loss_keeps_every_tensor_on_the_device(random_model_dir, one_thr
 
 @pytest.mark.parametrize("steps", [1, 4])
 def test_ground_truth_student_loss_keeps_every_tensor_on_the_device(random_model_dir, tmp_path, one_thread, steps):
-    from export.distillation.config import DistillConfig
-    from export.distillation.ground_truth import GroundTruthStacks, GroundTruthTrainer
-    from export.distillation.schedule import student_sigmas
-    from runtime.loading import load_refocuser
+    from refocus_edge.export.distillation.config import DistillConfig
+    from refocus_edge.export.distillation.ground_truth import GroundTruthStacks, GroundTruthTrainer
+    from refocus_edge.export.distillation.schedule import student_sigmas
+    from refocus_edge.runtime.loading import load_refocuser
 
     refocuser = load_refocuser(random_model_dir)  # its own copy: the trainer moves the VAE
     data = GroundTruthStacks(torch.randn(4, 9, 4, 8, 8).half(), torch.randn(4, 9, 1, 32).half(),

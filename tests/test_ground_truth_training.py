@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from export.distillation.config import DistillConfig
+from refocus_edge.export.distillation.config import DistillConfig
 from resume_check import assert_resume_is_seamless
 
 
 @pytest.fixture(scope="module")
 def stacks_npy(tmp_path_factory) -> Path:
     """Eight real synthetic focal stacks at the random model's 64x64."""
-    from focalstacks.synthetic import render_cache
+    from refocus_edge.focalstacks.synthetic import render_cache
 
     path = tmp_path_factory.mktemp("gt-data") / "train_64.npy"
     render_cache("train", 8, (64, 64), path, progress=False)
@@ -33,9 +33,9 @@ def _cfg(tmp_path: Path, model_dir: Path, data: Path, **kw) -> DistillConfig:
 def _trainer(cfg: DistillConfig, teacher=None):
     import copy
 
-    from export.distillation.ground_truth import GroundTruthTrainer, load_ground_truth
-    from export.distillation.pipeline import load_teacher, prepare_ground_truth, split_counts
-    from export.distillation.schedule import student_sigmas
+    from refocus_edge.export.distillation.ground_truth import GroundTruthTrainer, load_ground_truth
+    from refocus_edge.export.distillation.pipeline import load_teacher, prepare_ground_truth, split_counts
+    from refocus_edge.export.distillation.schedule import student_sigmas
 
     teacher = teacher or load_teacher(cfg)
     data = load_ground_truth(prepare_ground_truth(teacher, cfg, log=lambda m: None), cfg.samples)
@@ -89,7 +89,7 @@ def test_ground_truth_loss_decreases(tmp_path, random_model_dir, stacks_npy, one
 
 def test_resume_continues_the_same_run(tmp_path, random_model_dir, stacks_npy, one_thread):
     """Killed after 3 updates and restarted == never interrupted (weights, EMA, loss history)."""
-    from export.distillation.pipeline import load_teacher
+    from refocus_edge.export.distillation.pipeline import load_teacher
 
     straight_cfg = _cfg(tmp_path / "a", random_model_dir, stacks_npy, iterations=6)
     teacher = load_teacher(straight_cfg)
@@ -101,15 +101,15 @@ def test_resume_continues_the_same_run(tmp_path, random_model_dir, stacks_npy, o
     # Another objective's checkpoint is not continued as this one.
     other = _trainer(_cfg(tmp_path / "b", random_model_dir, stacks_npy, iterations=6, perceptual_weight=0.5,
                           cache=tmp_path / "a" / "gt-cache"), teacher)
-    from runtime.errors import InvalidArgumentError
+    from refocus_edge.runtime.errors import InvalidArgumentError
 
     with pytest.raises(InvalidArgumentError, match="different settings.*perceptual_weight"):
         other.resume()
 
 
 def test_ground_truth_cache_refuses_another_model(tmp_path, random_model_dir, stacks_npy):
-    from export.distillation.pipeline import load_teacher, prepare_ground_truth
-    from runtime.errors import InvalidArgumentError
+    from refocus_edge.export.distillation.pipeline import load_teacher, prepare_ground_truth
+    from refocus_edge.runtime.errors import InvalidArgumentError
 
     cfg = _cfg(tmp_path, random_model_dir, stacks_npy)
     teacher = load_teacher(cfg)
@@ -124,9 +124,9 @@ def test_ground_truth_cache_refuses_another_model(tmp_path, random_model_dir, st
 def test_cli_ground_truth_student_is_a_model_like_any_other(tmp_path, random_model_dir, stacks_npy, capsys):
     """`refocus distill --objective ground-truth` -> a folder that loads by path and samples in `steps`
     UNet calls with no flags; its card says how it was trained."""
-    from refocus_cli.main import main
-    from runtime.loading import load_refocuser
-    from runtime.sampler import SamplerConfig, sample_focal_stack
+    from refocus_edge.cli.main import main
+    from refocus_edge.runtime.loading import load_refocuser
+    from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
 
     out = tmp_path / "student"
     argv = ["distill", "--teacher", str(random_model_dir), "--steps", "2", "--objective", "ground-truth",

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.errors import InputImageError, InvalidArgumentError
-from runtime.image_io import BOMB_PIXELS, load_photo
-from runtime.resize import ResolutionPolicy, fit_photo, target_size
+from refocus_edge.runtime.errors import InputImageError, InvalidArgumentError
+from refocus_edge.runtime.image_io import BOMB_PIXELS, load_photo
+from refocus_edge.runtime.resize import ResolutionPolicy, fit_photo, target_size
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -182,7 +182,7 @@ def test_png_reduced_after_decode_to_hint(tmp_path):
 _MEASURE = r"""
 import json, sys, warnings
 from PIL import Image
-from runtime.image_io import load_photo
+from refocus_edge.runtime.image_io import load_photo
 def hwm():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):

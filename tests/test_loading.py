@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from runtime.errors import ModelLoadError
-from runtime.loading import load_refocuser
+from refocus_edge.runtime.errors import ModelLoadError
+from refocus_edge.runtime.loading import load_refocuser
 
 
 @pytest.fixture

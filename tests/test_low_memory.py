@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runtime.loading import load_refocuser
-from runtime.low_memory import LazyComponent
-from runtime.sampler import SamplerConfig, sample_focal_stack
+from refocus_edge.runtime.loading import load_refocuser
+from refocus_edge.runtime.low_memory import LazyComponent
+from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
 
 IMAGE = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
 CFG = SamplerConfig(position=3, seed=2, progress=False)

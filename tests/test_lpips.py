@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.errors import InputImageError, InvalidArgumentError, MissingDependencyError
-from runtime.metrics import lpips as lp
+from refocus_edge.runtime.errors import InputImageError, InvalidArgumentError, MissingDependencyError
+from refocus_edge.runtime.metrics import lpips as lp
 
 # The shared oracle folder sits beside the repository (CI clones shared/ next to it).
 ORACLE_DIR = Path(__file__).resolve().parents[2] / "shared" / "lpips"
@@ -117,7 +117,7 @@ def test_load_image_rejects_non_image(tmp_path):
 
 @pytest.fixture
 def cli():
-    from refocus_cli.main import main
+    from refocus_edge.cli.main import main
 
     return main
 

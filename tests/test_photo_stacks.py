@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from focalstacks.lens import LensConfig
-from focalstacks.photo_stacks import (
+from refocus_edge.focalstacks.lens import LensConfig
+from refocus_edge.focalstacks.photo_stacks import (
     EVAL_PHOTOS,
     EXCLUDED_PHOTOS,
     PhotoFocalStacks,
@@ -16,8 +16,8 @@ from focalstacks.photo_stacks import (
     photo_relative_depth,
     photo_stack_specs,
 )
-from focalstacks.scenes import PHOTO_NAMES, texture_photos
-from focalstacks.synthetic import SYNTHETIC_SPLITS
+from refocus_edge.focalstacks.scenes import PHOTO_NAMES, texture_photos
+from refocus_edge.focalstacks.synthetic import SYNTHETIC_SPLITS
 
 SIZE = (64, 64)
 CFG = LensConfig()
@@ -86,7 +86,7 @@ def _sharpness(frame: torch.Tensor, mask: np.ndarray) -> float:
 # Not the retina's far region: it is the black surround, whose only detail is the disc's spilled blur.
 @pytest.mark.parametrize("index, region_name", [(0, "near"), (0, "far"), (1, "near"), (2, "near"), (2, "far")])
 def test_regions_are_sharpest_where_focused(items, index, region_name):
-    from runtime.dof.depth import diopters_to_index
+    from refocus_edge.runtime.dof.depth import diopters_to_index
 
     frames, depth = items[index]["frames"], items[index]["depth"].numpy()
     lo, hi = np.quantile(depth, [0.25, 0.75])

@@ -21,20 +21,20 @@ import torch
 pytest.importorskip("onnxruntime", reason="needs onnxruntime (pip install -e '.[test]')")
 onnx = pytest.importorskip("onnx", reason="needs onnx (pip install -e '.[test]')")
 
-from export.parity import ParityError  # noqa: E402
-from quantization import recipes as recipes_mod  # noqa: E402
-from quantization.calibration import CalibrationConfig, collect_calibration  # noqa: E402
-from quantization.drift import Drift, DriftConfig  # noqa: E402
-from quantization.qdq import quantized_node_count  # noqa: E402
-from quantization.quantize import TENSORRT_TWIN, QuantizationError, QuantizeConfig, quantize_model  # noqa: E402
-from quantization.recipes import RECIPES, get_recipe  # noqa: E402
-from quantization.sensitivity import ScanResult, UnitResult, scan_units, tighten, write_table  # noqa: E402
-from quantization.units import graph_units, unit_of  # noqa: E402
-from runtime.backends.base import BackendUnavailableError  # noqa: E402
-from runtime.backends.finite_guard import FiniteGuard  # noqa: E402
-from runtime.bundle import read_bundle  # noqa: E402
-from runtime.errors import InvalidArgumentError  # noqa: E402
-from runtime.sampler import SamplerConfig, sample_focal_stack  # noqa: E402
+from refocus_edge.export.parity import ParityError  # noqa: E402
+from refocus_edge.quantization import recipes as recipes_mod  # noqa: E402
+from refocus_edge.quantization.calibration import CalibrationConfig, collect_calibration  # noqa: E402
+from refocus_edge.quantization.drift import Drift, DriftConfig  # noqa: E402
+from refocus_edge.quantization.qdq import quantized_node_count  # noqa: E402
+from refocus_edge.quantization.quantize import TENSORRT_TWIN, QuantizationError, QuantizeConfig, quantize_model  # noqa: E402
+from refocus_edge.quantization.recipes import RECIPES, get_recipe  # noqa: E402
+from refocus_edge.quantization.sensitivity import ScanResult, UnitResult, scan_units, tighten, write_table  # noqa: E402
+from refocus_edge.quantization.units import graph_units, unit_of  # noqa: E402
+from refocus_edge.runtime.backends.base import BackendUnavailableError  # noqa: E402
+from refocus_edge.runtime.backends.finite_guard import FiniteGuard  # noqa: E402
+from refocus_edge.runtime.bundle import read_bundle  # noqa: E402
+from refocus_edge.runtime.errors import InvalidArgumentError  # noqa: E402
+from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack  # noqa: E402
 
 CAL = CalibrationConfig(samples=2, progress=False)
 DRIFT = DriftConfig(photos=1)
@@ -46,8 +46,8 @@ SIZE = 64
 # ------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def lpips_ready():
-    from runtime.errors import MissingDependencyError
-    from runtime.metrics import lpips as lp
+    from refocus_edge.runtime.errors import MissingDependencyError
+    from refocus_edge.runtime.metrics import lpips as lp
 
     try:
         lp.weights_path("alex")
@@ -173,7 +173,7 @@ def test_int8_record_holds_calibration_keep_list_and_sensitivity_table(int8):
 
 
 def test_int8_bundle_runs_its_recipe_by_default_with_guarded_decoders(int8):
-    from runtime.loading import load_refocuser
+    from refocus_edge.runtime.loading import load_refocuser
 
     out, _, _ = int8
     refocuser = load_refocuser(out)  # no precision: the manifest's default_precision
@@ -244,7 +244,7 @@ def test_the_scan_aims_below_the_budget_the_gates_enforce():
 
 # ------------------------------------------------------------------ fp8
 def test_fp8_graphs_hold_float8_and_onnxruntime_runs_them(tiny_bundle, tmp_path, one_thread, lpips_ready):
-    from runtime.loading import load_refocuser
+    from refocus_edge.runtime.loading import load_refocuser
 
     # The image and VAE encoders (MatMul/Gemm and Conv): the UNet's fp8 graph takes ONNX Runtime's
     # quantizer ~15 s per write on this machine, and the flow is the same.
@@ -268,7 +268,7 @@ def test_fp8_graphs_hold_float8_and_onnxruntime_runs_them(tiny_bundle, tmp_path,
 
 # ------------------------------------------------------------------ fp16, bf16
 def test_fp16_recipe_gates_the_fp16_graphs_end_to_end(tiny_bundle, tmp_path, one_thread, lpips_ready):
-    from runtime.loading import load_refocuser
+    from refocus_edge.runtime.loading import load_refocuser
 
     out = tmp_path / "bundle"
     report = _quantize(tiny_bundle, replace(get_recipe("fp16"), drift_budget=GENEROUS), out)
@@ -308,10 +308,10 @@ def test_bf16_is_measured_in_pytorch_bf16_and_recorded(bf16, random_model_dir):
 
 
 def test_onnxruntime_refuses_bf16_and_loading_falls_back(bf16):
-    from runtime.backends import get_backend
-    from runtime.bundle_loading import _default_precision
-    from runtime.dispatch import candidates
-    from runtime.loading import load_refocuser
+    from refocus_edge.runtime.backends import get_backend
+    from refocus_edge.runtime.bundle_loading import _default_precision
+    from refocus_edge.runtime.dispatch import candidates
+    from refocus_edge.runtime.loading import load_refocuser
 
     out, _ = bf16
     bundle = read_bundle(out)
@@ -336,8 +336,8 @@ def test_onnxruntime_refuses_bf16_and_loading_falls_back(bf16):
 @pytest.mark.parametrize("name", ["w8", "p6", "p4"])
 def test_coreml_recipes_delegate_to_the_coreml_exporter(name, tmp_path, monkeypatch):
     """The Core ML recipes are the Core ML exporter's compression options (no second implementation)."""
-    import export.coreml.export as coreml_export
-    from export.parity import GateResult
+    import refocus_edge.export.coreml.export as coreml_export
+    from refocus_edge.export.parity import GateResult
 
     seen = {}
 
@@ -554,7 +554,7 @@ def test_graph_units_of_the_exported_unet(tiny_bundle):
 # ------------------------------------------------------------------ calibration
 @pytest.fixture(scope="module")
 def fp32_refocuser(tiny_bundle, one_thread):
-    from runtime.bundle_loading import load_bundle_refocuser
+    from refocus_edge.runtime.bundle_loading import load_bundle_refocuser
 
     return load_bundle_refocuser(tiny_bundle, backend="onnxruntime", precision="fp32")
 
@@ -588,7 +588,7 @@ def test_calibration_is_a_pure_function_of_its_config(calibration_runs):
 
 
 def test_calibration_sees_the_unet_at_the_models_own_timesteps(calibration_runs, fp32_refocuser):
-    from runtime.sampler import make_scheduler
+    from refocus_edge.runtime.sampler import make_scheduler
 
     _, _, first, _, _ = calibration_runs
     scheduler = make_scheduler(fp32_refocuser, fp32_refocuser.config.num_inference_steps)
@@ -625,7 +625,7 @@ def test_bad_calibration_configs_are_one_line_errors(fp32_refocuser, cfg, messag
 
 
 def test_an_empty_real_data_folder_is_an_error(tmp_path):
-    from quantization.calibration import calibration_photos
+    from refocus_edge.quantization.calibration import calibration_photos
 
     with pytest.raises(InvalidArgumentError, match="contains no complete scene"):
         calibration_photos(CalibrationConfig(samples=1, data=str(tmp_path)), (SIZE, SIZE))
@@ -633,8 +633,8 @@ def test_an_empty_real_data_folder_is_an_error(tmp_path):
 
 # ------------------------------------------------------------------ recipes and CLI
 def test_every_recipe_is_described_and_unknown_names_are_refused():
-    from quantization.recipes import DEFAULT_RECIPE
-    from refocus_cli.cmd_quantize import DEFAULT_RECIPE as CLI_DEFAULT, RECIPE_NAMES
+    from refocus_edge.quantization.recipes import DEFAULT_RECIPE
+    from refocus_edge.cli.cmd_quantize import DEFAULT_RECIPE as CLI_DEFAULT, RECIPE_NAMES
 
     assert tuple(RECIPES) == RECIPE_NAMES
     assert CLI_DEFAULT == DEFAULT_RECIPE == "int8"
@@ -647,7 +647,7 @@ def test_every_recipe_is_described_and_unknown_names_are_refused():
 
 
 def test_cli_help_lists_the_recipes(capsys):
-    from refocus_cli.main import main
+    from refocus_edge.cli.main import main
 
     with pytest.raises(SystemExit) as exc:
         main(["quantize", "--help"])
@@ -659,7 +659,7 @@ def test_cli_help_lists_the_recipes(capsys):
 
 
 def test_cli_refuses_an_unknown_recipe(tmp_path, capsys):
-    from refocus_cli.main import main
+    from refocus_edge.cli.main import main
 
     with pytest.raises(SystemExit) as exc:
         main(["quantize", "--recipe", "int4", "--out", str(tmp_path / "b")])
@@ -669,7 +669,7 @@ def test_cli_refuses_an_unknown_recipe(tmp_path, capsys):
 
 
 def test_cli_bad_calibration_folder_is_a_one_line_error(tiny_bundle, tmp_path, capsys, one_thread, lpips_ready):
-    from refocus_cli.main import main
+    from refocus_edge.cli.main import main
 
     out = tmp_path / "b"
     code = main(["quantize", "--model", str(tiny_bundle), "--recipe", "int8", "--out", str(out),
@@ -683,7 +683,7 @@ def test_cli_bad_calibration_folder_is_a_one_line_error(tiny_bundle, tmp_path, c
 
 
 def test_a_bad_calibration_folder_fails_before_any_export(random_model_dir, tmp_path, monkeypatch):
-    import export.onnx_export as onnx_export
+    import refocus_edge.export.onnx_export as onnx_export
 
     def no_export(*_a, **_k):
         raise AssertionError("the export ran before the calibration folder was checked")

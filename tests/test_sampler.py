@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from runtime import sampler as sampler_mod
-from runtime.conditioning import clip_pixels, conditioning_latents, conditioning_latents_literal
-from runtime.sampler import SamplerConfig, sample_focal_stack
+from refocus_edge.runtime import sampler as sampler_mod
+from refocus_edge.runtime.conditioning import clip_pixels, conditioning_latents, conditioning_latents_literal
+from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
 
 
 def _image(seed=0, size=64):
@@ -61,7 +61,7 @@ def test_output_shape_range_and_call_counts(random_refocuser):
 
 
 def test_step_observer_sees_every_step_and_changes_nothing(random_refocuser):
-    from runtime.sampler import decode_latents
+    from refocus_edge.runtime.sampler import decode_latents
 
     img, cfg = _image(3), SamplerConfig(position=2, seed=4, progress=False)
     plain = sample_focal_stack(random_refocuser, img, cfg)
@@ -181,7 +181,7 @@ def test_clip_normalisation_quirk_uses_minus1_1_input():
 
 
 def test_bad_position_and_steps(random_refocuser):
-    from runtime.errors import InvalidArgumentError
+    from refocus_edge.runtime.errors import InvalidArgumentError
 
     with pytest.raises(InvalidArgumentError, match="outside 0..8"):
         sample_focal_stack(random_refocuser, _image(), SamplerConfig(position=9, progress=False))

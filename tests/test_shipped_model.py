@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from refocus_cli.main import main
-from runtime.loading import load_refocuser
-from runtime.sampler import SamplerConfig, sample_focal_stack
-from runtime.zoo import DEFAULT_MODEL, TEACHER_MODEL, list_models
+from refocus_edge.cli.main import main
+from refocus_edge.runtime.loading import load_refocuser
+from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
+from refocus_edge.runtime.zoo import DEFAULT_MODEL, TEACHER_MODEL, list_models
 
 
 def test_default_model_is_listed_by_name(capsys):
@@ -17,7 +17,7 @@ def test_default_model_is_listed_by_name(capsys):
 
 
 def test_shipped_model_fast_equals_literal_reference():
-    from focalstacks.synthetic import SyntheticFocalStacks
+    from refocus_edge.focalstacks.synthetic import SyntheticFocalStacks
 
     refocuser = load_refocuser(TEACHER_MODEL)
     assert refocuser.config.num_inference_steps == 25 and refocuser.config.guidance_scale == 1.5
@@ -39,7 +39,7 @@ def test_shipped_student_runs_by_name_in_its_own_step_count(tmp_path):
 
     from diffusers import EulerDiscreteScheduler
 
-    from runtime.zoo import models_dir
+    from refocus_edge.runtime.zoo import models_dir
 
     for name, steps in STUDENTS.items():
         student = load_refocuser(name)

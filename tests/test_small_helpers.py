@@ -3,8 +3,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from quantization.runner_swap import swapped_runners
-from runtime.disk_usage import disk_bytes, disk_mib
+from refocus_edge.quantization.runner_swap import swapped_runners
+from refocus_edge.runtime.disk_usage import disk_bytes, disk_mib
 
 
 def _refocuser():

@@ -90,7 +90,7 @@ def test_probe_reports_the_denoiser_and_the_copy_estimate_per_sigma(random_model
 
 
 def test_trajectory_follows_the_models_own_sampler_step_by_step(random_model_dir):
-    from runtime.loading import load_refocuser
+    from refocus_edge.runtime.loading import load_refocuser
     from training.probe import trajectory
 
     rows = trajectory(random_model_dir, count=1)

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.errors import InvalidArgumentError, RefocusError
+from refocus_edge.runtime.errors import InvalidArgumentError, RefocusError
 from training.train_tiny import StageConfig, load_stacks, train_unet, training_device
 
 SPLIT = "train"
@@ -103,7 +103,7 @@ def _log(msg: str) -> None:
 # ------------------------------------------------------------------ data
 def _render_range(job: tuple[int, int, int, int]) -> tuple[int, np.ndarray]:
     """Worker: training-split items [start, stop) as uint8 [n, 9, H, W, 3] (render_cache's rounding)."""
-    from focalstacks.synthetic import render_stack, split_seed
+    from refocus_edge.focalstacks.synthetic import render_stack, split_seed
 
     start, stop, h, w = job
     torch.set_num_threads(1)
@@ -139,7 +139,7 @@ def render_training_stacks(path: Path, count: int, size_hw: tuple[int, int], sta
             pool.shutdown(cancel_futures=True)
         del out
     os.replace(tmp, path)
-    from focalstacks.synthetic import split_seed
+    from refocus_edge.focalstacks.synthetic import split_seed
 
     path.with_suffix(".json").write_text(json.dumps(  # the keys render_cache writes, but the lens
         {"split": SPLIT, "seed_start": split_seed(SPLIT, start), "first_item": start, "count": count,
@@ -164,7 +164,7 @@ def _check_cache(path: Path, size_hw: tuple[int, int], need: int) -> int:
 def teacher_stacks(stacks: torch.Tensor, student_samples: int) -> torch.Tensor:
     """All stacks but the ones the students hold back for validation (the tail of their first
     `student_samples`), so that the students' before/after numbers are on stacks no model trained on."""
-    from export.distillation.pipeline import split_counts
+    from refocus_edge.export.distillation.pipeline import split_counts
 
     n_train, _ = split_counts(student_samples)
     return torch.cat([stacks[:n_train], stacks[student_samples:]])
@@ -172,7 +172,7 @@ def teacher_stacks(stacks: torch.Tensor, student_samples: int) -> torch.Tensor:
 
 def export_teacher(source: Path, run_dir: Path, out: Path, card: dict) -> Path:
     """`source`'s folder with the UNet and image encoder trained in `run_dir`, staged then renamed."""
-    from runtime.model_config import load_model_config, save_model_config
+    from refocus_edge.runtime.model_config import load_model_config, save_model_config
 
     stage = out.parent / f".{out.name}.partial"
     shutil.rmtree(stage, ignore_errors=True)
@@ -205,7 +205,7 @@ def _student_init(cfg: RouteConfig, steps: int) -> Path | None:
 
 
 def _distill_config(cfg: RouteConfig, teacher_dir: Path, data: Path, device: torch.device):
-    from export.distillation.config import DistillConfig
+    from refocus_edge.export.distillation.config import DistillConfig
 
     return DistillConfig(teacher=teacher_dir, out=cfg.out / f"{cfg.name}-student", objective="ground-truth",
                          data=str(data), samples=cfg.student_samples, lr=cfg.student_lr, seed=cfg.seed,
@@ -318,8 +318,8 @@ def pack_models(folders: list[Path], dest: Path, limit_mib: float, part_mib: flo
 # ------------------------------------------------------------------ route
 def run_route(cfg: RouteConfig, log=_log) -> dict:
     """All stages; returns the summary (also in <out>/summary.json)."""
-    from runtime.model_config import load_model_config
-    from runtime.zoo import resolve_model
+    from refocus_edge.runtime.model_config import load_model_config
+    from refocus_edge.runtime.zoo import resolve_model
 
     t0 = time.time()
     deadline = t0 + cfg.minutes * 60
@@ -360,7 +360,7 @@ def run_route(cfg: RouteConfig, log=_log) -> dict:
 
 def _run_stages(cfg: RouteConfig, device: torch.device, source: Path, size_hw: tuple[int, int],
                 inits: dict, deadline: float, summary: Summary, log) -> None:
-    from export.distillation.pipeline import load_teacher, prepare_ground_truth, run_distillation
+    from refocus_edge.export.distillation.pipeline import load_teacher, prepare_ground_truth, run_distillation
 
     # (a) data
     with summary.stage("data") as rec:

@@ -32,8 +32,8 @@ PROBE_SIGMAS = (700.0, 100.0, 20.0, 5.0, 1.0)
 def _heldout_with_latents(r, count: int):
     """Yield (frames [9, 3, H, W] in [-1, 1], ground-truth latents [1, 9, C, h, w] scaled) for
     the first `count` held-out stacks, rendered at the refocuser's working size."""
-    from benchmarks.models import working_size
-    from focalstacks.synthetic import SyntheticFocalStacks
+    from refocus_edge.bench.models import working_size
+    from refocus_edge.focalstacks.synthetic import SyntheticFocalStacks
 
     w, h = working_size(r)
     data = SyntheticFocalStacks("heldout", (h, w), length=count)
@@ -52,8 +52,8 @@ def probe(model, count: int = 16, positions=(0, 4, 8), sigmas=PROBE_SIGMAS,
     `guidance`: the weight of the guided estimate (default: the model's own; 1 = conditional only).
     """
     from benchmarks.quality import LARGE_JUMP
-    from runtime.conditioning import conditioning_latents, image_embedding
-    from runtime.loading import load_refocuser
+    from refocus_edge.runtime.conditioning import conditioning_latents, image_embedding
+    from refocus_edge.runtime.loading import load_refocuser
 
     r = load_refocuser(model)
     unet, vae, enc = r.unet.eval(), r.vae.eval(), r.image_encoder.eval()
@@ -110,8 +110,8 @@ def trajectory(model, count: int = 4, position: int = 0, seed: int = 0) -> list[
     with the input at `position`; `mse` over all frames, `mse_own` on the input's frame.
     The last row is the sample itself (in latent space).
     """
-    from runtime.loading import load_refocuser
-    from runtime.sampler import SamplerConfig, sample_focal_stack
+    from refocus_edge.runtime.loading import load_refocuser
+    from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
 
     r = load_refocuser(model)
     r.vae.eval()

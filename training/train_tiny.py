@@ -54,7 +54,7 @@ def _log(msg: str) -> None:
 
 def training_device(name: str) -> torch.device:
     """`--device` as a torch device, or one line saying why it cannot be used here."""
-    from runtime.errors import InvalidArgumentError
+    from refocus_edge.runtime.errors import InvalidArgumentError
 
     try:
         device = torch.device(name)
@@ -124,7 +124,7 @@ def _vae_batch(stacks: torch.Tensor, crop: int, whole_stack: bool, gen: torch.Ge
 
 
 def train_vae(stacks: torch.Tensor, cfg: StageConfig, run_dir: Path, crop: int = 32) -> None:
-    from runtime.metrics.lpips import LPIPS
+    from refocus_edge.runtime.metrics.lpips import LPIPS
 
     ckpt = run_dir / "vae.ckpt"
     vae = build_vae(cfg.seed).train()
@@ -291,7 +291,7 @@ def unet_loss(unet, encoder, vae, stacks: torch.Tensor, latents: torch.Tensor, c
     latent- and image-sized noise from `noise_gen` (on `device`); `stacks` and `latents` stay in
     CPU memory and only the batch moves. `precision` "bf16": the image encoder and the UNet run
     under bf16 autocast (the loss is taken in fp32)."""
-    from runtime.conditioning import image_embedding
+    from refocus_edge.runtime.conditioning import image_embedding
 
     B, sf = cfg.batch, vae.config.scaling_factor
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
@@ -333,7 +333,7 @@ def export_model(run_dir: Path, out: Path, card: dict) -> None:
     from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-    from runtime.model_config import RefocusModelConfig, save_model_config
+    from refocus_edge.runtime.model_config import RefocusModelConfig, save_model_config
 
     out.mkdir(parents=True, exist_ok=True)
     if (run_dir / "unet").is_dir():
@@ -388,7 +388,7 @@ def main(argv=None) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     data = run_dir / f"train_{WORKING_SIZE[0]}.npy"
     if args.stage == "data":
-        from focalstacks.synthetic import render_cache
+        from refocus_edge.focalstacks.synthetic import render_cache
 
         render_cache("train", args.count, (WORKING_SIZE[1], WORKING_SIZE[0]), data)
         return

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.errors import InvalidArgumentError
 
 LICENCE = "Apache-2.0 (Refocus Edge); the weights' own licence is the source model's"
 

@@ -60,8 +60,8 @@ def emulated_refocuser(refocuser, specs, runners: dict, label: str):
     outputs) behind the runtime's adapters: what sample_focal_stack would run on device."""
     from dataclasses import replace
 
-    from runtime.backends.adapters import ImageEncoderAdapter, UNetAdapter, VaeAdapter
-    from runtime.backends.base import Runner
+    from refocus_edge.runtime.backends.adapters import ImageEncoderAdapter, UNetAdapter, VaeAdapter
+    from refocus_edge.runtime.backends.base import Runner
 
     wrapped = {n: Runner(specs[n], r, f"coreml-emulated {label}") for n, r in runners.items()}
     return replace(

@@ -26,18 +26,18 @@ from typing import Callable
 
 import torch
 
-from export.bundle_writer import staged_bundle, write_manifest
-from export.coreml.convert import TensorIO, convert, require_coremltools
-from export.coreml.emulate import FP16_SAFE_MAX, ModuleRunner, activation_max, emulated_refocuser
-from export.coreml.package_check import check_package
-from export.coreml.recipes import CoreMLRecipe, compress_module
-from export.coreml.weights_check import check_compressed_weights
-from export.manifest import base_manifest
-from export.parity import GateResult, component_gate, end_to_end_gate, gate_image, gate_sample
-from runtime.artifacts import coreml_artifact, coreml_chunk_artifact, coreml_chunk_folder, model_hash
-from runtime.backends.chain import ChainRunner
-from runtime.components import ModelDims, component_specs
-from runtime.disk_usage import disk_mib
+from refocus_edge.export.bundle_writer import staged_bundle, write_manifest
+from refocus_edge.export.coreml.convert import TensorIO, convert, require_coremltools
+from refocus_edge.export.coreml.emulate import FP16_SAFE_MAX, ModuleRunner, activation_max, emulated_refocuser
+from refocus_edge.export.coreml.package_check import check_package
+from refocus_edge.export.coreml.recipes import CoreMLRecipe, compress_module
+from refocus_edge.export.coreml.weights_check import check_compressed_weights
+from refocus_edge.export.manifest import base_manifest
+from refocus_edge.export.parity import GateResult, component_gate, end_to_end_gate, gate_image, gate_sample
+from refocus_edge.runtime.artifacts import coreml_artifact, coreml_chunk_artifact, coreml_chunk_folder, model_hash
+from refocus_edge.runtime.backends.chain import ChainRunner
+from refocus_edge.runtime.components import ModelDims, component_specs
+from refocus_edge.runtime.disk_usage import disk_mib
 
 # Worst-frame LPIPS of a compressed UNet's stack against PyTorch fp32, same seed. The
 # teacher's own seed-to-seed spread on held-out stacks is 0.185 (benchmarks/results/
@@ -79,9 +79,9 @@ def _tool_versions() -> dict:
 
 def rewrite_modules(refocuser, specs) -> dict[str, torch.nn.Module]:
     """The conversion-ready module of each component, sharing the refocuser's weights' values."""
-    from export.coreml.rewrites.unet import ConvertibleUNet
-    from export.coreml.rewrites.vae import ConvertibleVAE
-    from runtime.component_modules import ImageEncoderComponent
+    from refocus_edge.export.coreml.rewrites.unet import ConvertibleUNet
+    from refocus_edge.export.coreml.rewrites.vae import ConvertibleVAE
+    from refocus_edge.runtime.component_modules import ImageEncoderComponent
 
     vae = ConvertibleVAE.from_diffusers(refocuser.vae).eval()
     modules = {"image_encoder": ImageEncoderComponent(refocuser.image_encoder).eval(),  # CLIP converts as is
@@ -97,7 +97,7 @@ def _unet_pieces(unet, recipe: CoreMLRecipe, max_mb: float, sample_shape: tuple)
     """The UNet as one piece, or as chunks when its weights exceed the package limit.
 
     Each piece: module, input/output names and static shapes (None: the component's own)."""
-    from export.coreml.rewrites.unet import UNetChunk, plan_chunks
+    from refocus_edge.export.coreml.rewrites.unet import UNetChunk, plan_chunks
 
     bits = recipe.weight_bits("unet")
     params = sum(p.numel() for p in unet.parameters())
@@ -118,10 +118,10 @@ def _unet_pieces(unet, recipe: CoreMLRecipe, max_mb: float, sample_shape: tuple)
 
 
 def export_coreml(cfg: CoreMLExportConfig, log: Callable[[str], None] = print) -> CoreMLExportReport:
-    from runtime.component_modules import component_module
-    from runtime.loading import load_refocuser
-    from runtime.metrics.lpips import LPIPS
-    from runtime.model_config import save_model_config
+    from refocus_edge.runtime.component_modules import component_module
+    from refocus_edge.runtime.loading import load_refocuser
+    from refocus_edge.runtime.metrics.lpips import LPIPS
+    from refocus_edge.runtime.model_config import save_model_config
 
     require_coremltools()
     started = time.perf_counter()

@@ -14,8 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.disk_usage import disk_bytes
-from runtime.errors import RefocusError
+from refocus_edge.runtime.disk_usage import disk_bytes
+from refocus_edge.runtime.errors import RefocusError
 
 MAX_RANK = 5
 # MIL ops of the iOS 15-17 opsets used by conversion-ready SVD modules and CLIP

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
-from export.coreml.convert import coremltools_logs
-from runtime.errors import InvalidArgumentError
+from refocus_edge.export.coreml.convert import coremltools_logs
+from refocus_edge.runtime.errors import InvalidArgumentError
 
 COMPRESSIONS = {"w8": 8, "p6": 6, "p4": 4}  # name -> bits per weight
 PRECISIONS = ("fp16", "fp32")

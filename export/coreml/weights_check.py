@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from runtime.errors import RefocusError
+from refocus_edge.runtime.errors import RefocusError
 
 
 class CompressedWeightsError(RefocusError):

@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from export.distillation.schedule import StudentSchedule
+from refocus_edge.export.distillation.schedule import StudentSchedule
 
 # Levels recorded in every trajectory cache, so one cache serves the 4-, 2- and 1-step students.
 SHARED_STEP_COUNTS = (1, 2, 4)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.errors import InvalidArgumentError
 
 
 class FocalStackSource:
@@ -25,7 +25,7 @@ class FocalStackSource:
         w, h = self.size
         path = Path(self.spec).expanduser()
         if self.spec == "synthetic":
-            from focalstacks.synthetic import SyntheticFocalStacks
+            from refocus_edge.focalstacks.synthetic import SyntheticFocalStacks
 
             self._data = SyntheticFocalStacks("train", size=(h, w))
             self.kind = "synthetic focal stacks (training split, rendered on the fly)"
@@ -44,7 +44,7 @@ class FocalStackSource:
             self.kind = f"rendered focal-stack cache {path} ({len(cache)} stacks)"
             self._get = lambda i: torch.from_numpy(np.array(self._data[i])).permute(0, 3, 1, 2).float() / 255
         elif path.is_dir():
-            from focalstacks.learn2refocus import Learn2RefocusStacks, Learn2RefocusLayoutError
+            from refocus_edge.focalstacks.learn2refocus import Learn2RefocusStacks, Learn2RefocusLayoutError
 
             try:
                 self._data = Learn2RefocusStacks(path, size=(h, w))

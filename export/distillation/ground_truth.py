@@ -26,11 +26,11 @@ from pathlib import Path
 
 import torch
 
-from export.distillation.config import DistillConfig
-from export.distillation.data import FocalStackSource
-from export.distillation.teacher import Conditioning, euler_step, place_at_positions
-from export.distillation.train import TrainerCore, TrajectoryObjective
-from runtime.errors import InvalidArgumentError
+from refocus_edge.export.distillation.config import DistillConfig
+from refocus_edge.export.distillation.data import FocalStackSource
+from refocus_edge.export.distillation.teacher import Conditioning, euler_step, place_at_positions
+from refocus_edge.export.distillation.train import TrainerCore, TrajectoryObjective
+from refocus_edge.runtime.errors import InvalidArgumentError
 
 SHARD_STACKS = 64
 
@@ -48,7 +48,7 @@ class GroundTruthStacks:
 
 
 def ground_truth_facts(refocuser, cfg: DistillConfig, size) -> dict:
-    from runtime.artifacts import model_hash
+    from refocus_edge.runtime.artifacts import model_hash
 
     return {"model_hash": model_hash(Path(refocuser.source)), "data": str(cfg.data), "size": list(size),
             "scaling_factor": float(refocuser.vae.config.scaling_factor)}
@@ -60,7 +60,7 @@ def build_ground_truth(refocuser, source: FocalStackSource, folder: Path, count:
     """Encode the first `count` stacks of `source` into `folder` (resuming a partial build)."""
     from tqdm.auto import tqdm
 
-    from runtime.conditioning import component_dtype, image_embedding
+    from refocus_edge.runtime.conditioning import component_dtype, image_embedding
 
     folder = Path(folder)
     meta_path = folder / "meta.json"
@@ -125,7 +125,7 @@ class GroundTruthTrainer(TrainerCore):
     def __init__(self, student, refocuser, data: GroundTruthStacks, sigmas: torch.Tensor, init_sigma: float,
                  cfg: DistillConfig, train_count: int, teacher_objective: TrajectoryObjective | None = None,
                  log=print):
-        from runtime.metrics.lpips import LPIPS
+        from refocus_edge.runtime.metrics.lpips import LPIPS
 
         self.data, self.sigmas = data, sigmas.to(torch.float32)
         self.steps = len(sigmas) - 1
@@ -206,7 +206,7 @@ class GroundTruthTrainer(TrainerCore):
     def validation(self, unet, idx: torch.Tensor) -> dict:
         """Latent MSE and whole-frame LPIPS to the truth on stacks never trained on (fixed noise and
         positions, so that the numbers before and after training compare)."""
-        from runtime.metrics.lpips import LPIPS
+        from refocus_edge.runtime.metrics.lpips import LPIPS
 
         gen = torch.Generator().manual_seed(1234)
         pos = torch.arange(len(idx)) % self.frames_n

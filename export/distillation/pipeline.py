@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from export.distillation.config import SHARED_STEP_COUNTS, DistillConfig
-from export.distillation.data import FocalStackSource
-from export.distillation.schedule import StudentSchedule, student_sigmas, teacher_grid
-from runtime.errors import InvalidArgumentError
-from runtime.sampler import make_scheduler
+from refocus_edge.export.distillation.config import SHARED_STEP_COUNTS, DistillConfig
+from refocus_edge.export.distillation.data import FocalStackSource
+from refocus_edge.export.distillation.schedule import StudentSchedule, student_sigmas, teacher_grid
+from refocus_edge.runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.sampler import make_scheduler
 
 
 def working_size(refocuser, cfg: DistillConfig) -> tuple[int, int]:
@@ -53,7 +53,7 @@ def default_cache_dir(facts: dict) -> Path:
 def teacher_hash_of(refocuser, cfg: DistillConfig) -> str:
     """The teacher folder's hash, and its UNet override's when one is given (the released layout):
     a different finetuned UNet on the same base must not reuse the cache."""
-    from runtime.artifacts import model_hash
+    from refocus_edge.runtime.artifacts import model_hash
 
     base = model_hash(Path(refocuser.source))
     if cfg.teacher_unet is None:
@@ -63,7 +63,7 @@ def teacher_hash_of(refocuser, cfg: DistillConfig) -> str:
 
 def prepare_trajectories(refocuser, cfg: DistillConfig, log=print) -> Path:
     """Phase 1: make sure the cache holds cfg.samples teacher trajectories; returns its folder."""
-    from export.distillation.trajectories import build_cache
+    from refocus_edge.export.distillation.trajectories import build_cache
 
     size = working_size(refocuser, cfg)
     levels = recorded_levels(cfg, refocuser.scheduler)
@@ -80,7 +80,7 @@ def prepare_trajectories(refocuser, cfg: DistillConfig, log=print) -> Path:
 
 
 def load_teacher(cfg: DistillConfig):
-    from runtime.loading import load_refocuser
+    from refocus_edge.runtime.loading import load_refocuser
 
     teacher = load_refocuser(cfg.teacher, unet=cfg.teacher_unet)
     for m in (teacher.unet, teacher.vae, teacher.image_encoder):
@@ -152,7 +152,7 @@ measured by `python -m benchmarks.distillation` and `python -m benchmarks.qualit
 
 def prepare_ground_truth(refocuser, cfg: DistillConfig, log=print) -> Path:
     """The ground-truth objective's phase 1: the training stacks encoded once; returns the cache folder."""
-    from export.distillation.ground_truth import build_ground_truth, default_ground_truth_dir, ground_truth_facts
+    from refocus_edge.export.distillation.ground_truth import build_ground_truth, default_ground_truth_dir, ground_truth_facts
 
     size = working_size(refocuser, cfg)
     facts = ground_truth_facts(refocuser, cfg, size)
@@ -166,8 +166,8 @@ def _teacher_objective(teacher, cfg: DistillConfig, sigmas, init_sigma, log):
     """The trajectory term beside the ground truth (teacher_weight > 0): its own cache folder."""
     from dataclasses import replace
 
-    from export.distillation.train import TrajectoryObjective
-    from export.distillation.trajectories import load_cache
+    from refocus_edge.export.distillation.train import TrajectoryObjective
+    from refocus_edge.export.distillation.trajectories import load_cache
 
     traj_cfg = replace(cfg, cache=None) if cfg.cache is not None else cfg
     traj, _ = load_cache(prepare_trajectories(teacher, traj_cfg, log), cfg.samples)
@@ -177,7 +177,7 @@ def _teacher_objective(teacher, cfg: DistillConfig, sigmas, init_sigma, log):
 
 def _ground_truth_phase(teacher, student, cfg: DistillConfig, sigmas, init_sigma, log):
     """-> (trainer, validation fn on held-back stacks, facts for the card)."""
-    from export.distillation.ground_truth import GroundTruthTrainer, load_ground_truth
+    from refocus_edge.export.distillation.ground_truth import GroundTruthTrainer, load_ground_truth
 
     folder = prepare_ground_truth(teacher, cfg, log)
     data = load_ground_truth(folder, cfg.samples)
@@ -190,8 +190,8 @@ def _ground_truth_phase(teacher, student, cfg: DistillConfig, sigmas, init_sigma
 
 
 def _trajectory_phase(teacher, student, cfg: DistillConfig, sigmas, init_sigma, log):
-    from export.distillation.train import StudentTrainer
-    from export.distillation.trajectories import load_cache
+    from refocus_edge.export.distillation.train import StudentTrainer
+    from refocus_edge.export.distillation.trajectories import load_cache
 
     folder = prepare_trajectories(teacher, cfg, log)
     traj, meta = load_cache(folder, cfg.samples)
@@ -210,7 +210,7 @@ def run_distillation(cfg: DistillConfig, log=print) -> Path:
 
     from diffusers import UNetSpatioTemporalConditionModel
 
-    from export.distillation.student import write_student
+    from refocus_edge.export.distillation.student import write_student
 
     if Path(cfg.out).exists() and not cfg.force:
         raise InvalidArgumentError(f"{cfg.out} already exists; pass --force to replace it")

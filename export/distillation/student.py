@@ -13,8 +13,8 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from runtime.errors import InvalidArgumentError
-from runtime.model_config import RefocusModelConfig, save_model_config
+from refocus_edge.runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.model_config import RefocusModelConfig, save_model_config
 
 
 def student_model_config(teacher_config: RefocusModelConfig, steps: int, card: dict) -> RefocusModelConfig:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from runtime.conditioning import component_dtype, image_embedding
-from runtime.fast_attention import single_token_cross_attention
+from refocus_edge.runtime.conditioning import component_dtype, image_embedding
+from refocus_edge.runtime.fast_attention import single_token_cross_attention
 
 
 @dataclass

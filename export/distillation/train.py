@@ -14,12 +14,12 @@ from contextlib import nullcontext
 
 import torch
 
-from export.distillation.config import DistillConfig
-from export.distillation.objective import regression_loss, step_target
-from export.distillation.teacher import denoise, euler_step
-from export.distillation.trajectories import Trajectories
-from runtime.errors import InvalidArgumentError
-from runtime.sampler import initial_noise
+from refocus_edge.export.distillation.config import DistillConfig
+from refocus_edge.export.distillation.objective import regression_loss, step_target
+from refocus_edge.export.distillation.teacher import denoise, euler_step
+from refocus_edge.export.distillation.trajectories import Trajectories
+from refocus_edge.runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.sampler import initial_noise
 
 WARMUP = 50
 SHOW_EVERY = 10

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from export.distillation.data import FocalStackSource
-from export.distillation.teacher import Conditioning, encode_inputs, place_at_positions, solve
-from runtime.errors import InvalidArgumentError
-from runtime.sampler import initial_noise
+from refocus_edge.export.distillation.data import FocalStackSource
+from refocus_edge.export.distillation.teacher import Conditioning, encode_inputs, place_at_positions, solve
+from refocus_edge.runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.sampler import initial_noise
 
 SHARD_SIZE = 8  # samples per shard (and per teacher batch: 2 x 8 UNet rows per call)
 

@@ -23,7 +23,7 @@ def registry() -> dict:
 
 
 def get_backend(name: str):
-    from runtime.errors import InvalidArgumentError
+    from refocus_edge.runtime.errors import InvalidArgumentError
 
     backends = registry()
     if name not in backends:

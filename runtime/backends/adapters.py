@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import torch
 
-from runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.errors import InvalidArgumentError
 
 
 class AttrConfig(dict):

@@ -19,10 +19,10 @@ import platform
 import numpy as np
 import torch
 
-from runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
-from runtime.backends.chain import ChainRunner
-from runtime.bundle import BundleError, resolve_inside
-from runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
+from refocus_edge.runtime.backends.chain import ChainRunner
+from refocus_edge.runtime.bundle import BundleError, resolve_inside
+from refocus_edge.runtime.errors import InvalidArgumentError
 
 MACOS_ONLY = "Core ML runs only on macOS"
 UNITS_ENV = "REFOCUS_COREML_COMPUTE_UNITS"

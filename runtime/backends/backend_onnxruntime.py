@@ -13,7 +13,7 @@ import os
 import numpy as np
 import torch
 
-from runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
+from refocus_edge.runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
 
 PREFERENCE = ("CUDAExecutionProvider", "CPUExecutionProvider")
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}

@@ -43,10 +43,10 @@ from typing import Callable
 
 import torch
 
-from runtime import artifacts
-from runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
-from runtime.bundle import BundleError
-from runtime.errors import InvalidArgumentError
+from refocus_edge.runtime import artifacts
+from refocus_edge.runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
+from refocus_edge.runtime.bundle import BundleError
+from refocus_edge.runtime.errors import InvalidArgumentError
 
 MIN_TRT_MAJOR = 10  # execute_async_v3 and the named-tensor API are the only path used here
 TRT_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import torch
 
-from runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
+from refocus_edge.runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
 
 
 @functools.lru_cache(maxsize=2)
 def _source_refocuser(path: str, expected_hash: str | None):
     """The source model, loaded and hash-checked once for all its components (hashing the
     released model reads 6 GB)."""
-    from runtime.artifacts import model_hash
-    from runtime.loading import load_refocuser
+    from refocus_edge.runtime.artifacts import model_hash
+    from refocus_edge.runtime.loading import load_refocuser
 
     if expected_hash and model_hash(Path(path)) != expected_hash:
         raise BackendUnavailableError(f"the source model at {path} changed since the bundle was "
@@ -27,7 +27,7 @@ def _source_refocuser(path: str, expected_hash: str | None):
 
 
 def source_folder(bundle) -> Path | None:
-    from runtime.zoo import resolve_model
+    from refocus_edge.runtime.zoo import resolve_model
 
     src = bundle.source
     for candidate in (src.get("model"), src.get("path")):
@@ -52,7 +52,7 @@ class TorchBackend(Backend):
                             {"torch": torch.__version__})
 
     def load(self, bundle, spec, precision: str) -> Runner:
-        from runtime.component_modules import component_module
+        from refocus_edge.runtime.component_modules import component_module
 
         folder = source_folder(bundle)
         if folder is None:

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from runtime.errors import RefocusError
+from refocus_edge.runtime.errors import RefocusError
 
 
 class BackendUnavailableError(RefocusError):

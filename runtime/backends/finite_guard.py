@@ -25,8 +25,8 @@ from typing import Callable
 
 import torch
 
-from runtime.backends.base import Runner
-from runtime.errors import RefocusError
+from refocus_edge.runtime.backends.base import Runner
+from refocus_edge.runtime.errors import RefocusError
 
 DECODER_PREFIX = "vae_decoder_"
 FALLBACK_PRECISION = "fp32"
@@ -150,7 +150,7 @@ class FiniteGuard(Runner):
 
 def load_fp32_fallback(bundle, spec, backend_name: str) -> Runner:
     """An fp32 runner for `spec`: `backend_name`'s fp32 artifact, else ONNX Runtime's, else the torch backend."""
-    from runtime.backends import get_backend, registry
+    from refocus_edge.runtime.backends import get_backend, registry
 
     tried = []
     for name in dict.fromkeys((backend_name, "onnxruntime", "torch")):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.errors import InvalidArgumentError
 
 from .all_in_focus import all_in_focus
 from .bokeh import NUM_POSITIONS

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.errors import InputImageError, InvalidArgumentError
+from refocus_edge.runtime.errors import InputImageError, InvalidArgumentError
 
 __all__ = [
     "Aperture", "MIN_RADIUS", "BUILTIN_SHAPES", "parse_shape", "kernel",

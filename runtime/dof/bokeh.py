@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.errors import InvalidArgumentError
 
 from .aperture import MIN_RADIUS as MIN_BLUR_RADIUS, Aperture, kernel as aperture_kernel, parse_shape, quantize_radius
 

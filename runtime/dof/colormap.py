@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.errors import InvalidArgumentError
 
 __all__ = ["DEPTH_COLOURS", "colorize_depth", "legend_gradient"]
 

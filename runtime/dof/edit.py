@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from runtime.errors import InputImageError, InvalidArgumentError, OutputExistsError
-from runtime.outputs import publish_staged
+from refocus_edge.runtime.errors import InputImageError, InvalidArgumentError, OutputExistsError
+from refocus_edge.runtime.outputs import publish_staged
 
 from .aperture import Aperture, parse_shape
 from .bokeh import NUM_POSITIONS, DofConfig, render_dof
@@ -136,7 +136,7 @@ def load_stack(stack_dir: str | Path) -> tuple[torch.Tensor, bytes | None]:
     Errors (InputImageError) name the folder or the frame: missing folder, missing or unreadable
     frame, frames of different sizes.
     """
-    from runtime.image_io import load_photo
+    from refocus_edge.runtime.image_io import load_photo
 
     stack_dir = Path(stack_dir)
     if not stack_dir.exists():

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.errors import InvalidArgumentError
 
 from .aperture import Aperture
 from .bokeh import NUM_POSITIONS, DofConfig, DofRenderer

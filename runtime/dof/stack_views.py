@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from runtime.errors import InvalidArgumentError
-from runtime.outputs import DofOutputs
+from refocus_edge.runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.outputs import DofOutputs
 
 from .aperture import parse_shape
 from .bokeh import NUM_POSITIONS, DofConfig

@@ -20,8 +20,8 @@ import numbers
 import re
 from dataclasses import dataclass
 
-from runtime.errors import InvalidArgumentError
-from runtime.html_page import html_page
+from refocus_edge.runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.html_page import html_page
 
 from .colormap import legend_gradient
 

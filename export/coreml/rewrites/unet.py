@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from export.coreml.rewrites.layers import group_norm, static_shape
+from refocus_edge.export.coreml.rewrites.layers import group_norm, static_shape
 
 NORM_GROUPS = 32
 CROSS_DOWN = "CrossAttnDownBlockSpatioTemporal"

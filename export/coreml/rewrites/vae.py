@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from export.coreml.rewrites.layers import group_norm, static_shape
+from refocus_edge.export.coreml.rewrites.layers import group_norm, static_shape
 
 # The SVD VAE hard-codes these (diffusers' Encoder / TemporalDecoder do not expose them).
 NORM_GROUPS = 32

@@ -4,8 +4,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from quantization.recipes import DEFAULT_RECIPE, RECIPES  # plain data: nothing heavy at import
-from refocus_cli.arg_types import size_wxh
+from refocus_edge.quantization.recipes import DEFAULT_RECIPE, RECIPES  # plain data: nothing heavy at import
+from refocus_edge.cli.arg_types import size_wxh
+from refocus_edge.runtime.zoo import DEFAULT_MODEL, default_model_name
 
 RECIPE_NAMES = tuple(RECIPES)
 
@@ -19,8 +20,8 @@ def register(sub) -> None:
                     "w8/p6/p4: Core ML weight compression. Every recipe is gated by the LPIPS drift of "
                     "held-out stacks against the fp32 model; a failed gate writes nothing.")
     p.add_argument("--model", default=None, metavar="NAME_OR_PATH",
-                   help="shipped model name, model folder, or an fp32 ONNX bundle (default: refocus-tiny-1step, "
-                        "the student: quantize after distilling)")
+                   help=f"shipped model name, model folder, or an fp32 ONNX bundle (default: $REFOCUS_MODEL or "
+                        f"{DEFAULT_MODEL}, the shipped default)")
     p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=RECIPE_NAMES,
                    help="int8 (ONNX Runtime CPU + TensorRT; the default edge recipe), fp8 (TensorRT sm89+), "
                         "fp16, bf16 (TensorRT), w8 / p6 / p4 (Core ML)")
@@ -45,12 +46,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from quantization.calibration import CalibrationConfig
-    from quantization.drift import DriftConfig
-    from quantization.quantize import QuantizeConfig, quantize_model
+    from refocus_edge.quantization.calibration import CalibrationConfig
+    from refocus_edge.quantization.drift import DriftConfig
+    from refocus_edge.quantization.quantize import QuantizeConfig, quantize_model
 
     cfg = QuantizeConfig(
-        model=args.model or "refocus-tiny-1step", recipe=args.recipe, out=args.out,
+        model=args.model or default_model_name(), recipe=args.recipe, out=args.out,
         calibration=CalibrationConfig(samples=args.calibration_samples, seed=args.seed,
                                       data=args.calibration_data, progress=not args.quiet),
         drift=DriftConfig(photos=args.drift_photos, seed=args.seed), scan=not args.no_scan,

@@ -32,7 +32,7 @@ def _image_names(folder: Path) -> set[str]:
 
 def _pairs(a: Path, b: Path) -> list[tuple[str, Path, Path]]:
     """(label, file in A, file in B) for each comparison to make."""
-    from runtime.errors import InputImageError
+    from refocus_edge.runtime.errors import InputImageError
 
     for path in (a, b):
         if not path.exists():
@@ -59,8 +59,8 @@ def _pairs(a: Path, b: Path) -> list[tuple[str, Path, Path]]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from runtime.errors import InputImageError
-    from runtime.metrics.lpips import LPIPS, MIN_SIZE, load_image_01
+    from refocus_edge.runtime.errors import InputImageError
+    from refocus_edge.runtime.metrics.lpips import LPIPS, MIN_SIZE, load_image_01
 
     pairs = _pairs(args.a, args.b)
     per_frame = args.a.is_dir()

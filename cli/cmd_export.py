@@ -4,7 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from refocus_cli.arg_types import size_wxh
+from refocus_edge.cli.arg_types import size_wxh
+from refocus_edge.runtime.zoo import DEFAULT_MODEL, default_model_name  # names only: zoo imports nothing heavy
 
 
 def register(sub) -> None:
@@ -16,7 +17,7 @@ def register(sub) -> None:
 
     onnx = targets.add_parser("onnx", help="one ONNX graph per component, parity-gated, as a bundle")
     onnx.add_argument("--model", default=None, metavar="NAME_OR_PATH",
-                      help="shipped model name or model folder (default: refocus-tiny)")
+                      help=f"shipped model name or model folder (default: $REFOCUS_MODEL or {DEFAULT_MODEL})")
     onnx.add_argument("--out", type=Path, required=True, metavar="BUNDLE", help="bundle folder to write")
     onnx.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "fp16"],
                       help="one or more graph precisions (default fp32)")
@@ -35,7 +36,7 @@ def register(sub) -> None:
                                          "package's spec is checked and the whole stack is sampled through the "
                                          "same modules in PyTorch before the bundle is written.")
     cml.add_argument("--model", default=None, metavar="NAME_OR_PATH",
-                     help="shipped model name or model folder (default: the default model)")
+                     help=f"shipped model name or model folder (default: $REFOCUS_MODEL or {DEFAULT_MODEL})")
     cml.add_argument("--out", type=Path, required=True, metavar="BUNDLE", help="bundle folder to write")
     cml.add_argument("--precision", default="fp16", choices=["fp16", "fp32"],
                      help="compute precision (default fp16; a component whose activations leave fp16's "
@@ -61,10 +62,9 @@ def register(sub) -> None:
 
 
 def run_onnx(args) -> int:
-    from export.onnx_export import OnnxExportConfig, export_onnx
-    from runtime.zoo import DEFAULT_MODEL
+    from refocus_edge.export.onnx_export import OnnxExportConfig, export_onnx
 
-    cfg = OnnxExportConfig(model=args.model or DEFAULT_MODEL, out=args.out, precisions=tuple(args.precision),
+    cfg = OnnxExportConfig(model=args.model or default_model_name(), out=args.out, precisions=tuple(args.precision),
                            resolutions=tuple(args.resolution or ()), force=args.force,
                            gate_steps=args.gate_steps)
     export_onnx(cfg, log=lambda msg: print(msg, file=sys.stderr))
@@ -73,12 +73,11 @@ def run_onnx(args) -> int:
 
 
 def run_coreml(args) -> int:
-    from export.coreml.export import CoreMLExportConfig, export_coreml
-    from export.coreml.recipes import CoreMLRecipe
-    from runtime.zoo import DEFAULT_MODEL
+    from refocus_edge.export.coreml.export import CoreMLExportConfig, export_coreml
+    from refocus_edge.export.coreml.recipes import CoreMLRecipe
 
     recipes = tuple(CoreMLRecipe(args.precision, None if c == "none" else c) for c in dict.fromkeys(args.compress))
-    cfg = CoreMLExportConfig(model=args.model or DEFAULT_MODEL, out=args.out, recipes=recipes,
+    cfg = CoreMLExportConfig(model=args.model or default_model_name(), out=args.out, recipes=recipes,
                              resolution=args.resolution, max_package_mb=args.max_package_mb, force=args.force,
                              gate_steps=args.gate_steps)
     export_coreml(cfg, log=lambda msg: print(msg, file=sys.stderr))
@@ -87,8 +86,8 @@ def run_coreml(args) -> int:
 
 
 def run_tensorrt(args) -> int:
-    from runtime.backends.backend_tensorrt import build_engines
-    from runtime.bundle import open_bundle
+    from refocus_edge.runtime.backends.backend_tensorrt import build_engines
+    from refocus_edge.runtime.bundle import open_bundle
 
     for row in build_engines(open_bundle(args.model), args.precision):
         state = "built" if row["built"] else "cached"

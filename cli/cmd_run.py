@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from refocus_edge.runtime.zoo import DEFAULT_MODEL  # a name only: zoo imports nothing heavy
 
 
 def register(sub) -> None:
@@ -19,7 +20,7 @@ def register(sub) -> None:
                         "(default: the model's default, 4 for the shipped models, announced)")
     p.add_argument("--model", default=None, metavar="NAME_OR_PATH",
                    help="shipped model name (see `refocus models`) or a model folder "
-                        "(default: $REFOCUS_MODEL or refocus-tiny)")
+                        f"(default: $REFOCUS_MODEL or {DEFAULT_MODEL})")
     p.add_argument("--unet", type=Path, default=None, metavar="DIR",
                    help="UNet folder overriding the model's (released layout: SVD base + checkpoint-200000/unet)")
     p.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's own, 25 for the reference)")
@@ -48,8 +49,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime.dof.stack_views import StackViewsConfig
-    from runtime.run_photo import RunConfig, refocus_photo
+    from refocus_edge.runtime.dof.stack_views import StackViewsConfig
+    from refocus_edge.runtime.run_photo import RunConfig, refocus_photo
 
     out = args.out if args.out is not None else Path("refocus_out") / args.image.stem
     cfg = RunConfig(image=args.image, out_dir=out, model=args.model, unet=args.unet,

@@ -9,7 +9,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from runtime.zoo import DEFAULT_MODEL, list_models, models_dir
+    from refocus_edge.runtime.zoo import DEFAULT_MODEL, list_models, models_dir
 
     models = list_models()
     if not models:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from refocus_cli.arg_types import size_wxh
-from runtime.zoo import TEACHER_MODEL
+from refocus_edge.cli.arg_types import size_wxh
+from refocus_edge.runtime.zoo import TEACHER_MODEL
 
 
 def register(sub) -> None:
@@ -15,7 +15,7 @@ def register(sub) -> None:
                     "step lands on them, and write it as a model folder. Rerun the same command to "
                     "resume an interrupted run.")
     p.add_argument("--teacher", default=TEACHER_MODEL, metavar="NAME_OR_PATH",
-                   help="shipped model name or model folder (default: refocus-tiny)")
+                   help=f"shipped model name or model folder (default: {TEACHER_MODEL})")
     p.add_argument("--teacher-unet", type=Path, default=None, metavar="DIR",
                    help="UNet folder overriding the teacher's (the released layout: SVD base + checkpoint UNet)")
     p.add_argument("--steps", type=int, default=4, help="student sampling steps = UNet calls (default 4)")
@@ -27,8 +27,9 @@ def register(sub) -> None:
     p.add_argument("--samples", type=int, default=512,
                    help="teacher trajectories to record, or ground-truth stacks to encode (default 512)")
     p.add_argument("--iterations", type=int, default=2000, help="student updates (default 2000)")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--batch", type=int, default=4, help="stacks per update (default %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-4,
+                   help="peak AdamW learning rate, after warm-up, decayed by a cosine (default %(default)s)")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the shipped weights")
     p.add_argument("--rollout-fraction", type=float, default=0.5,
                    help="share of updates from the student's own states (default 0.5)")
@@ -37,7 +38,8 @@ def register(sub) -> None:
     p.add_argument("--trainable", choices=["all", "temporal"], default="all",
                    help="'temporal': only the temporal transformer blocks, as the reference finetuned")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast precision")
-    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute UNet activations in the backward pass: less memory, more time (full-size UNets)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--sigma-max", type=float, default=None, help="student's first sigma (default 20)")
     p.add_argument("--sigma-min", type=float, default=None, help="student's last nonzero sigma")
@@ -50,7 +52,7 @@ def register(sub) -> None:
                    help="ground-truth: latent side of the decoded crop, 0 = whole frames (default 8 = 64 px)")
     p.add_argument("--teacher-weight", type=float, default=0.0,
                    help="ground-truth: weight of the trajectory-distillation term to the teacher (default 0)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds data order, noise and initial states (default 0)")
     p.add_argument("--run-dir", type=Path, default=None, help="checkpoints (default runs/distill/<out name>)")
     p.add_argument("--cache", type=Path, default=None, help="trajectory cache folder (default: keyed by teacher)")
     p.add_argument("--force", action="store_true", help="replace an existing --out folder")
@@ -58,9 +60,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from export.distillation.config import DistillConfig
-    from export.distillation.pipeline import run_distillation
-    from runtime.errors import InvalidArgumentError
+    from refocus_edge.export.distillation.config import DistillConfig
+    from refocus_edge.export.distillation.pipeline import run_distillation
+    from refocus_edge.runtime.errors import InvalidArgumentError
 
     if args.steps < 1:
         raise InvalidArgumentError(f"--steps must be >= 1, got {args.steps}")

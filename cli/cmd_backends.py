@@ -8,12 +8,13 @@ def register(sub) -> None:
                                    "With --model BUNDLE, time each backend per component (the same "
                                    "measurement `--backend auto` uses, cached per machine).")
     p.add_argument("--model", default=None, metavar="BUNDLE", help="a bundle to time the backends on")
-    p.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16", "int8", "fp8"])
+    p.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16", "int8", "fp8"],
+                   help="only artifacts of this precision compete (default: every gated precision in the bundle)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from runtime.backends import registry
+    from refocus_edge.runtime.backends import registry
 
     for name, backend in registry().items():
         state = backend.availability()
@@ -21,8 +22,8 @@ def run(args) -> int:
         print(f"{name:12s} {mark}  {state.reason}")
     if args.model is None:
         return 0
-    from runtime.bundle import open_bundle
-    from runtime.dispatch import load_runners
+    from refocus_edge.runtime.bundle import open_bundle
+    from refocus_edge.runtime.dispatch import load_runners
 
     bundle = open_bundle(args.model)
     _, choices = load_runners(bundle, "auto", args.precision)

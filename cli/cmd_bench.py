@@ -1,12 +1,13 @@
-"""`refocus bench`: latency, drift and memory of a bundle on every backend (benchmarks/backends.py)."""
+"""`refocus bench`: latency, drift and memory of a bundle on every backend (bench/backends.py)."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from refocus_edge.runtime.zoo import DEFAULT_MODEL  # a name only: zoo imports nothing heavy
 
 
 def register(sub) -> None:
-    from benchmarks.backends import add_arguments
+    from refocus_edge.bench.backends import add_arguments
 
     p = sub.add_parser(
         "bench", help="benchmark a bundle on every backend: latency, drift vs torch, memory",
@@ -17,7 +18,7 @@ def register(sub) -> None:
                     "torch; export it first (`refocus export onnx`) to compare backends.")
     p.add_argument("--model", default=None, metavar="NAME_OR_PATH_OR_BUNDLE",
                    help="a bundle (from `refocus export onnx`), or a model folder / shipped name for a "
-                        "torch-only run (default: $REFOCUS_MODEL or refocus-tiny)")
+                        f"torch-only run (default: $REFOCUS_MODEL or {DEFAULT_MODEL})")
     p.add_argument("--out", type=Path, default=Path("out/bench"), metavar="DIR",
                    help="folder for backends.json, backends.md and the PNG charts (default out/bench)")
     add_arguments(p)
@@ -25,10 +26,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from benchmarks.backends import (command_line, config_from_args, run_backend_bench, summary_lines,
+    from refocus_edge.bench.backends import (command_line, config_from_args, run_backend_bench, summary_lines,
                                      write_backend_report)
-    from runtime.bundle import is_bundle
-    from runtime.zoo import resolve_model
+    from refocus_edge.runtime.bundle import is_bundle
+    from refocus_edge.runtime.zoo import resolve_model
 
     folder = resolve_model(args.model)
     others = [b for b in (args.backend or ()) if b != "torch"]

@@ -1,6 +1,6 @@
 """Entry point of the `refocus` command.
 
-Each verb lives in its own module `refocus_cli/cmd_<verb>.py` exposing
+Each verb lives in its own module `cli/cmd_<verb>.py` (refocus_edge.cli) exposing
 `register(subparsers)`, which adds the verb's parser and sets `func` to a
 callable taking the parsed namespace and returning an exit code. The namespace
 is turned into typed config objects inside the verb module; library code never
@@ -16,20 +16,33 @@ import sys
 VERBS = ("run", "edit", "models", "lpips", "export", "quantize", "distill", "backends", "bench")
 
 
+def _version() -> str:
+    """The installed distribution's version (the package's own when run from a bare checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("refocus-edge")
+    except PackageNotFoundError:
+        from refocus_edge import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="refocus",
         description="Generative refocusing: one photo in, a 9-frame focal stack out.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for verb in VERBS:
-        importlib.import_module(f"refocus_cli.cmd_{verb}").register(sub)
+        importlib.import_module(f"{__package__}.cmd_{verb}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from runtime.errors import RefocusError
+    from refocus_edge.runtime.errors import RefocusError
 
     parser = build_parser()
     args = parser.parse_args(argv)

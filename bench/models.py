@@ -6,7 +6,7 @@ DEFAULT_SIZE = (128, 128)  # (W, H) for models without a fixed working size
 
 def load(model):
     """A Refocuser as is; a shipped name or folder is loaded."""
-    from runtime.loading import Refocuser, load_refocuser
+    from refocus_edge.runtime.loading import Refocuser, load_refocuser
 
     return model if isinstance(model, Refocuser) else load_refocuser(model)
 
