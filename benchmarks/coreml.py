@@ -68,7 +68,7 @@ def drift(model, recipes, manifest: dict, count: int, positions) -> dict:
     for recipe in recipes:
         runners = {}
         for name, spec in specs.items():
-            entry = manifest["coreml"][recipe.name][name]
+            entry = manifest.coreml[recipe.name][name]
             dtype = torch.float16 if entry["compute_precision"] == "fp16" else torch.float32
             module = compress_module(rewrites[name], recipe) if recipe.compresses(name) else rewrites[name]
             runners[name] = ModuleRunner(module, spec.input_names, spec.output_names, dtype)
@@ -149,8 +149,8 @@ def main(argv=None) -> int:
            "model": args.model, "count": args.count, "positions": args.positions,
            "coremltools": coremltools.__version__, "rows": rows,
            "size": list(working_size(load_refocuser(args.model))),
-           "unet_batch": manifest["coreml"][recipes[0].name]["unet"]["inputs"]["sample"][0],
-           "unet_mib": {r.name: sum(p["weight_bytes"] for p in manifest["coreml"][r.name]["unet"]["packages"]) / 2 ** 20
+           "unet_batch": manifest.coreml[recipes[0].name]["unet"]["inputs"]["sample"][0],
+           "unet_mib": {r.name: sum(p["weight_bytes"] for p in manifest.coreml[r.name]["unet"]["packages"]) / 2 ** 20
                         for r in recipes}}
     res["drift"] = drift(args.model, recipes, manifest, args.count, args.positions)
     res["_examples"] = res["drift"].pop("_examples")

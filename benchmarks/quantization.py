@@ -93,7 +93,7 @@ def _coreml_sizes(coreml_bundle: Path | None) -> dict:
         return {}
     from refocus_edge.runtime.bundle import read_bundle
 
-    tables = read_bundle(coreml_bundle).manifest["artifacts"].get("coreml", {})
+    tables = read_bundle(coreml_bundle).manifest.artifacts.get("coreml", {})
     return {name.split("-", 1)[1] if "-" in name else "fp16": _package_mib(coreml_bundle, table.values())
             for name, table in tables.items()}
 
@@ -112,7 +112,7 @@ def run_bench(bundle_path: Path, repeats: int, photos: int, jump_stacks: int, co
     from refocus_edge.runtime.metrics.lpips import LPIPS
 
     bundle = read_bundle(bundle_path)
-    records = bundle.manifest.get("quantization", {})
+    records = bundle.manifest.quantization
     lpips = LPIPS("alex")
     fp32 = load_bundle_refocuser(bundle_path, backend="onnxruntime", precision="fp32")
     meter = DriftMeter(fp32, DriftConfig(photos=photos, positions=(0, 8, 4), first=first_photo), lpips=lpips)
@@ -121,7 +121,7 @@ def run_bench(bundle_path: Path, repeats: int, photos: int, jump_stacks: int, co
     specs = bundle.specs
 
     def size(precision):
-        return graphs_mib(bundle.root, bundle.manifest["artifacts"]["onnx"][precision].values())
+        return graphs_mib(bundle.root, bundle.manifest.table("onnx", precision).values())
 
     rows = {}
     log("fp32: jumps")

@@ -1,30 +1,15 @@
 """Write a bundle atomically: everything goes into a hidden sibling folder, the
 manifest (with a sha256 per file) is written last, and only then is the folder
-renamed into place. An interrupted or failed export leaves no half bundle and
+renamed into place (Manifest.write, runtime/manifest.py, writes it). An interrupted or failed export leaves no half bundle and
 keeps an earlier bundle at the same path intact."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from refocus_edge.runtime.artifacts import MANIFEST_NAME, file_sha256
 from refocus_edge.runtime.errors import OutputExistsError
-
-
-def checksums(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): file_sha256(p)
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME}
-
-
-def write_manifest(root: Path, manifest: dict) -> dict:
-    manifest = {**manifest, "files": checksums(root)}
-    tmp = root / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-    tmp.replace(root / MANIFEST_NAME)
-    return manifest
 
 
 @contextmanager

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from refocus_edge.runtime.artifacts import BUNDLE_FORMAT, model_hash
+from refocus_edge.runtime.artifacts import model_hash
+from refocus_edge.runtime.manifest import Manifest
 
 
 def plain_config(config) -> dict:
@@ -23,21 +24,20 @@ def _scheduler(refocuser):
 
 
 def base_manifest(refocuser, model_arg, dims, specs, created_by: str, tools: dict,
-                  source_hash: str | None = None) -> dict:
+                  source_hash: str | None = None) -> Manifest:
     cfg = refocuser.config
     scheduler = _scheduler(refocuser)
-    return {
-        "format": BUNDLE_FORMAT,
-        "created_by": created_by,
-        "source": {"model": str(model_arg), "path": str(Path(refocuser.source).resolve()),
-                   "hash": source_hash or model_hash(refocuser.source)},
-        "dims": dims.to_json(),
-        "components": {name: spec.to_json() for name, spec in specs.items()},
-        "configs": {"unet": plain_config(refocuser.unet.config), "vae": plain_config(refocuser.vae.config),
-                    "image_encoder": plain_config(refocuser.image_encoder.config.to_dict())},
-        "clip": {"mean": list(refocuser.clip_mean), "std": list(refocuser.clip_std),
-                 "size": list(refocuser.clip_size)},
-        "sampler": {"num_inference_steps": cfg.num_inference_steps,
+    return Manifest(
+        created_by=created_by,
+        source={"model": str(model_arg), "path": str(Path(refocuser.source).resolve()),
+                "hash": source_hash or model_hash(refocuser.source)},
+        dims=dims.to_json(),
+        components={name: spec.to_json() for name, spec in specs.items()},
+        configs={"unet": plain_config(refocuser.unet.config), "vae": plain_config(refocuser.vae.config),
+                 "image_encoder": plain_config(refocuser.image_encoder.config.to_dict())},
+        clip={"mean": list(refocuser.clip_mean), "std": list(refocuser.clip_std),
+              "size": list(refocuser.clip_size)},
+        sampler={"num_inference_steps": cfg.num_inference_steps,
                     "guidance_scale": cfg.guidance_scale,
                     "added_time_ids": list(cfg.added_time_ids),
                     "decode_chunk_sizes": list(cfg.decode_chunk_sizes),
@@ -48,5 +48,5 @@ def base_manifest(refocuser, model_arg, dims, specs, created_by: str, tools: dic
                     "prediction_type": scheduler.config.prediction_type,
                     "vae_scaling_factor": float(refocuser.vae.config.scaling_factor),
                     "default_position": cfg.default_position},
-        "tools": tools,
-    }
+        tools=tools,
+    )

@@ -17,11 +17,11 @@ from typing import Callable
 
 import torch
 
-from refocus_edge.export.bundle_writer import staged_bundle, write_manifest
+from refocus_edge.export.bundle_writer import staged_bundle
 from refocus_edge.export.manifest import base_manifest
 from refocus_edge.export.onnx_graphs import OPSET, export_component, graph_files
 from refocus_edge.export.parity import component_gate, end_to_end_gate, gate_image, gate_sample
-from refocus_edge.runtime.artifacts import PRECISIONS, model_hash, onnx_artifact
+from refocus_edge.runtime.artifacts import ONNX, PRECISIONS, model_hash, onnx_artifact
 from refocus_edge.runtime.disk_usage import disk_mib
 from refocus_edge.runtime.components import ModelDims, component_specs
 from refocus_edge.runtime.errors import InvalidArgumentError
@@ -83,7 +83,6 @@ def export_onnx(cfg: OnnxExportConfig, log: Callable[[str], None] = print) -> Ex
         save_model_config(refocuser.config, stage)
         manifest = base_manifest(refocuser, cfg.model, dims, specs, "refocus export onnx", _tool_versions(),
                                  source_hash)
-        manifest["artifacts"], manifest["gates"] = {"onnx": {}}, {"onnx": {}}
         reference = {name: component_module(refocuser, spec) for name, spec in specs.items()}
         with torch.no_grad():
             ref_frames = gate_sample(refocuser, image, steps, cfg.gate_seed)
@@ -105,9 +104,9 @@ def export_onnx(cfg: OnnxExportConfig, log: Callable[[str], None] = print) -> Ex
                 size = disk_mib(*graph_files(stage / rel))
                 log(f"{precision:5s} {name:14s} {size:8.1f} MiB  {gate.metric} {gate.value:.2e} "
                     f"<= {gate.threshold:.0e}  ({report.seconds[f'{precision}/{name}']:.1f} s)")
-            manifest["artifacts"]["onnx"][precision] = table
-            manifest["gates"]["onnx"][precision] = gates
-            write_manifest(stage, manifest)  # the end-to-end gate loads the staged bundle like any other
+            manifest.set_table(ONNX, precision, table)
+            manifest.set_gates(ONNX, precision, gates)
+            manifest.write(stage)  # the end-to-end gate loads the staged bundle like any other
             t0 = time.perf_counter()
             staged = load_bundle_refocuser(stage, backend="onnxruntime", precision=precision)
             with torch.no_grad():
@@ -115,10 +114,11 @@ def export_onnx(cfg: OnnxExportConfig, log: Callable[[str], None] = print) -> Ex
             gate = end_to_end_gate("onnx", precision, frames, ref_frames, lpips).enforce()
             gates["end_to_end"] = {**gate.to_json(), "steps": steps, "seed": cfg.gate_seed,
                                    "position": position}
+            manifest.set_gates(ONNX, precision, gates)
             report.gates.append(gate)
             log(f"{precision:5s} {'end to end':14s} {'':13s} {gate.metric} {gate.value:.2e} "
                 f"<= {gate.threshold:.0e}  ({steps} steps, {time.perf_counter() - t0:.1f} s)")
-        manifest["export_seconds"] = round(time.perf_counter() - started, 1)
-        write_manifest(stage, manifest)
+        manifest.export_seconds = round(time.perf_counter() - started, 1)
+        manifest.write(stage)
     log(f"bundle     {cfg.out} ({disk_mib(cfg.out):.1f} MiB)")
     return report

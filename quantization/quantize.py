@@ -18,7 +18,6 @@ Core ML recipes (w8, p6, p4) are the Core ML exporter's compression options.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -28,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from refocus_edge.export.bundle_writer import staged_bundle, write_manifest
+from refocus_edge.export.bundle_writer import staged_bundle
 from refocus_edge.export.onnx_graphs import graphs_mib
 from refocus_edge.export.parity import GateResult
 from refocus_edge.quantization.calibration import CalibrationConfig, check_calibration_source, collect_calibration
@@ -36,10 +35,11 @@ from refocus_edge.quantization.drift import DriftConfig, DriftMeter
 from refocus_edge.quantization.report import QuantizeReport
 from refocus_edge.quantization.recipes import get_recipe, quantized_components
 from refocus_edge.quantization.sensitivity import family, scan_units, tighten, write_table
-from refocus_edge.runtime.artifacts import MANIFEST_NAME, onnx_artifact, onnx_external_data
+from refocus_edge.runtime.artifacts import (ONNX, TENSORRT_TWIN, onnx_artifact, onnx_external_data, sensitivity_folder,
+                                             tensorrt_twin_artifact)
+from refocus_edge.runtime.manifest import Manifest
 from refocus_edge.runtime.errors import InvalidArgumentError, RefocusError
 
-TENSORRT_TWIN = "onnx-tensorrt"  # artifact kind of the TensorRT-ready twin graphs
 
 
 class QuantizationError(RefocusError):
@@ -70,7 +70,7 @@ def _source_bundle(cfg: QuantizeConfig, recipe, stage: Path, tmp: Path, log) -> 
     precisions = ("fp32", "fp16") if recipe.name == "fp16" else ("fp32",)
     if is_bundle(folder):
         bundle = read_bundle(folder)
-        missing = [p for p in precisions if p not in bundle.precisions("onnx")]
+        missing = [p for p in precisions if p not in bundle.precisions(ONNX)]
         if missing:
             raise InvalidArgumentError(f"{folder} has no ONNX {'/'.join(missing)} graphs to quantize from; pass "
                                        "the model folder instead, or export them with `refocus export onnx`")
@@ -103,7 +103,7 @@ def quantize_model(cfg: QuantizeConfig, log: Callable[[str], None] = print) -> Q
         tmp = Path(tmp)
         _source_bundle(cfg, recipe, stage, tmp, log)
         bundle = read_bundle(stage)
-        manifest = json.loads((stage / MANIFEST_NAME).read_text())
+        manifest = Manifest.read(stage)  # extended below, written last
         refocuser = load_bundle_refocuser(stage, backend="onnxruntime", precision="fp32")
         log(f"drift      {cfg.drift.photos} held-out stacks, seeds {cfg.drift.seed}.., LPIPS alex vs fp32")
         meter = DriftMeter(refocuser, cfg.drift)
@@ -114,10 +114,10 @@ def quantize_model(cfg: QuantizeConfig, log: Callable[[str], None] = print) -> Q
         for adapter in (refocuser.unet, refocuser.vae, refocuser.image_encoder):
             adapter.close()
         record["seconds"] = round(time.perf_counter() - started, 1)
-        manifest.setdefault("quantization", {})[recipe.name] = record
-        manifest["default_precision"] = recipe.name
-        manifest["created_by"] = f"refocus quantize --recipe {recipe.name}"
-        write_manifest(stage, manifest)
+        manifest.quantization[recipe.name] = record
+        manifest.default_precision = recipe.name
+        manifest.created_by = f"refocus quantize --recipe {recipe.name}"
+        manifest.write(stage)
     report.seconds = time.perf_counter() - started
     log(f"bundle     {cfg.out} (recipe {recipe.name}, {report.seconds:.0f} s)")
     return report
@@ -125,7 +125,7 @@ def quantize_model(cfg: QuantizeConfig, log: Callable[[str], None] = print) -> Q
 
 # ------------------------------------------------------------------ gates
 def _family_gate(component: str, recipe, precision: str, drift, only: str) -> GateResult:
-    return GateResult(component, "onnx", precision, "lpips_alex_median_frame", drift.median,
+    return GateResult(component, ONNX, precision, "lpips_alex_median_frame", drift.median,
                       recipe.drift_budget[0], f"worst frame {drift.worst:.4f}; only {only} in {precision}")
 
 
@@ -225,7 +225,7 @@ def _quantize_qdq(cfg, recipe, bundle, refocuser, meter, stage, tmp, manifest, r
 
     specs = bundle.specs
     comps = quantized_components(recipe, specs)
-    fp32 = {c: bundle.artifact_path("onnx", "fp32", c) for c in specs}
+    fp32 = {c: bundle.artifact_path(ONNX, "fp32", c) for c in specs}
     log(f"calibrate  {cfg.calibration.samples} {cfg.calibration.data} stacks at the model's own sigmas")
     calibration = collect_calibration(refocuser, cfg.calibration)
 
@@ -266,7 +266,7 @@ def _quantize_qdq(cfg, recipe, bundle, refocuser, meter, stage, tmp, manifest, r
             "would be the fp32 model under another name; nothing was written. Loosen --unit-budget, or use a "
             "float recipe (fp16, bf16)")
     report.keep_float = sorted(f"{f}:{u}" for f, u in keep)
-    sens_dir = f"quantization/{recipe.name}"
+    sens_dir = sensitivity_folder(recipe.name)
     write_table(scan, stage / sens_dir, recipe.name, budget)
 
     # Final graphs into the bundle, and their gates.
@@ -275,8 +275,8 @@ def _quantize_qdq(cfg, recipe, bundle, refocuser, meter, stage, tmp, manifest, r
         if name in comps and not main.all_float(keep, name):
             table[name], _ = onnx_artifact(name, recipe.name), quantized.append(name)  # written by measure_all
         else:
-            table[name] = manifest["artifacts"]["onnx"]["fp32"][name]  # the fp32 graph, shared
-            gates_json[name] = {**manifest["gates"]["onnx"]["fp32"][name], "precision": recipe.name,
+            table[name] = manifest.table(ONNX, "fp32")[name]  # the fp32 graph, shared
+            gates_json[name] = {**manifest.gate(ONNX, "fp32", name), "precision": recipe.name,
                                 "detail": "kept in fp32 (the fp32 graph)"}
     # The bundle's graphs are the ones `final` measured (same graph, keep list and ranges), so the
     # family gates run them as written rather than quantizing each component again.
@@ -286,17 +286,17 @@ def _quantize_qdq(cfg, recipe, bundle, refocuser, meter, stage, tmp, manifest, r
     finally:
         for r in runners.values():
             r.close()
-    e2e = _end_to_end_gates("onnx", recipe, recipe.name, final)
+    e2e = _end_to_end_gates(ONNX, recipe, recipe.name, final)
     gates_json.update({g.component: g.to_json() for g in e2e})
     _enforce(report, gates + e2e, log)
-    manifest["artifacts"]["onnx"][recipe.name] = table
-    manifest["gates"]["onnx"][recipe.name] = gates_json
+    manifest.set_table(ONNX, recipe.name, table)
+    manifest.set_gates(ONNX, recipe.name, gates_json)
 
     twin = {}
     if recipe.tensorrt_activation_type and recipe.tensorrt_activation_type != recipe.activation_type:
         twin = _tensorrt_twin(cfg, recipe, main, scan, stage, manifest, report, log)
 
-    fp32_mib = graphs_mib(stage, manifest["artifacts"]["onnx"]["fp32"].values())
+    fp32_mib = graphs_mib(stage, manifest.table(ONNX, "fp32").values())
     recipe_mib = graphs_mib(stage, table.values())
     report.sizes_mib = {"fp32": round(fp32_mib, 2), recipe.name: round(recipe_mib, 2)}
     log(f"size       {recipe.name} {recipe_mib:.1f} MiB vs fp32 {fp32_mib:.1f} MiB "
@@ -317,7 +317,7 @@ def _tensorrt_twin(cfg, recipe, main: _QdqWork, scan, stage, manifest, report, l
     act = recipe.tensorrt_activation_type
 
     def rel(name: str) -> str:
-        return f"{TENSORRT_TWIN}/{recipe.name}/{name}.onnx"
+        return tensorrt_twin_artifact(name, recipe.name)
 
     twin = _QdqWork(recipe, main.specs, main.comps, main.fp32, main.unit_nodes, main.calibration, main.meter,
                     main.work, final=lambda c: stage / rel(c), activation_type=act)
@@ -327,15 +327,14 @@ def _tensorrt_twin(cfg, recipe, main: _QdqWork, scan, stage, manifest, report, l
     drift = tighten(twin_scan, twin.measure_all, recipe.scan_target(), log) if cfg.scan \
         else twin.measure_all(twin_scan.keep())
     keep = twin_scan.keep()
-    table = dict(manifest["artifacts"]["onnx"]["fp32"])
+    table = manifest.table(ONNX, "fp32")
     for name in main.comps:
         if not twin.all_float(keep, name):
             table[name] = rel(name)  # written by twin.measure_all with this keep list
     gates = _end_to_end_gates(TENSORRT_TWIN, recipe, recipe.name, drift)
     _enforce(report, gates, log)
-    manifest["artifacts"][TENSORRT_TWIN] = {**manifest["artifacts"].get(TENSORRT_TWIN, {}), recipe.name: table}
-    manifest.setdefault("gates", {}).setdefault(TENSORRT_TWIN, {})[recipe.name] = \
-        {g.component: g.to_json() for g in gates}
+    manifest.set_table(TENSORRT_TWIN, recipe.name, table)
+    manifest.set_gates(TENSORRT_TWIN, recipe.name, {g.component: g.to_json() for g in gates})
     return {"activation_type": act, "drift": drift.to_json(), "keep_float": sorted(f"{f}:{u}" for f, u in keep),
             "steps": twin_scan.steps}
 
@@ -377,7 +376,7 @@ def _quantize_float(cfg, recipe, bundle, refocuser, meter, stage, manifest, repo
 
     specs = bundle.specs
     if recipe.name == "fp16":
-        runners = {n: session_runner(bundle.artifact_path("onnx", "fp16", n), spec, "fp16",
+        runners = {n: session_runner(bundle.artifact_path(ONNX, "fp16", n), spec, "fp16",
                                      provider="CPUExecutionProvider") for n, spec in specs.items()}
         how = "ONNX Runtime running the fp16 graphs"
     else:  # bf16: no CPU backend runs bf16 graphs; the PyTorch modules in bf16 round the same way
@@ -391,19 +390,19 @@ def _quantize_float(cfg, recipe, bundle, refocuser, meter, stage, manifest, repo
     finally:
         for r in runners.values():
             r.close()
-    e2e = _end_to_end_gates("onnx", recipe, recipe.name, final)
+    e2e = _end_to_end_gates(ONNX, recipe, recipe.name, final)
     gates += e2e
     gates_json.update({g.component: g.to_json() for g in e2e})
     _enforce(report, gates, log)
     if recipe.name == "bf16":
-        manifest["artifacts"]["onnx"]["bf16"] = dict(manifest["artifacts"]["onnx"]["fp32"])
+        manifest.set_table(ONNX, "bf16", manifest.table(ONNX, "fp32"))
     else:
         # The exporter's own fp16 gates (per-component relative error) stay; the drift gates join them.
-        gates_json = {**manifest["gates"]["onnx"]["fp16"], **{k: v for k, v in gates_json.items()
-                                                                if k.startswith("end_to_end")}}
-    manifest["gates"]["onnx"][recipe.name] = gates_json
-    table = manifest["artifacts"]["onnx"][recipe.name]
-    fp32_mib = graphs_mib(stage, manifest["artifacts"]["onnx"]["fp32"].values())
+        gates_json = {**manifest.gate_table(ONNX, "fp16"), **{k: v for k, v in gates_json.items()
+                                                               if k.startswith("end_to_end")}}
+    manifest.set_gates(ONNX, recipe.name, gates_json)
+    table = manifest.table(ONNX, recipe.name)
+    fp32_mib = graphs_mib(stage, manifest.table(ONNX, "fp32").values())
     report.sizes_mib = {"fp32": round(fp32_mib, 2)}
     if recipe.name == "fp16":  # a bf16 engine's size is known only once TensorRT builds it on the GPU
         report.sizes_mib["fp16"] = round(graphs_mib(stage, table.values()), 2)

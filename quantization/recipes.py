@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from refocus_edge.runtime.component_names import component_family
 from refocus_edge.runtime.errors import InvalidArgumentError
 
 QDQ_COMPONENTS = ("unet", "vae_encoder", "vae_decoder", "image_encoder")
@@ -111,7 +112,6 @@ def quantized_components(recipe: QuantRecipe, component_names) -> list[str]:
     """The bundle components a qdq recipe quantizes (decoder chunk sizes expand)."""
     out = []
     for name in component_names:
-        family = "vae_decoder" if name.startswith("vae_decoder_") else name
-        if family in recipe.components:
+        if component_family(name) in recipe.components:
             out.append(name)
     return out

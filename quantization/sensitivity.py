@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from refocus_edge.runtime.component_names import component_family
 from typing import Callable
 
 
 def family(component: str) -> str:
-    return "vae_decoder" if component.startswith("vae_decoder_") else component
+    return component_family(component)
 
 
 @dataclass

@@ -17,6 +17,13 @@ from pathlib import Path
 MANIFEST_NAME = "manifest.json"
 BUNDLE_FORMAT = 1
 PRECISIONS = ("fp32", "fp16")
+# Artifact kinds: the manifest's artifacts[kind][precision][component] tables.
+ONNX = "onnx"
+COREML = "coreml"
+# Gate kind (no artifact) of the Core ML conversion-ready rewrites, checked against the originals in fp32.
+COREML_REWRITE = "coreml-rewrite"
+# The TensorRT-ready int8 twin graphs `refocus quantize` writes (int8 QDQ, zero point 0).
+TENSORRT_TWIN = "onnx-tensorrt"
 
 
 def _digest(facts: dict) -> str:
@@ -59,6 +66,16 @@ def onnx_artifact(component: str, precision: str) -> str:
 def onnx_external_data(component: str) -> str:
     """File name (beside the graph) of the weights of a graph over the 2 GB protobuf limit."""
     return f"{component}.onnx.data"
+
+
+def tensorrt_twin_artifact(component: str, recipe: str) -> str:
+    """A component's TensorRT-ready QDQ graph (symmetric activations) of quantization `recipe`."""
+    return f"{TENSORRT_TWIN}/{recipe}/{component}.onnx"
+
+
+def sensitivity_folder(recipe: str) -> str:
+    """Where `refocus quantize` leaves its sensitivity table for `recipe` inside the bundle."""
+    return f"quantization/{recipe}"
 
 
 def coreml_artifact(component: str, precision: str) -> str:

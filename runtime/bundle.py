@@ -14,13 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from refocus_edge.runtime.artifacts import BUNDLE_FORMAT, MANIFEST_NAME, file_sha256
+from refocus_edge.runtime.artifacts import MANIFEST_NAME, file_sha256
 from refocus_edge.runtime.components import ComponentSpec
-from refocus_edge.runtime.errors import RefocusError
-
-
-class BundleError(RefocusError):
-    """A bundle is malformed, tampered with or refers outside itself."""
+from refocus_edge.runtime.manifest import BundleError, Manifest  # noqa: F401 (BundleError: bundle's public name)
 
 
 def is_bundle(path) -> bool:
@@ -47,29 +43,29 @@ def resolve_inside(root: Path, rel: str) -> Path:
 @dataclass
 class Bundle:
     root: Path
-    manifest: dict
+    manifest: Manifest
 
     @property
     def specs(self) -> dict[str, ComponentSpec]:
-        return {name: ComponentSpec.from_json(d) for name, d in self.manifest["components"].items()}
+        return {name: ComponentSpec.from_json(d) for name, d in self.manifest.components.items()}
 
     @property
     def source(self) -> dict:
-        return self.manifest.get("source", {})
+        return self.manifest.source
 
     @property
     def content_hash(self) -> str:
         """Hash of the bundle's contents (its checksum table), for cache keys."""
         import hashlib
 
-        table = json.dumps(self.manifest.get("files", {}), sort_keys=True)
+        table = json.dumps(self.manifest.files, sort_keys=True)
         return hashlib.sha256(table.encode()).hexdigest()
 
     def precisions(self, artifact: str) -> list[str]:
-        return list(self.manifest.get("artifacts", {}).get(artifact, {}))
+        return self.manifest.precisions(artifact)
 
     def artifact_path(self, artifact: str, precision: str, component: str, verify: bool = True) -> Path:
-        table = self.manifest.get("artifacts", {}).get(artifact, {}).get(precision, {})
+        table = self.manifest.table(artifact, precision)
         if component not in table:
             raise BundleError(f"no {artifact} {precision} artifact for component '{component}' "
                               f"(has: {sorted(table) or 'none'})", self.root)
@@ -79,12 +75,11 @@ class Bundle:
         return path
 
     def gate_passed(self, artifact: str, precision: str, component: str) -> bool:
-        gate = self.manifest.get("gates", {}).get(artifact, {}).get(precision, {}).get(component)
-        return bool(gate and gate.get("passed"))
+        return self.manifest.gate_passed(artifact, precision, component)
 
     def verify(self, rel: str) -> None:
         """Check every file at or under `rel` against the manifest's checksums."""
-        files = self.manifest.get("files", {})
+        files = self.manifest.files
         prefix = rel.rstrip("/") + "/"
         # The graph, a package folder's files, and an ONNX graph's external weights file.
         wanted = [f for f in files if f in (rel, rel + ".data") or f.startswith(prefix)]
@@ -114,23 +109,10 @@ def open_bundle(name_or_path) -> Bundle:
 
 
 def read_bundle(path) -> Bundle:
+    """The bundle at `path` with its manifest validated (runtime/manifest.py) and every path it
+    names checked to stay inside the bundle, used or not."""
     root = Path(path)
-    manifest_path = root / MANIFEST_NAME
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BundleError(f"cannot read the manifest ({exc})", manifest_path) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"unsupported bundle format {manifest.get('format') if isinstance(manifest, dict) else '?'}"
-                          f" (this runtime reads format {BUNDLE_FORMAT})", manifest_path)
-    for key in ("components", "files", "artifacts"):
-        if not isinstance(manifest.get(key), dict):
-            raise BundleError(f"manifest has no '{key}' table", manifest_path)
-    # Every path the manifest names must stay inside the bundle, used or not.
-    for name in manifest["files"]:
-        resolve_inside(root, name)
-    for artifact in manifest["artifacts"].values():
-        for table in artifact.values():
-            for rel in table.values():
-                resolve_inside(root, rel)
+    manifest = Manifest.read(root)
+    for rel in manifest.paths():
+        resolve_inside(root, rel)
     return Bundle(root=root, manifest=manifest)

@@ -14,6 +14,7 @@ import torch
 from refocus_edge.runtime.backends.adapters import AttrConfig, ImageEncoderAdapter, UNetAdapter, VaeAdapter
 from refocus_edge.runtime.backends.finite_guard import guard_decoders
 from refocus_edge.runtime.bundle import BundleError, read_bundle, resolve_inside
+from refocus_edge.runtime.components import VAE_PREFIX
 from refocus_edge.runtime.dispatch import load_runners, requested_backend
 
 
@@ -23,7 +24,7 @@ def _default_precision(bundle, requested: str, precision: str | None) -> tuple[s
     given and a backend that can run it is available here."""
     from refocus_edge.runtime.backends import get_backend, registry
 
-    default = bundle.manifest.get("default_precision")
+    default = bundle.manifest.default_precision
     if precision is not None or not default:
         return precision, ""
     names = list(registry()) if requested == "auto" else [requested]
@@ -44,7 +45,7 @@ def load_bundle_refocuser(path: Path, backend: str | None = None, precision: str
     from refocus_edge.runtime.model_config import load_model_config
 
     bundle = read_bundle(path)
-    configs = bundle.manifest.get("configs", {})
+    configs = bundle.manifest.configs
     for part in ("unet", "vae", "image_encoder"):
         if part not in configs:
             raise BundleError(f"manifest has no '{part}' config", bundle.root)
@@ -54,7 +55,7 @@ def load_bundle_refocuser(path: Path, backend: str | None = None, precision: str
     requested = requested_backend(backend)
     precision, default_note = _default_precision(bundle, requested, precision)
     groups = {"unet": (UNetAdapter, ["unet"]),
-              "vae": (VaeAdapter, [n for n in bundle.specs if n.startswith("vae_")]),
+              "vae": (VaeAdapter, [n for n in bundle.specs if n.startswith(VAE_PREFIX)]),
               "image_encoder": (ImageEncoderAdapter, ["image_encoder"])}
     choices: list = []
     if low_memory:
@@ -75,7 +76,7 @@ def load_bundle_refocuser(path: Path, backend: str | None = None, precision: str
         runners, choices = load_runners(bundle, requested, precision)
         runners = guard_decoders(bundle, runners, choices)
         parts = {part: cls(configs[part], {n: runners[n] for n in names}) for part, (cls, names) in groups.items()}
-    clip = bundle.manifest.get("clip", {})
+    clip = bundle.manifest.clip
     refocuser = Refocuser(
         unet=parts["unet"],
         vae=parts["vae"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from refocus_edge.runtime.components import is_decoder
 from refocus_edge.runtime.fast_attention import install_single_token_cross_attention
 
 
@@ -61,6 +62,6 @@ def component_module(refocuser, spec) -> torch.nn.Module:
         return VaeEncoderComponent(refocuser.vae).eval()
     if spec.name == "unet":
         return UNetComponent(refocuser.unet).eval()
-    if spec.name.startswith("vae_decoder_"):
+    if is_decoder(spec.name):
         return VaeDecoderComponent(refocuser.vae, spec.num_frames).eval()
     raise KeyError(f"unknown component {spec.name!r}")

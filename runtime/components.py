@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
+from refocus_edge.runtime.component_names import (DECODER_FAMILY, DECODER_PREFIX, IMAGE_ENCODER, UNET,  # noqa: F401
+                                                  VAE_ENCODER, VAE_PREFIX, component_family, decoder_chunk,
+                                                  decoder_name, is_decoder)
 from refocus_edge.runtime.errors import InvalidArgumentError
 
 # Relative error (max |artifact - torch| / max |torch|) an artifact may have per component.
@@ -195,22 +198,22 @@ def component_specs(dims: ModelDims) -> dict[str, ComponentSpec]:
                       "latent_width": _range([w // f for w in widths], opt_w // f)}
     c, n = dims.latent_channels, dims.num_frames
     specs = {
-        "image_encoder": ComponentSpec(
-            "image_encoder",
+        IMAGE_ENCODER: ComponentSpec(
+            IMAGE_ENCODER,
             inputs=(TensorSpec("pixel_values", ("batch", 3, *dims.clip_size), "model"),),
             outputs=(TensorSpec("image_embeds", ("batch", dims.embed_dim), "model"),),
             profile={"batch": (1, 1, 2)},
             notes="CLIP vision tower + projection; input already resized and normalised"),
         # Batch: 1 for the fast path (input frame only), num_frames for the literal path.
-        "vae_encoder": ComponentSpec(
-            "vae_encoder",
+        VAE_ENCODER: ComponentSpec(
+            VAE_ENCODER,
             inputs=(TensorSpec("image", ("frames", 3, "height", "width"), "model"),),
             outputs=(TensorSpec("latent", ("frames", c, "latent_height", "latent_width"), "model"),),
             profile={"frames": (1, 1, n), **pixel_profile},
             notes="posterior mode (mean), unscaled"),
         # Batch: 1 per guidance branch in the literal loop, 2 (both branches) in the fast one.
-        "unet": ComponentSpec(
-            "unet",
+        UNET: ComponentSpec(
+            UNET,
             inputs=(TensorSpec("sample", ("batch", n, 2 * c, "latent_height", "latent_width"), "model"),
                     TensorSpec("timestep", ("batch",), "model"),
                     TensorSpec("encoder_hidden_states", ("batch", 1, dims.embed_dim), "model"),
@@ -220,15 +223,11 @@ def component_specs(dims: ModelDims) -> dict[str, ComponentSpec]:
             notes="v-prediction; sample = scaled noisy latents ++ conditioning latents on channels"),
     }
     for chunk in dims.decode_chunk_sizes:
-        specs[f"vae_decoder_{chunk}"] = ComponentSpec(
-            f"vae_decoder_{chunk}",
+        specs[decoder_name(chunk)] = ComponentSpec(
+            decoder_name(chunk),
             inputs=(TensorSpec("latent", (chunk, c, "latent_height", "latent_width"), "model"),),
             outputs=(TensorSpec("image", (chunk, 3, "height", "width"), "model"),),
             profile=dict(latent_profile),
             num_frames=chunk,
             notes="temporal decoder over one chunk of frames; input already divided by the scaling factor")
     return specs
-
-
-def decoder_name(chunk: int) -> str:
-    return f"vae_decoder_{chunk}"

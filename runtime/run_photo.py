@@ -164,9 +164,17 @@ def refocus_photo(cfg: RunConfig, log: Callable[[str], None] = lambda _msg: None
     stages += ("dof", "write") if "dof" in timings else ("write",)
     log("time      " + ", ".join(f"{k} {timings[k]:.2f}s" for k in stages)
         + f"; total {sum(timings[k] for k in stages) + timings['load_model'] + timings['load_photo']:.2f}s")
-    dof_files = "all_in_focus.png, depth.png, " if views is not None else ""
-    log(f"wrote     {cfg.out_dir}/frame_0.png .. frame_8.png, {dof_files}focus_sweep.gif, viewer.html")
+    log(f"wrote     {written_line(cfg.out_dir, files)}")
     return RunReport(out_dir=cfg.out_dir, files=files, model=str(refocuser.source), size=(w, h),
                      position=position, position_was_default=cfg.position is None,
                      steps=result.num_inference_steps, guidance=result.guidance_scale,
                      unet_calls=result.unet_calls, timings=timings, notes=notes)
+
+
+def written_line(out_dir, files) -> str:
+    """`out/frame_0.png .. frame_8.png, a, b, ...`: every file written, the frames run shortened."""
+    names = [Path(f).name for f in files]
+    frames = [n for n in names if n.startswith("frame_") and n.endswith(".png")]
+    rest = [n for n in names if n not in frames]
+    head = [f"{frames[0]} .. {frames[-1]}"] if len(frames) > 2 else frames
+    return f"{out_dir}/" + ", ".join(head + rest)

@@ -61,11 +61,15 @@ def test_package_table_lists_chunks_in_call_order():
     from types import SimpleNamespace
 
     chunks = [{"path": "coreml/fp16/unet/chunk_1.mlpackage"}, {"path": "coreml/fp16/unet/chunk_2.mlpackage"}]
-    bundle = SimpleNamespace(manifest={"artifacts": {"coreml": {"fp16": {"unet": "coreml/fp16/unet"}}},
-                                       "coreml": {"fp16": {"unet": {"packages": chunks}}}})
+    from refocus_edge.runtime.manifest import Manifest
+
+    manifest = Manifest(created_by="test", source={}, dims={}, components={}, configs={}, clip={}, sampler={},
+                        tools={}, artifacts={"coreml": {"fp16": {"unet": "coreml/fp16/unet"}}},
+                        coreml={"fp16": {"unet": {"packages": chunks}}})
+    bundle = SimpleNamespace(manifest=manifest)
     assert coreml.package_table(bundle, "fp16", tiny_spec()) == chunks
     # A bundle without the per-package table (an older export) loads its one package.
-    bundle.manifest.pop("coreml")
+    bundle.manifest.coreml = {}
     assert coreml.package_table(bundle, "fp16", tiny_spec()) == [{"path": "coreml/fp16/unet"}]
 
 

@@ -14,6 +14,7 @@ import torch
 from refocus_edge.runtime import artifacts
 from refocus_edge.runtime.backends import backend_tensorrt as trt_backend
 from refocus_edge.runtime.backends.base import BackendUnavailableError
+from refocus_edge.runtime.manifest import Manifest
 from refocus_edge.runtime.bundle import BundleError, read_bundle
 from refocus_edge.runtime.components import ModelDims, component_specs
 from refocus_edge.runtime.errors import InvalidArgumentError
@@ -27,6 +28,12 @@ def tiny_specs(resolutions=((64, 64),)):
                                      num_frames=9, decode_chunk_sizes=(8, 1), resolutions=resolutions))
 
 
+def _manifest(source, components, files, tables, gates) -> Manifest:
+    """A manifest with the tables the TensorRT backend reads (the rest empty but present)."""
+    return Manifest(created_by="test", source=source, dims={}, components=components, configs={}, clip={},
+                    sampler={}, tools={}, artifacts=tables, gates=gates, files=files)
+
+
 def make_bundle(root, graphs: dict[str, bytes], source_hash="model-hash-1", specs=None):
     """A minimal bundle: the given fp32 ONNX graphs (any bytes) with checksums and specs."""
     specs = specs or tiny_specs()
@@ -36,10 +43,9 @@ def make_bundle(root, graphs: dict[str, bytes], source_hash="model-hash-1", spec
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
         files[rel], table[name] = hashlib.sha256(data).hexdigest(), rel
-    manifest = {"format": artifacts.BUNDLE_FORMAT, "source": {"hash": source_hash},
-                "components": {n: specs[n].to_json() for n in graphs}, "files": files,
-                "artifacts": {"onnx": {"fp32": table}}}
-    (root / artifacts.MANIFEST_NAME).write_text(json.dumps(manifest))
+    manifest = _manifest({"hash": source_hash}, {n: specs[n].to_json() for n in graphs}, files,
+                         {"onnx": {"fp32": table}}, {})
+    (root / artifacts.MANIFEST_NAME).write_text(json.dumps(manifest.to_json()))
     return read_bundle(root)
 
 
@@ -73,10 +79,8 @@ def make_quant_bundle(root, quantized=("unet",), float_kept=("image_encoder",), 
     if twin:
         gates["onnx-tensorrt"] = {"int8": {"end_to_end": {"passed": True},
                                            "end_to_end_worst": {"passed": twin_gates}}}
-    manifest = {"format": artifacts.BUNDLE_FORMAT, "source": {"hash": "model-hash-1"},
-                "components": {n: specs[n].to_json() for n in names}, "files": files,
-                "artifacts": tables, "gates": gates}
-    (root / artifacts.MANIFEST_NAME).write_text(json.dumps(manifest))
+    manifest = _manifest({"hash": "model-hash-1"}, {n: specs[n].to_json() for n in names}, files, tables, gates)
+    (root / artifacts.MANIFEST_NAME).write_text(json.dumps(manifest.to_json()))
     return read_bundle(root)
 
 
@@ -223,7 +227,7 @@ def test_missing_fp8_flag_names_the_tensorrt_version():
 # ------------------------------------------------------------------ source graphs per precision
 def test_source_graph_per_precision(tmp_path):
     bundle = make_quant_bundle(tmp_path / "b")
-    files, spec = bundle.manifest["files"], bundle.specs["unet"]
+    files, spec = bundle.manifest.files, bundle.specs["unet"]
     expect = {"int8": "onnx-tensorrt/int8/unet.onnx", "fp8": "onnx/fp8/unet.onnx",
               **{p: artifacts.onnx_artifact("unet", "fp32") for p in ("fp32", "fp16", "bf16")}}
     for precision, rel in expect.items():
@@ -308,7 +312,7 @@ def test_int8_engine_is_built_from_the_twin_under_its_own_key(tmp_path, cache):
     assert len({fp16.key, int8.key, fp8.key}) == 3 and len({fp16.path, int8.path, fp8.path}) == 3
     sidecar = json.loads(int8.path.with_name(int8.path.name + ".json").read_text())
     assert sidecar["precision"] == "int8"
-    assert sidecar["onnx_sha256"] == bundle.manifest["files"]["onnx-tensorrt/int8/unet.onnx"]
+    assert sidecar["onnx_sha256"] == bundle.manifest.files["onnx-tensorrt/int8/unet.onnx"]
     assert not ensure(bundle, spec, build, precision="int8").built and build.calls == 3
 
 

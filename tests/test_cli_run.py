@@ -66,8 +66,11 @@ def test_happy_path_writes_stack_animation_viewer(random_model_dir, tmp_path, ca
         assert Image.open(out / name).size == (64, 64)
     assert meta["dof"]["viewer"]["preview_size"] == [64, 64] and meta["dof"]["shape"] == "circle"
     assert set(meta["dof"]["timings_s"]) == {"all_in_focus", "depth", "previews"} and "dof" in meta["timings_s"]
-    # run.json lists exactly the files on disk.
+    # run.json lists exactly the files on disk, and so does the `wrote` line.
     assert sorted(meta["files"]) == sorted(p.name for p in out.iterdir())
+    wrote = next(line for line in err.splitlines() if line.startswith("wrote"))
+    assert "frame_0.png .. frame_8.png" in wrote
+    assert all(name in wrote for name in meta["files"] if not name.startswith("frame_"))
     page = (out / "viewer.html").read_text()
     assert page.index('id="stack"') < page.index('id="dof-view"')
     assert page.count("data:image/jpeg;base64,") == 9 * 4 + 2

@@ -162,9 +162,9 @@ def test_without_any_fp32_source_the_error_names_the_component_and_the_fix(runne
 
 def _without_fp32_onnx(bundle: Bundle, source: dict | None = None) -> Bundle:
     manifest = copy.deepcopy(bundle.manifest)
-    manifest["gates"]["onnx"].pop("fp32")
+    manifest.gates["onnx"].pop("fp32")
     if source is not None:
-        manifest["source"] = source
+        manifest.source = source
     return Bundle(bundle.root, manifest)
 
 

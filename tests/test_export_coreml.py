@@ -34,20 +34,20 @@ def test_every_component_has_a_checked_package_per_recipe(coreml_bundle):
     bundle = read_bundle(out)
     assert set(bundle.precisions("coreml")) == {"fp16", "fp16-p6"}
     for recipe in ("fp16", "fp16-p6"):
-        table = bundle.manifest["artifacts"]["coreml"][recipe]
+        table = bundle.manifest.table("coreml", recipe)
         assert set(table) == COMPONENTS
         for name in COMPONENTS:
-            entry = bundle.manifest["coreml"][recipe][name]
+            entry = bundle.manifest.coreml[recipe][name]
             for package in entry["packages"]:
                 assert (out / package["path"] / "Manifest.json").is_file()
                 assert package["max_rank"] <= 5 and package["opset"] == "CoreML7"
             assert bundle.gate_passed("coreml", recipe, name)
             bundle.artifact_path("coreml", recipe, name)  # checksums verify
-        assert bundle.manifest["gates"]["coreml"][recipe]["end_to_end"]["passed"]
+        assert bundle.manifest.gate_table("coreml", recipe)["end_to_end"]["passed"]
     # The random model is guided (guidance 1.5): its UNet package takes both branches at once.
-    unet = bundle.manifest["coreml"]["fp16"]["unet"]
+    unet = bundle.manifest.coreml["fp16"]["unet"]
     assert unet["inputs"]["sample"][0] == 2
-    assert {g["metric"] for g in bundle.manifest["gates"]["coreml-rewrite"]["fp32"].values()} == {"rewrite_max_rel_error"}
+    assert {g["metric"] for g in bundle.manifest.gate_table("coreml-rewrite", "fp32").values()} == {"rewrite_max_rel_error"}
 
 
 def test_fp16_unet_is_chunked_with_its_interface_in_the_manifest(coreml_bundle):
@@ -111,6 +111,6 @@ def test_cli_converts_every_component_of_the_shipped_default_model(tmp_path):
     bundle = read_bundle(out)
     assert bundle.source["model"] == DEFAULT_MODEL and bundle.precisions("coreml") == ["fp16"]
     for name in COMPONENTS:
-        (package,) = bundle.manifest["coreml"]["fp16"][name]["packages"]  # 10 MB: no chunks
+        (package,) = bundle.manifest.coreml["fp16"][name]["packages"]  # 10 MB: no chunks
         assert (out / package["path"]).is_dir() and package["opset"] == "CoreML7"
     assert main(["export", "coreml", "--out", str(out)]) != 0  # exists, and no --force

@@ -22,7 +22,7 @@ COMPONENTS = ["image_encoder", "vae_encoder", "unet", "vae_decoder_8", "vae_deco
 def test_every_component_is_exported_from_its_spec(tiny_bundle):
     bundle = read_bundle(tiny_bundle)
     manifest = bundle.manifest
-    assert list(manifest["components"]) == COMPONENTS
+    assert list(manifest.components) == COMPONENTS
     for precision in ("fp32", "fp16"):
         for name, spec in bundle.specs.items():
             graph = onnx.load(str(bundle.artifact_path("onnx", precision, name)))
@@ -31,16 +31,16 @@ def test_every_component_is_exported_from_its_spec(tiny_bundle):
                       for i in graph.graph.input}
             assert inputs == {t.name: list(t.dims) for t in spec.inputs}, name
             assert [o.name for o in graph.graph.output] == spec.output_names
-            gate = manifest["gates"]["onnx"][precision][name]
+            gate = manifest.gate_table("onnx", precision)[name]
             assert gate["passed"] and gate["metric"] == "max_rel_error"
             assert gate["value"] <= gate["threshold"] == spec.tolerance(precision)
-        e2e = manifest["gates"]["onnx"][precision]["end_to_end"]
+        e2e = manifest.gate_table("onnx", precision)["end_to_end"]
         assert e2e["passed"] and e2e["metric"] == "lpips_alex_max_frame"
     # fp32 graphs differ from eager PyTorch only by op order
-    assert max(manifest["gates"]["onnx"]["fp32"][n]["value"] for n in COMPONENTS) < 1e-4
-    assert manifest["sampler"]["added_time_ids"] == [6.0, 0.0, 0.0]
-    assert len(manifest["sampler"]["sigmas"]) == manifest["sampler"]["num_inference_steps"] + 1
-    assert manifest["source"]["hash"] and manifest["tools"]["onnxruntime"]
+    assert max(manifest.gate_table("onnx", "fp32")[n]["value"] for n in COMPONENTS) < 1e-4
+    assert manifest.sampler["added_time_ids"] == [6.0, 0.0, 0.0]
+    assert len(manifest.sampler["sigmas"]) == manifest.sampler["num_inference_steps"] + 1
+    assert manifest.source["hash"] and manifest.tools["onnxruntime"]
 
 
 def _corrupt(src, dst):

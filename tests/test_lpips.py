@@ -13,8 +13,8 @@ import torch
 from refocus_edge.runtime.errors import InputImageError, InvalidArgumentError, MissingDependencyError
 from refocus_edge.runtime.metrics import lpips as lp
 
-# The shared oracle folder sits beside the repository (CI clones shared/ next to it).
-ORACLE_DIR = Path(__file__).resolve().parents[2] / "shared" / "lpips"
+# The oracle images live in the repository (tests/data/lpips/README.md: source and licence).
+ORACLE_DIR = Path(__file__).resolve().parent / "data" / "lpips"
 # README of the oracle folder: d(ex_ref, ex_p0), d(ex_ref, ex_p1).
 ORACLE = {"alex": (0.722, 0.138), "vgg": (0.5686, 0.4217)}
 
@@ -31,8 +31,7 @@ def _weights_or_skip(net: str) -> None:
 
 @pytest.fixture(scope="module")
 def oracle_dir() -> Path:
-    if not (ORACLE_DIR / "ex_ref.png").is_file():
-        pytest.skip(f"oracle images not found at {ORACLE_DIR} (shared/ must sit beside the repo)")
+    assert (ORACLE_DIR / "ex_ref.png").is_file(), f"oracle images missing from {ORACLE_DIR}"
     return ORACLE_DIR
 
 

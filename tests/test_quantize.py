@@ -26,7 +26,8 @@ from refocus_edge.quantization import recipes as recipes_mod  # noqa: E402
 from refocus_edge.quantization.calibration import CalibrationConfig, collect_calibration  # noqa: E402
 from refocus_edge.quantization.drift import Drift, DriftConfig  # noqa: E402
 from refocus_edge.quantization.qdq import quantized_node_count  # noqa: E402
-from refocus_edge.quantization.quantize import TENSORRT_TWIN, QuantizationError, QuantizeConfig, quantize_model  # noqa: E402
+from refocus_edge.quantization.quantize import QuantizationError, QuantizeConfig, quantize_model  # noqa: E402
+from refocus_edge.runtime.artifacts import TENSORRT_TWIN  # noqa: E402
 from refocus_edge.quantization.recipes import RECIPES, get_recipe  # noqa: E402
 from refocus_edge.quantization.sensitivity import ScanResult, UnitResult, scan_units, tighten, write_table  # noqa: E402
 from refocus_edge.quantization.units import graph_units, unit_of  # noqa: E402
@@ -98,10 +99,10 @@ def test_int8_bundle_has_a_quantized_graph_per_component_and_its_twin(int8):
     out, report, _ = int8
     bundle = read_bundle(out)
     manifest = bundle.manifest
-    assert manifest["default_precision"] == "int8"
+    assert manifest.default_precision == "int8"
     assert set(bundle.precisions("onnx")) >= {"fp32", "fp16", "int8"}
-    assert set(manifest["artifacts"]["onnx"]["int8"]) == COMPONENTS
-    record = manifest["quantization"]["int8"]
+    assert set(manifest.table("onnx", "int8")) == COMPONENTS
+    record = manifest.quantization["int8"]
     assert set(record["quantized"]) == COMPONENTS  # every component has blocks left to quantize
     for name in COMPONENTS:
         path = bundle.artifact_path("onnx", "int8", name)  # checksums verify
@@ -111,7 +112,7 @@ def test_int8_bundle_has_a_quantized_graph_per_component_and_its_twin(int8):
         assert set(_zero_point_types(path)) == {onnx.TensorProto.UINT8}
 
     # The TensorRT twin: symmetric int8 activations with zero point 0, the only int8 QDQ TensorRT builds.
-    twin = manifest["artifacts"][TENSORRT_TWIN]["int8"]
+    twin = manifest.table(TENSORRT_TWIN, "int8")
     assert set(twin) == COMPONENTS
     assert record["tensorrt_twin"]["activation_type"] == "QInt8"
     for name in COMPONENTS:
@@ -130,7 +131,7 @@ def test_int8_bundle_has_a_quantized_graph_per_component_and_its_twin(int8):
 def test_int8_gates_are_recorded_and_passed(int8):
     out, report, lines = int8
     bundle = read_bundle(out)
-    gates = bundle.manifest["gates"]
+    gates = bundle.manifest.gates
     assert report.gates and all(g.passed for g in report.gates)
     for name in COMPONENTS:
         assert bundle.gate_passed("onnx", "int8", name)
@@ -145,7 +146,7 @@ def test_int8_gates_are_recorded_and_passed(int8):
 def test_int8_record_holds_calibration_keep_list_and_sensitivity_table(int8):
     out, report, _ = int8
     bundle = read_bundle(out)
-    record = bundle.manifest["quantization"]["int8"]
+    record = bundle.manifest.quantization["int8"]
     cal = record["calibration"]
     assert {k: cal[k] for k in ("samples", "seed", "data", "positions")} == \
         {"samples": 2, "seed": 0, "data": "synthetic", "positions": list(CAL.positions)}
@@ -207,7 +208,7 @@ def test_the_scan_measures_each_unit_of_the_real_graphs(tiny_bundle, tmp_path, o
     out = tmp_path / "bundle"
     _quantize(tiny_bundle, recipe, out, scan=True, unit_budget=0.5)
     bundle = read_bundle(out)
-    record = bundle.manifest["quantization"]["int8"]
+    record = bundle.manifest.quantization["int8"]
     assert record["scan"] is True and record["unit_budget"] == 0.5
     table = json.loads((out / record["sensitivity"]).read_text())
     assert [u["unit"] for u in table["units"]] == ["vision_model/embeddings", "vision_model/encoder/layers.0",
@@ -218,10 +219,10 @@ def test_the_scan_measures_each_unit_of_the_real_graphs(tiny_bundle, tmp_path, o
     assert table["steps"][0]["added"] is None  # the whole model measured after the budget cut
     assert record["quantized"] == ["image_encoder"]
     # Components outside the recipe share the fp32 graphs and their gates.
-    int8_table, fp32_table = bundle.manifest["artifacts"]["onnx"]["int8"], bundle.manifest["artifacts"]["onnx"]["fp32"]
+    int8_table, fp32_table = bundle.manifest.table("onnx", "int8"), bundle.manifest.table("onnx", "fp32")
     assert int8_table["unet"] == fp32_table["unet"] and int8_table["image_encoder"] != fp32_table["image_encoder"]
     assert bundle.gate_passed("onnx", "int8", "unet")
-    assert "kept in fp32" in bundle.manifest["gates"]["onnx"]["int8"]["unet"]["detail"]
+    assert "kept in fp32" in bundle.manifest.gate_table("onnx", "int8")["unet"]["detail"]
 
 
 def test_a_budget_no_block_meets_is_an_error_not_a_renamed_fp32_model(tiny_bundle, tmp_path, one_thread,
@@ -253,8 +254,8 @@ def test_fp8_graphs_hold_float8_and_onnxruntime_runs_them(tiny_bundle, tmp_path,
     report = _quantize(tiny_bundle, recipe, out, scan=False)
     assert all(g.passed for g in report.gates)
     bundle = read_bundle(out)
-    assert bundle.manifest["default_precision"] == "fp8"
-    assert TENSORRT_TWIN not in bundle.manifest["artifacts"]  # fp8 activations are symmetric already
+    assert bundle.manifest.default_precision == "fp8"
+    assert TENSORRT_TWIN not in bundle.manifest.artifacts  # fp8 activations are symmetric already
     for name in ("image_encoder", "vae_encoder"):
         path = bundle.artifact_path("onnx", "fp8", name)
         model = onnx.load(str(path))
@@ -273,11 +274,11 @@ def test_fp16_recipe_gates_the_fp16_graphs_end_to_end(tiny_bundle, tmp_path, one
     out = tmp_path / "bundle"
     report = _quantize(tiny_bundle, replace(get_recipe("fp16"), drift_budget=GENEROUS), out)
     bundle = read_bundle(out)
-    gates = bundle.manifest["gates"]["onnx"]["fp16"]
+    gates = bundle.manifest.gate_table("onnx", "fp16")
     assert gates["end_to_end"]["passed"] and gates["end_to_end_worst"]["passed"]
     assert gates["end_to_end"]["metric"] == "lpips_alex_median_frame"
     assert all(bundle.gate_passed("onnx", "fp16", n) for n in COMPONENTS)  # the exporter's gates stay
-    record = bundle.manifest["quantization"]["fp16"]
+    record = bundle.manifest.quantization["fp16"]
     assert "fp16 graphs" in record["measured_with"]
     assert all(g.passed for g in report.gates) and report.sizes_mib["fp16"] < report.sizes_mib["fp32"]
     refocuser = load_refocuser(out, backend="onnxruntime")  # no precision: the bundle's default
@@ -296,15 +297,15 @@ def test_bf16_is_measured_in_pytorch_bf16_and_recorded(bf16, random_model_dir):
     out, report = bf16
     bundle = read_bundle(out)
     assert bundle.source["model"]  # the gate ran the source model (random_model_dir) in bf16
-    record = bundle.manifest["quantization"]["bf16"]
+    record = bundle.manifest.quantization["bf16"]
     assert "PyTorch modules in bf16" in record["measured_with"]
-    assert bundle.manifest["default_precision"] == "bf16"
+    assert bundle.manifest.default_precision == "bf16"
     # The bf16 table is the fp32 graphs TensorRT builds bf16 engines from.
-    assert bundle.manifest["artifacts"]["onnx"]["bf16"] == bundle.manifest["artifacts"]["onnx"]["fp32"]
+    assert bundle.manifest.table("onnx", "bf16") == bundle.manifest.table("onnx", "fp32")
     assert all(bundle.gate_passed("onnx", "bf16", n) for n in COMPONENTS)
     assert all(g.passed for g in report.gates)
     # bf16 drift is real (bf16 rounding), not a relabelled fp32 run.
-    assert bundle.manifest["gates"]["onnx"]["bf16"]["end_to_end"]["value"] > 0
+    assert bundle.manifest.gate_table("onnx", "bf16")["end_to_end"]["value"] > 0
 
 
 def test_onnxruntime_refuses_bf16_and_loading_falls_back(bf16):
@@ -368,8 +369,8 @@ def test_p6_recipe_writes_palettized_coreml_packages(random_model_dir, tmp_path,
     report = quantize_model(QuantizeConfig(model=random_model_dir, recipe="p6", out=out), log=lambda _m: None)
     bundle = read_bundle(out)
     assert set(bundle.precisions("coreml")) == {"fp16", "fp16-p6"}
-    assert set(bundle.manifest["artifacts"]["coreml"]["fp16-p6"]) == COMPONENTS
-    assert bundle.manifest["gates"]["coreml"]["fp16-p6"]["end_to_end"]["passed"]
+    assert set(bundle.manifest.table("coreml", "fp16-p6")) == COMPONENTS
+    assert bundle.manifest.gate_table("coreml", "fp16-p6")["end_to_end"]["passed"]
     assert report.gates and all(g.passed for g in report.gates)
 
 

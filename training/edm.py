@@ -5,6 +5,7 @@ import math
 
 import torch
 
+from refocus_edge.runtime import edm
 from training.tiny_architecture import SCHEDULER_CONFIG
 
 # Training sigma ~ LogNormal(0.7, 1.6) in log space; conditioning noise ~ LogNormal(-3, 0.5).
@@ -34,15 +35,8 @@ def sample_sigmas(n: int, generator: torch.Generator, mean=SIGMA_LOG_MEAN, std=S
 
 
 def denoise(unet, noisy: torch.Tensor, sigmas: torch.Tensor, cond_latents, embeddings, time_ids):
-    """EDM preconditioning around a v-prediction UNet: returns the denoised latents."""
-    s = sigmas.view(-1, 1, 1, 1, 1)
-    scaled = noisy / (s ** 2 + 1) ** 0.5  # the scheduler's scale_model_input
-    timesteps = 0.25 * sigmas.log()
-    v = unet(torch.cat([scaled, cond_latents], dim=2), timesteps, encoder_hidden_states=embeddings,
-             added_time_ids=time_ids, return_dict=False)[0]
-    c_out = -s / (s ** 2 + 1) ** 0.5
-    c_skip = 1 / (s ** 2 + 1)
-    return v * c_out + noisy * c_skip
+    """EDM preconditioning around a v-prediction UNet: returns the denoised latents (runtime.edm)."""
+    return edm.denoise(unet, noisy, sigmas, cond_latents, embeddings, time_ids)
 
 
 def edm_v_loss(denoised: torch.Tensor, target: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 
 import torch
+from refocus_edge.runtime.components import VAE_PREFIX
 
 
 # Largest activation magnitude accepted for fp16 compute: fp16 overflows at 65504, and the
@@ -67,7 +68,7 @@ def emulated_refocuser(refocuser, specs, runners: dict, label: str):
     return replace(
         refocuser, notes=[], choices=[],
         unet=UNetAdapter(dict(refocuser.unet.config), {"unet": wrapped["unet"]}),
-        vae=VaeAdapter(dict(refocuser.vae.config), {n: r for n, r in wrapped.items() if n.startswith("vae_")}),
+        vae=VaeAdapter(dict(refocuser.vae.config), {n: r for n, r in wrapped.items() if n.startswith(VAE_PREFIX)}),
         image_encoder=ImageEncoderAdapter(refocuser.image_encoder.config.to_dict(),
                                           {"image_encoder": wrapped["image_encoder"]}),
     )

@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from refocus_edge.export.bundle_writer import staged_bundle, write_manifest
+from refocus_edge.export.bundle_writer import staged_bundle
 from refocus_edge.export.coreml.convert import TensorIO, convert, require_coremltools
 from refocus_edge.export.coreml.emulate import FP16_SAFE_MAX, ModuleRunner, activation_max, emulated_refocuser
 from refocus_edge.export.coreml.package_check import check_package
@@ -34,7 +34,8 @@ from refocus_edge.export.coreml.recipes import CoreMLRecipe, compress_module
 from refocus_edge.export.coreml.weights_check import check_compressed_weights
 from refocus_edge.export.manifest import base_manifest
 from refocus_edge.export.parity import GateResult, component_gate, end_to_end_gate, gate_image, gate_sample
-from refocus_edge.runtime.artifacts import coreml_artifact, coreml_chunk_artifact, coreml_chunk_folder, model_hash
+from refocus_edge.runtime.artifacts import (COREML, COREML_REWRITE, coreml_artifact, coreml_chunk_artifact,
+                                             coreml_chunk_folder, model_hash)
 from refocus_edge.runtime.backends.chain import ChainRunner
 from refocus_edge.runtime.components import ModelDims, component_specs
 from refocus_edge.runtime.disk_usage import disk_mib
@@ -140,8 +141,8 @@ def export_coreml(cfg: CoreMLExportConfig, log: Callable[[str], None] = print) -
     rewrite_gates = {}
     for name, spec in specs.items():
         runner = ModuleRunner(rewrites[name], spec.input_names, spec.output_names)
-        gate = component_gate(spec, "coreml-rewrite", "fp32", originals[name], runner)
-        gate = GateResult(name, "coreml-rewrite", "fp32", "rewrite_max_rel_error", gate.value,
+        gate = component_gate(spec, COREML_REWRITE, "fp32", originals[name], runner)
+        gate = GateResult(name, COREML_REWRITE, "fp32", "rewrite_max_rel_error", gate.value,
                           REWRITE_TOLERANCE, gate.detail).enforce()
         rewrite_gates[name] = gate.to_json()
         report.gates.append(gate)
@@ -159,8 +160,7 @@ def export_coreml(cfg: CoreMLExportConfig, log: Callable[[str], None] = print) -
         save_model_config(refocuser.config, stage)
         manifest = base_manifest(refocuser, cfg.model, dims, specs, "refocus export coreml", _tool_versions(),
                                  source_hash)
-        manifest.update(artifacts={"coreml": {}}, gates={"coreml": {}, "coreml-rewrite": {"fp32": rewrite_gates}},
-                        coreml={})
+        manifest.set_gates(COREML_REWRITE, "fp32", rewrite_gates)
         for recipe in cfg.recipes:
             table, gates, details = {}, {}, {}
             runners = {}
@@ -236,11 +236,11 @@ def export_coreml(cfg: CoreMLExportConfig, log: Callable[[str], None] = print) -
             report.gates.append(gate)
             log(f"{recipe.name:8s} {'end to end':14s} {gate.metric} {gate.value:.2e} <= {gate.threshold:.3g} "
                 f"(PyTorch emulation, {steps} steps)")
-            manifest["artifacts"]["coreml"][recipe.name] = table
-            manifest["gates"]["coreml"][recipe.name] = gates
-            manifest["coreml"][recipe.name] = details
-        manifest["export_seconds"] = round(time.perf_counter() - started, 1)
-        write_manifest(stage, manifest)
+            manifest.set_table(COREML, recipe.name, table)
+            manifest.set_gates(COREML, recipe.name, gates)
+            manifest.coreml[recipe.name] = details
+        manifest.export_seconds = round(time.perf_counter() - started, 1)
+        manifest.write(stage)
     size = disk_mib(cfg.out)
     log(f"bundle     {cfg.out} ({size:.1f} MiB)")
     return report

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from refocus_edge.runtime.conditioning import component_dtype, image_embedding
+from refocus_edge.runtime.edm import denoise, euler_step
 from refocus_edge.runtime.fast_attention import single_token_cross_attention
 
 
@@ -44,24 +45,6 @@ def encode_inputs(refocuser, images: torch.Tensor, positions) -> Conditioning:
     return Conditioning(place_at_positions(lat, positions, refocuser.config.num_frames), emb, positions)
 
 
-def denoise(unet, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, emb: torch.Tensor,
-            time_ids: torch.Tensor) -> torch.Tensor:
-    """x0 estimate D(x; sigma) of a v-prediction UNet under EDM preconditioning.
-
-    `sigma` is a float32 tensor, one value or one per sample; the arithmetic is the
-    scheduler's (scale_model_input, then pred_original_sample for v-prediction).
-    """
-    s = sigma.to(torch.float32).reshape(-1, 1, 1, 1, 1)
-    t = (0.25 * sigma.to(torch.float32).log()).reshape(-1)
-    if t.numel() == 1:
-        t = t.reshape(())
-    dtype = component_dtype(unet)
-    scaled = x / ((s ** 2 + 1) ** 0.5)
-    v = unet(torch.cat([scaled, cond], dim=2).to(dtype), t, encoder_hidden_states=emb.to(dtype),
-             added_time_ids=time_ids.to(dtype).expand(x.shape[0], -1), return_dict=False)[0].float()
-    return v * (-s / ((s ** 2 + 1) ** 0.5)) + x / (s ** 2 + 1)
-
-
 def guided_denoise(unet, x, sigma, c: Conditioning, guidance: float, time_ids) -> torch.Tensor:
     """The reference's guided x0 estimate; both branches in one batch (exactly as `fast` mode)."""
     if not guidance > 0:  # the reference guides whenever the weight is > 0
@@ -71,14 +54,6 @@ def guided_denoise(unet, x, sigma, c: Conditioning, guidance: float, time_ids) -
     uncond, cond = both.chunk(2)
     # Guidance on v equals guidance on x0: x0 is affine in v with the same coefficients.
     return uncond + guidance * (cond - uncond)
-
-
-def euler_step(x: torch.Tensor, denoised: torch.Tensor, sigma, sigma_next) -> torch.Tensor:
-    """EulerDiscreteScheduler.step with s_churn 0: x + (x - D) / sigma * (sigma_next - sigma)."""
-    # On the state's device: callers keep their sigma tables on the CPU while x may sit on a GPU.
-    s = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1, 1, 1, 1, 1)
-    n = torch.as_tensor(sigma_next, dtype=torch.float32, device=x.device).reshape(-1, 1, 1, 1, 1)
-    return x + (x - denoised) / s * (n - s)
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import torch
 
+from refocus_edge.runtime.components import VAE_ENCODER, decoder_chunk, decoder_name, is_decoder
 from refocus_edge.runtime.errors import InvalidArgumentError
 
 
@@ -67,14 +68,14 @@ class VaeAdapter(_Adapter):
     """Encoder runner under "vae_encoder", decoder runners under "vae_decoder_<chunk>"."""
 
     def encode(self, image, return_dict: bool = True):
-        latent = self.runners["vae_encoder"]({"image": image.float()})["latent"]
+        latent = self.runners[VAE_ENCODER]({"image": image.float()})["latent"]
         dist = _Mode(latent)
         return SimpleNamespace(latent_dist=dist) if return_dict else (dist,)
 
     def decode(self, latent, num_frames: int, return_dict: bool = True):
-        runner = self.runners.get(f"vae_decoder_{int(num_frames)}")
+        runner = self.runners.get(decoder_name(num_frames))
         if runner is None:
-            chunks = sorted(int(k.rsplit("_", 1)[1]) for k in self.runners if k.startswith("vae_decoder_"))
+            chunks = sorted(decoder_chunk(k) for k in self.runners if is_decoder(k))
             raise InvalidArgumentError(f"no VAE decoder for chunks of {num_frames} frames in this bundle "
                                        f"(it has {chunks}); export with matching decode_chunk_sizes")
         image = runner({"latent": latent.float()})["image"]

@@ -19,6 +19,7 @@ import platform
 import numpy as np
 import torch
 
+from refocus_edge.runtime.artifacts import COREML
 from refocus_edge.runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
 from refocus_edge.runtime.backends.chain import ChainRunner
 from refocus_edge.runtime.bundle import BundleError, resolve_inside
@@ -63,7 +64,7 @@ def _input_types(spec, ct) -> dict:
 
 class CoreMLBackend(Backend):
     name = "coreml"
-    artifact = "coreml"
+    artifact = COREML
     priority = 3
 
     def availability(self) -> Availability:
@@ -87,7 +88,7 @@ class CoreMLBackend(Backend):
         self.require()
         import coremltools as ct
 
-        bundle.artifact_path("coreml", precision, spec.name)  # checks every file of it, chunks included
+        bundle.artifact_path(COREML, precision, spec.name)  # checks every file of it, chunks included
         units = compute_units()
         packages = package_table(bundle, precision, spec)
         pieces = [_PackageRunner(ct, resolve_inside(bundle.root, p["path"]), units) for p in packages]
@@ -105,9 +106,9 @@ def package_table(bundle, precision: str, spec) -> list[dict]:
 
     One entry for a whole component; several for a UNet split at block boundaries,
     each with the named tensors it reads and writes (the chunk interface)."""
-    entry = bundle.manifest.get("coreml", {}).get(precision, {}).get(spec.name)
+    entry = bundle.manifest.coreml.get(precision, {}).get(spec.name)
     if not entry or not entry.get("packages"):
-        return [{"path": bundle.manifest["artifacts"]["coreml"][precision][spec.name]}]
+        return [{"path": bundle.manifest.table(COREML, precision)[spec.name]}]
     return entry["packages"]
 
 

@@ -13,6 +13,7 @@ import os
 import numpy as np
 import torch
 
+from refocus_edge.runtime.artifacts import ONNX
 from refocus_edge.runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
 
 PREFERENCE = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -32,7 +33,7 @@ def _provider(ort) -> str:
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
-    artifact = "onnx"
+    artifact = ONNX
     priority = 1
 
     def availability(self) -> Availability:

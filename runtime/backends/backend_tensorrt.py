@@ -44,6 +44,7 @@ from typing import Callable
 import torch
 
 from refocus_edge.runtime import artifacts
+from refocus_edge.runtime.artifacts import ONNX, TENSORRT_TWIN
 from refocus_edge.runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
 from refocus_edge.runtime.bundle import BundleError
 from refocus_edge.runtime.errors import InvalidArgumentError
@@ -57,8 +58,6 @@ MIN_CAPABILITY = {"fp16": (5, 3), "bf16": (8, 0), "int8": (6, 1), "fp8": (8, 9)}
 # What the GPU lacks below that capability, for the message.
 CAPABILITY_FEATURE = {"fp16": "fast fp16 arithmetic", "bf16": "bf16 tensor cores",
                       "int8": "the DP4A int8 dot product", "fp8": "FP8 (E4M3) tensor cores (Ada/Hopper)"}
-# Bundle artifact kind holding the TensorRT-ready int8 graphs (written by `refocus quantize`).
-TENSORRT_TWIN = "onnx-tensorrt"
 # The twin's gates (end-to-end drift, median and worst frame) that must have passed.
 TWIN_GATES = ("end_to_end", "end_to_end_worst")
 SIDECAR_FORMAT = 1
@@ -199,15 +198,15 @@ def source_artifact(bundle, component: str, precision: str) -> tuple[str, str]:
     Reads the manifest only (no checksums), so every component can be checked before a build.
     """
     _known(precision)
-    tables = bundle.manifest.get("artifacts", {})
+    manifest = bundle.manifest
     if precision == "int8":
-        if component in tables.get(TENSORRT_TWIN, {}).get("int8", {}):
+        if component in manifest.table(TENSORRT_TWIN, "int8"):
             failed = [g for g in TWIN_GATES if not bundle.gate_passed(TENSORRT_TWIN, "int8", g)]
             if failed:
                 raise BundleError(f"{component}: the TensorRT int8 graphs ({TENSORRT_TWIN}/int8) have no passed "
                                   f"{'/'.join(failed)} gate; re-run `refocus quantize --recipe int8`", bundle.root)
             return TENSORRT_TWIN, "int8"
-        if component in tables.get("onnx", {}).get("int8", {}):
+        if component in manifest.table(ONNX, "int8"):
             # Older bundles: only ONNX Runtime's uint8-activation graphs, which TensorRT refuses
             # (it takes int8 QDQ with zero point 0 only).
             raise BundleError(f"{component}: this bundle's int8 graphs use uint8 (asymmetric) activations, which "
@@ -217,12 +216,12 @@ def source_artifact(bundle, component: str, precision: str) -> tuple[str, str]:
         raise BundleError(f"{component}: the bundle has no int8 graphs; run `refocus quantize --recipe int8` "
                           "first", bundle.root)
     if precision == "fp8":
-        if component not in tables.get("onnx", {}).get("fp8", {}):
+        if component not in manifest.table(ONNX, "fp8"):
             raise BundleError(f"{component}: the bundle has no fp8 graphs; run `refocus quantize --recipe fp8` "
                               "first", bundle.root)
-        return "onnx", "fp8"
+        return ONNX, "fp8"
     # fp32/fp16/bf16: TensorRT lowers the fp32 graph itself (see the module docstring).
-    return "onnx", "fp32"
+    return ONNX, "fp32"
 
 
 def source_is_quantized(bundle, component: str, precision: str) -> bool:
@@ -231,8 +230,8 @@ def source_is_quantized(bundle, component: str, precision: str) -> bool:
     if precision not in ("int8", "fp8"):
         return False
     artifact, table = source_artifact(bundle, component, precision)
-    tables = bundle.manifest["artifacts"]
-    return tables[artifact][table][component] != tables.get("onnx", {}).get("fp32", {}).get(component)
+    manifest = bundle.manifest
+    return manifest.table(artifact, table)[component] != manifest.table(ONNX, "fp32").get(component)
 
 
 def source_graph(bundle, spec, precision: str) -> tuple[Path, str]:
@@ -240,8 +239,8 @@ def source_graph(bundle, spec, precision: str) -> tuple[Path, str]:
     weights included) and its sha256 from the manifest."""
     artifact, table = source_artifact(bundle, spec.name, precision)
     path = bundle.artifact_path(artifact, table, spec.name)
-    rel = bundle.manifest["artifacts"][artifact][table][spec.name]
-    return path, bundle.manifest["files"][rel]
+    rel = bundle.manifest.table(artifact, table)[spec.name]
+    return path, bundle.manifest.files[rel]
 
 
 def bundle_model_hash(bundle) -> str:
@@ -517,7 +516,7 @@ class _Execution:
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
-    artifact = "onnx"
+    artifact = ONNX
     # Behind onnxruntime in the untimed tie-break: a first load may spend minutes building.
     priority = 2
 

@@ -26,9 +26,9 @@ from typing import Callable
 import torch
 
 from refocus_edge.runtime.backends.base import Runner
+from refocus_edge.runtime.components import is_decoder
 from refocus_edge.runtime.errors import RefocusError
 
-DECODER_PREFIX = "vae_decoder_"
 FALLBACK_PRECISION = "fp32"
 _REMEDY = ("run with --precision fp32, re-export the bundle with an fp32 artifact "
            "(refocus export onnx --precision fp32 fp16), or put the bundle's source model on this machine "
@@ -180,7 +180,7 @@ def guard_decoders(bundle, runners: dict[str, Runner], choices: list) -> dict[st
     out = dict(runners)
     for choice in choices:
         name = choice.component
-        if not name.startswith(DECODER_PREFIX) or choice.precision == FALLBACK_PRECISION or name not in out:
+        if not is_decoder(name) or choice.precision == FALLBACK_PRECISION or name not in out:
             continue
         if isinstance(out[name], FiniteGuard):
             continue

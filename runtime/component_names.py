@@ -1,0 +1,30 @@
+"""Component names, without torch: the CLI and the recipe tables read them at import time.
+
+The decoder is one component per decode chunk size ("vae_decoder_8", ...); everything that
+needs a component name, a chunk size or a family reads it from here (components.py builds
+the specs with these names).
+"""
+from __future__ import annotations
+
+IMAGE_ENCODER, VAE_ENCODER, UNET = "image_encoder", "vae_encoder", "unet"
+DECODER_FAMILY = "vae_decoder"
+DECODER_PREFIX = DECODER_FAMILY + "_"
+VAE_PREFIX = "vae_"  # the components the VAE adapter serves: the encoder and every decoder
+
+
+def decoder_name(chunk: int) -> str:
+    return f"{DECODER_PREFIX}{int(chunk)}"
+
+
+def is_decoder(name: str) -> bool:
+    return name.startswith(DECODER_PREFIX)
+
+
+def decoder_chunk(name: str) -> int:
+    """The chunk size (frames) of decoder component `name`."""
+    return int(name[len(DECODER_PREFIX):])
+
+
+def component_family(name: str) -> str:
+    """What recipes and sensitivity tables address: every decoder chunk size is one family."""
+    return DECODER_FAMILY if is_decoder(name) else name
