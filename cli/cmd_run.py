@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from refocus_edge.runtime.backends import backend_names  # module names only: no backend is imported
 from refocus_edge.runtime.zoo import DEFAULT_MODEL  # a name only: zoo imports nothing heavy
 
 
@@ -30,7 +31,7 @@ def register(sub) -> None:
                         "reference: the literal 50-call reference loop")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="output folder (default: ./refocus_out/<image name>)")
-    p.add_argument("--backend", default=None, choices=["auto", "torch", "onnxruntime", "tensorrt", "coreml"],
+    p.add_argument("--backend", default=None, choices=["auto", *backend_names()],
                    help="backend for a bundle's components (default: $REFOCUS_BACKEND or auto = the "
                         "fastest measured here that passed its parity gate); a model folder runs on torch")
     p.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16", "int8", "fp8"],

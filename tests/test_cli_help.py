@@ -52,3 +52,12 @@ def test_default_model_honours_the_environment(monkeypatch):
     assert default_model_name() == DEFAULT_MODEL
     monkeypatch.setenv("REFOCUS_MODEL", TEACHER_MODEL)
     assert default_model_name() == TEACHER_MODEL and resolve_model(None).name == TEACHER_MODEL
+
+
+def test_backend_choices_come_from_the_registry():
+    from refocus_edge.runtime.backends import backend_names, registry
+
+    assert backend_names() == list(registry())  # the module-name convention holds for every backend
+    run = dict(_parsers(build_parser()))[("refocus", "run")]
+    action = next(a for a in run._actions if "--backend" in a.option_strings)
+    assert list(action.choices) == ["auto", *registry()]

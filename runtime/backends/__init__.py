@@ -8,6 +8,16 @@ import importlib
 import pkgutil
 
 BACKEND_ORDER = ("torch", "onnxruntime", "tensorrt", "coreml")  # listing order only
+# Convention: backend_<name>.py defines BACKEND with BACKEND.name == <name> (tests/test_cli_help.py checks).
+
+
+def backend_names() -> list[str]:
+    """The registered backends' names, in listing order, from the module names alone: the CLI
+    builds its --backend choices from this without importing any backend (or torch)."""
+    order = {n: i for i, n in enumerate(BACKEND_ORDER)}
+    names = [info.name.removeprefix("backend_") for info in pkgutil.iter_modules(__path__)
+             if info.name.startswith("backend_")]
+    return sorted(names, key=lambda n: (order.get(n, len(order)), n))
 
 
 @functools.lru_cache(maxsize=1)
