@@ -11,3 +11,28 @@ def size_wxh(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like 512x320 (W x H), got {text!r}") from None
     return w, h
+
+
+SEED_MAX = 2 ** 64 - 1  # torch.Generator.manual_seed takes 0 .. 2^64 - 1
+
+
+def seed(text: str) -> int:
+    """A noise seed, checked at parse time: an integer 0 .. 2^64 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be an integer 0..{SEED_MAX}, got {text!r}") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"seed must be in 0..{SEED_MAX} (2^64 - 1), got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (steps, counts), checked at parse time."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from refocus_edge.cli.arg_types import size_wxh
+from refocus_edge.cli.arg_types import seed, size_wxh
 from refocus_edge.runtime.zoo import TEACHER_MODEL
 
 
@@ -52,7 +52,7 @@ def register(sub) -> None:
                    help="ground-truth: latent side of the decoded crop, 0 = whole frames (default 8 = 64 px)")
     p.add_argument("--teacher-weight", type=float, default=0.0,
                    help="ground-truth: weight of the trajectory-distillation term to the teacher (default 0)")
-    p.add_argument("--seed", type=int, default=0, help="seeds data order, noise and initial states (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="seeds data order, noise and initial states (default 0)")
     p.add_argument("--run-dir", type=Path, default=None, help="checkpoints (default runs/distill/<out name>)")
     p.add_argument("--cache", type=Path, default=None, help="trajectory cache folder (default: keyed by teacher)")
     p.add_argument("--force", action="store_true", help="replace an existing --out folder")

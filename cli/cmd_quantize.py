@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from refocus_edge.quantization.recipes import DEFAULT_RECIPE, RECIPES  # plain data: nothing heavy at import
-from refocus_edge.cli.arg_types import size_wxh
+from refocus_edge.cli.arg_types import seed, size_wxh
 from refocus_edge.runtime.zoo import DEFAULT_MODEL, default_model_name
 
 RECIPE_NAMES = tuple(RECIPES)
@@ -30,7 +30,7 @@ def register(sub) -> None:
                    help="calibration stacks (default 24; each gives one call per component per step)")
     p.add_argument("--calibration-data", default="synthetic", metavar="synthetic|DIR",
                    help="'synthetic' (training split) or a learn2refocus-layout folder (default synthetic)")
-    p.add_argument("--seed", type=int, default=0, help="calibration and drift seeds (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="calibration and drift seeds (default 0)")
     p.add_argument("--drift-photos", type=int, default=4, metavar="N",
                    help="held-out stacks the scan and the gates measure drift on (default 4)")
     p.add_argument("--unit-budget", type=float, default=None, metavar="LPIPS",

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from refocus_edge.cli.arg_types import positive_int, seed
 from refocus_edge.runtime.backends import backend_names  # module names only: no backend is imported
 from refocus_edge.runtime.zoo import DEFAULT_MODEL  # a name only: zoo imports nothing heavy
 
@@ -24,8 +26,8 @@ def register(sub) -> None:
                         f"(default: $REFOCUS_MODEL or {DEFAULT_MODEL})")
     p.add_argument("--unet", type=Path, default=None, metavar="DIR",
                    help="UNet folder overriding the model's (released layout: SVD base + checkpoint-200000/unet)")
-    p.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's own, 25 for the reference)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--steps", type=positive_int, default=None, help="Euler steps (default: the model's own, 25 for the reference)")
+    p.add_argument("--seed", type=seed, default=0, help="noise seed (default 0)")
     p.add_argument("--mode", choices=["fast", "reference"], default="fast",
                    help="fast: same result, batched guidance and no wasted work (default); "
                         "reference: the literal 50-call reference loop")
@@ -45,6 +47,8 @@ def register(sub) -> None:
                         "re-renders in viewer.html (saves their time: ~0.4 s at 128x128, ~3 s at 1024x576 "
                         "on one CPU thread; `refocus edit` makes them later)")
     p.add_argument("--force", action="store_true", help="replace frames already in --out")
+    p.add_argument("--wait", action="store_true",
+                   help="if another refocus process is writing --out, wait for it instead of failing")
     p.add_argument("--quiet", action="store_true", help="no progress bar or stage report")
     p.set_defaults(func=run)
 
@@ -57,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = RunConfig(image=args.image, out_dir=out, model=args.model, unet=args.unet,
                     position=args.position, steps=args.steps, seed=args.seed, mode=args.mode,
                     force=args.force, progress=not args.quiet, backend=args.backend,
-                    precision=args.precision, low_memory=args.low_memory,
+                    precision=args.precision, low_memory=args.low_memory, wait=args.wait,
                     dof_views=None if args.no_dof else StackViewsConfig())
     log = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     report = refocus_photo(cfg, log=log)

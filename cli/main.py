@@ -54,6 +54,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("refocus: interrupted; earlier results were left untouched", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # Disk full, read-only or unreadable folders, I/O errors: one line, and (every result is
+        # published all at once, runtime/publish.py) nothing partial was left behind.
+        print(f"refocus: error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def os_error_line(exc: OSError) -> str:
+    """`path: what went wrong (ENOSPC)` for any OSError, with a hint for the common ones."""
+    import errno
+
+    hints = {errno.ENOSPC: "free some space or pick an --out on another disk; nothing was written",
+             errno.EROFS: "the folder is on a read-only file system; pick another --out",
+             errno.EACCES: "no permission; pick another --out or fix the folder's permissions",
+             errno.EIO: "the disk reported an I/O error reading or writing this file"}
+    where = exc.filename if exc.filename is not None else ""
+    code = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
+    text = f"{exc.strerror or exc}" + (f" ({code})" if code else "")
+    hint = hints.get(exc.errno)
+    return (f"{where}: " if where else "") + text + (f"; {hint}" if hint else "")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,19 +2,16 @@
 run computed them, the stack's depth-of-field views (all_in_focus.png, depth.png, and a panel in the
 viewer with focus and strength sliders over precomputed re-renders: :class:`DofOutputs`).
 
-Atomicity: every file is rendered into a hidden staging folder next to out_dir
-(same parent, hence same filesystem, so renames are atomic) and only then
-published. Until publishing starts, out_dir is never touched, so an error or a
-Ctrl-C leaves an earlier run's results exactly as they were.
+Atomicity: every file is rendered into a hidden staging folder next to out_dir and the
+whole folder is then published at once (runtime/publish.py): a kill at any instant leaves
+the earlier run's results or the new ones, never a mix, and only one process writes
+out_dir at a time.
 """
 from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import secrets
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from PIL import Image
 from refocus_edge.runtime.dof.viewer_page import PanelHtml, PreviewGrid, dof_panel
 from refocus_edge.runtime.errors import InvalidArgumentError, OutputExistsError
 from refocus_edge.runtime.html_page import html_page
+from refocus_edge.runtime.publish import check_writable, publishing
 
 N_FRAMES = 9
 GIF_FRAME_MS = 120  # ~8 fps; GIF stores centiseconds, so 125 ms would round to 120 anyway
@@ -67,6 +65,7 @@ def check_output_dir(out_dir: str | Path, force: bool) -> None:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InvalidArgumentError("exists and is not a folder; pick another --out", out_dir)
+    check_writable(out_dir)
     if not force and out_dir.is_dir() and any(out_dir.glob("frame_*.png")):
         raise OutputExistsError(
             "already holds frame_*.png from an earlier run; "
@@ -97,16 +96,10 @@ def write_stack(
     check_output_dir(out_dir, force)  # again: the folder may have changed since the first check
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
-    # os.mkdir (not mkdtemp) so the folder gets umask permissions, not 0700,
-    # in case it is renamed into place as out_dir itself.
-    staging = out_dir.parent / f".{out_dir.name}.staging-{secrets.token_hex(4)}"
-    os.mkdir(staging)
-    try:
+    # All or nothing, one writer at a time (runtime/publish.py); a user's own files and
+    # subfolders in out_dir (a `refocus edit` folder) are carried over, stale results are not.
+    with publishing(out_dir, carry_over=lambda name: not is_our_result(name)) as staging:
         _render(staging, frames, icc_profile, input_position, metadata, dof)
-        _publish(staging, out_dir, result_names(dof is not None))
-    except BaseException:  # includes KeyboardInterrupt: never leave a half-written stage behind
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return [out_dir / name for name in result_names(dof is not None)]
 
 
@@ -182,36 +175,10 @@ def _render(
     (staging / RUN_JSON_NAME).write_text(text, encoding="utf-8")
 
 
-def publish_staged(staging: Path, out_dir: Path, names) -> bool:
-    """Move a finished staging folder's files into `out_dir`; True when it was new.
-
-    A new `out_dir` appears complete in one atomic rename. An existing one (--force, or
-    an empty folder, possibly with the user's own files) gets our files replaced one by
-    one in `names` order, so a record file listed last marks a complete set."""
-    if not out_dir.exists():
-        try:
-            os.rename(staging, out_dir)
-            return True
-        except OSError:
-            if not out_dir.is_dir():  # not a lost race with someone creating it: a real error
-                raise
-    for name in names:
-        os.replace(staging / name, out_dir / name)
-    staging.rmdir()
-    return False
-
-
-def _publish(staging: Path, out_dir: Path, names: list[str]) -> None:
-    if publish_staged(staging, out_dir, names):  # run.json is last in names
-        return
-    for old in out_dir.glob("frame_*.png"):
-        if _OUR_FRAME.fullmatch(old.name) and old.name not in FRAME_NAMES:
-            old.unlink()
-    # A run without depth-of-field views replacing one with them: the old views belong to the old
-    # frames, so they go like stale frames do.
-    for name in DOF_NAMES:
-        if name not in names and (out_dir / name).is_file():
-            (out_dir / name).unlink()
+def is_our_result(name: str) -> bool:
+    """Whether `name` in an output folder is one of the files a run writes (or a stale frame of
+    ours), as opposed to a user's file: only ours are replaced when a new run is published."""
+    return name in RESULT_NAMES_WITH_DOF or bool(_OUR_FRAME.fullmatch(name))
 
 
 def _viewer_html(uris: list[str], input_position: int, width: int, height: int,

@@ -22,6 +22,8 @@ from refocus_edge.runtime.errors import InvalidArgumentError
 from refocus_edge.runtime.low_memory import low_memory_mode
 
 PHOTO_DECODE_SIDE = 2048
+# --steps above this and above 10x the model's own needs --force (a typo should not start a 5-hour run).
+STEPS_WITHOUT_ASKING = 100
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class RunConfig:
     backend: str | None = None  # auto|torch|onnxruntime|tensorrt|coreml; None: $REFOCUS_BACKEND or auto
     precision: str | None = None  # bundles only: fp32|fp16; None: any that passed its gate
     low_memory: bool = False  # one component resident at a time (8 GB boards, phones)
+    wait: bool = False  # another process writing out_dir: wait for it (default: fail at once)
     # All-in-focus image, depth map and viewer re-renders; None skips them (`--no-dof`).
     dof_views: StackViewsConfig | None = field(default_factory=StackViewsConfig)
 
@@ -59,11 +62,7 @@ class RunReport:
 
 
 def refocus_photo(cfg: RunConfig, log: Callable[[str], None] = lambda _msg: None) -> RunReport:
-    from refocus_edge.runtime.image_io import load_photo
-    from refocus_edge.runtime.loading import load_refocuser
-    from refocus_edge.runtime.outputs import check_output_dir, write_stack
-    from refocus_edge.runtime.resize import fit_photo
-    from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
+    from refocus_edge.runtime.outputs import check_output_dir
 
     if cfg.position is not None and not 0 <= cfg.position <= 8:
         raise InvalidArgumentError(f"--position {cfg.position} is outside 0..8 "
@@ -74,7 +73,23 @@ def refocus_photo(cfg: RunConfig, log: Callable[[str], None] = lambda _msg: None
         raise InvalidArgumentError(f"--mode must be fast or reference, got {cfg.mode!r}")
     if cfg.dof_views is not None and not isinstance(cfg.dof_views, StackViewsConfig):
         raise InvalidArgumentError(f"dof_views must be a StackViewsConfig or None, got {type(cfg.dof_views).__name__}")
-    check_output_dir(cfg.out_dir, cfg.force)
+    from refocus_edge.runtime.publish import check_writable, output_lock, recover
+
+    check_writable(cfg.out_dir)
+    # One writer per output folder, from before the first second of work to the last file.
+    with output_lock(cfg.out_dir, wait=cfg.wait):
+        for done in recover(cfg.out_dir):
+            log(f"recovered {cfg.out_dir}: {done}")
+        check_output_dir(cfg.out_dir, cfg.force)
+        return _refocus_locked(cfg, log)
+
+
+def _refocus_locked(cfg: RunConfig, log: Callable[[str], None]) -> RunReport:
+    from refocus_edge.runtime.image_io import load_photo
+    from refocus_edge.runtime.loading import load_refocuser
+    from refocus_edge.runtime.outputs import write_stack
+    from refocus_edge.runtime.resize import fit_photo
+    from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -86,6 +101,11 @@ def refocus_photo(cfg: RunConfig, log: Callable[[str], None] = lambda _msg: None
     refocuser = load_refocuser(cfg.model, unet=cfg.unet, backend=cfg.backend, precision=cfg.precision,
                                low_memory=cfg.low_memory)
     timings["load_model"] = time.perf_counter() - t0
+    own = refocuser.config.num_inference_steps
+    if cfg.steps is not None and cfg.steps > max(STEPS_WITHOUT_ASKING, 10 * own) and not cfg.force:
+        # Said before the run, not discovered hours into it.
+        raise InvalidArgumentError(f"--steps {cfg.steps} is {cfg.steps / own:.0f}x this model's own {own} steps "
+                                   f"(about {cfg.steps / own:.0f}x its usual time); pass --force to run it anyway")
     rgb, resize_note = fit_photo(photo.rgb, refocuser.config.resolution_policy)
     notes = list(photo.notes) + [resize_note] + list(refocuser.notes)
     position = refocuser.config.default_position if cfg.position is None else cfg.position

@@ -513,13 +513,15 @@ def test_cli_edit_help_explains_blend(capsys):
 def test_interrupted_edit_leaves_nothing(stack_dir, tmp_path, monkeypatch):
     import refocus_edge.runtime.dof.edit as edit_mod
 
-    def boom(*_args):
+    import refocus_edge.runtime.publish as publish_mod
+
+    def boom(*_args, **_kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(edit_mod, "publish_staged", boom)
+    monkeypatch.setattr(publish_mod, "publish", boom)
     with pytest.raises(KeyboardInterrupt):
         edit_mod.edit_stack(stack_dir, edit_mod.EditConfig(focus=3, out=tmp_path / "out"))
-    assert list(tmp_path.iterdir()) == []  # neither the output nor a staging folder
+    assert list(tmp_path.iterdir()) == []  # neither the output nor a staging folder nor a lock file
 
 
 def test_cli_out_that_is_a_file_is_refused(stack_dir, tmp_path, capsys):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from refocus_edge.runtime.errors import InvalidArgumentError
 from refocus_edge.runtime.model_config import RefocusModelConfig, save_model_config
+from refocus_edge.runtime.publish import output_lock, publishing, recover
 
 
 def student_model_config(teacher_config: RefocusModelConfig, steps: int, card: dict) -> RefocusModelConfig:
@@ -24,36 +25,28 @@ def student_model_config(teacher_config: RefocusModelConfig, steps: int, card: d
 
 def write_student(teacher, unet, scheduler_config: dict, steps: int, out: Path, card: dict,
                   readme: str, force: bool = False) -> Path:
-    """Stage the folder next to `out`, then rename it into place (nothing half-written is left)."""
+    """Stage the folder next to `out`, then publish it at once (nothing half-written is left)."""
     import diffusers
     from diffusers import EulerDiscreteScheduler
 
     out = Path(out)
-    if out.exists() and not force:
-        raise InvalidArgumentError(f"{out} already exists; pass --force to replace it")
-    stage = out.parent / f".{out.name}.partial"
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True)
-    try:
-        unet.save_pretrained(stage / "unet", safe_serialization=True)
-        teacher.vae.save_pretrained(stage / "vae", safe_serialization=True)
-        teacher.image_encoder.save_pretrained(stage / "image_encoder", safe_serialization=True)
-        fe = Path(teacher.source) / "feature_extractor"
-        if fe.is_dir():
-            shutil.copytree(fe, stage / "feature_extractor")
-        EulerDiscreteScheduler.from_config(scheduler_config).save_pretrained(stage / "scheduler")
-        index_path = Path(teacher.source) / "model_index.json"
-        index = json.loads(index_path.read_text()) if index_path.is_file() else {}
-        index.update({"_class_name": index.get("_class_name", "StableVideoDiffusionPipeline"),
-                      "_diffusers_version": diffusers.__version__})
-        (stage / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-        save_model_config(student_model_config(teacher.config, steps, card), stage)
-        (stage / "README.md").write_text(readme)
-        if out.exists():
-            shutil.rmtree(out)
-        stage.replace(out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+    with output_lock(out):
+        recover(out)
+        if out.exists() and not force:
+            raise InvalidArgumentError(f"{out} already exists; pass --force to replace it")
+        with publishing(out) as stage:  # all at once, nothing half-written (runtime/publish.py)
+            unet.save_pretrained(stage / "unet", safe_serialization=True)
+            teacher.vae.save_pretrained(stage / "vae", safe_serialization=True)
+            teacher.image_encoder.save_pretrained(stage / "image_encoder", safe_serialization=True)
+            fe = Path(teacher.source) / "feature_extractor"
+            if fe.is_dir():
+                shutil.copytree(fe, stage / "feature_extractor")
+            EulerDiscreteScheduler.from_config(scheduler_config).save_pretrained(stage / "scheduler")
+            index_path = Path(teacher.source) / "model_index.json"
+            index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+            index.update({"_class_name": index.get("_class_name", "StableVideoDiffusionPipeline"),
+                          "_diffusers_version": diffusers.__version__})
+            (stage / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+            save_model_config(student_model_config(teacher.config, steps, card), stage)
+            (stage / "README.md").write_text(readme)
     return out

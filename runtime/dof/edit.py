@@ -23,9 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import secrets
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +33,7 @@ import torch
 from PIL import Image
 
 from refocus_edge.runtime.errors import InputImageError, InvalidArgumentError, OutputExistsError
-from refocus_edge.runtime.outputs import publish_staged
+from refocus_edge.runtime.publish import check_writable, output_lock, publishing, recover
 
 from .aperture import Aperture, parse_shape
 from .bokeh import NUM_POSITIONS, DofConfig, render_dof
@@ -66,6 +63,7 @@ class EditConfig:
         shape: aperture: circle, blades:N[:DEG], heart, star, or a path to a PNG mask.
         out: output folder; None = ``<stack_dir>/edit``.
         force: replace the edit files in a non-empty output folder (other files are kept).
+        wait: if another process is writing the output folder, wait for it instead of failing.
         dof: renderer parameters.
         viewer_max_side: longest side of the viewer's precomputed previews (px).
         viewer_quality: JPEG quality of the previews.
@@ -76,6 +74,7 @@ class EditConfig:
     shape: "str | Path | Aperture" = "circle"
     out: Path | None = None
     force: bool = False
+    wait: bool = False
     dof: DofConfig = field(default_factory=DofConfig)
     viewer_max_side: int = 320
     viewer_quality: int = 82
@@ -125,6 +124,7 @@ def _check_out_dir(out_dir: Path, force: bool) -> None:
     """Refuse a non-folder, or a non-empty folder without force (as runtime.outputs.check_output_dir)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise InvalidArgumentError("exists and is not a folder; pick another --out", out_dir)
+    check_writable(out_dir)
     if not force and out_dir.is_dir() and any(out_dir.iterdir()):
         raise OutputExistsError("is not empty; pass --force to replace the edit files in it or pick another --out",
                                 out_dir)
@@ -171,8 +171,16 @@ def edit_stack(stack_dir: str | Path, config: EditConfig, log: Callable[[str], N
     focus, strength, aperture = _check_params(config)
     stack_dir = Path(stack_dir)
     out_dir = Path(config.out if config.out is not None else stack_dir / "edit").absolute()
-    _check_out_dir(out_dir, config.force)
+    check_writable(out_dir)
+    with output_lock(out_dir, wait=config.wait):  # one writer per output folder (runtime/publish.py)
+        for done in recover(out_dir):
+            log(f"recovered {out_dir}: {done}")
+        _check_out_dir(out_dir, config.force)
+        return _edit_locked(stack_dir, out_dir, config, focus, strength, aperture, log)
 
+
+def _edit_locked(stack_dir: Path, out_dir: Path, config: EditConfig, focus, strength, aperture,
+                 log: Callable[[str], None]) -> EditResult:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     frames, icc = load_stack(stack_dir)
@@ -235,11 +243,8 @@ def edit_stack(stack_dir: str | Path, config: EditConfig, log: Callable[[str], N
 def _write(out_dir: Path, images: dict, page: str, record: dict, timings: dict, icc: bytes | None,
            force: bool) -> list[Path]:
     _check_out_dir(out_dir, force)  # again: the folder may have changed while we computed
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # os.mkdir (not mkdtemp): umask permissions, since the folder may be renamed into place.
-    staging = out_dir.parent / f".{out_dir.name}.staging-{secrets.token_hex(4)}"
-    os.mkdir(staging)
-    try:
+    # All at once (runtime/publish.py); a user's own files in out_dir are carried over.
+    with publishing(out_dir, carry_over=lambda name: name not in EDIT_NAMES) as staging:
         extra = {"icc_profile": bytes(icc)} if icc else {}
         for name, arr in images.items():
             mode = "L" if arr.ndim == 2 else "RGB"
@@ -249,8 +254,4 @@ def _write(out_dir: Path, images: dict, page: str, record: dict, timings: dict, 
         (staging / VIEWER_NAME).write_text(page, encoding="utf-8")
         record = {**record, "timings_s": {k: round(v, 4) for k, v in timings.items()}}
         (staging / JSON_NAME).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-        publish_staged(staging, out_dir, EDIT_NAMES)  # edit.json last: a complete set
-    except BaseException:  # includes KeyboardInterrupt: never leave a half-written stage behind
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return [out_dir / n for n in EDIT_NAMES]
