@@ -25,6 +25,16 @@ from refocus_edge.runtime.errors import InputImageError, InvalidArgumentError
 # Declared sizes above this are treated as decompression bombs. Pillow's default
 # (~89 MP warning, ~179 MP error) would trip on ordinary 100+ MP camera files.
 BOMB_PIXELS = 1_000_000_000
+# Memory the decoder may use for one photo (the decoded image plus the working copies the
+# mode's conversion makes): an 8 GB Jetson or a phone must survive any file. Checked from the
+# declared size before decoding; JPEGs are first reduced while decoding (draft).
+DECODE_BUDGET_BYTES = 1536 * 2 ** 20
+# Peak memory of a decode = declared pixels x bytes per pixel of the mode's conversion chain
+# + pixels after the integer reduction x the float32 output and its temporaries. Measured as
+# the RSS high-water mark of load_photo on 36 MP PNG/TIFF files (Pillow 12, numpy 2), one
+# byte per pixel of margin added; tests/test_image_io_memory.py checks they bound the peak.
+_PEAK_BYTES_PER_PIXEL = {"rgb": 6, "gray": 3, "alpha": 14, "palette": 3, "high_bit": 3, "cmyk": 6}
+_PEAK_BYTES_PER_OUTPUT_PIXEL = 20
 
 # Same table as ImageOps.exif_transpose. We apply it ourselves so the rotation
 # can happen after reduction, on the small image, with the tag read from the file.
@@ -77,7 +87,8 @@ def _pixel_limit(limit: int):
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def load_photo(path: str | Path, max_side_hint: int | None = None) -> Photo:
+def load_photo(path: str | Path, max_side_hint: int | None = None,
+               memory_budget: int = DECODE_BUDGET_BYTES) -> Photo:
     """Decode `path` into a Photo.
 
     max_side_hint: the longest side the caller will need. Decoding is reduced
@@ -95,7 +106,7 @@ def load_photo(path: str | Path, max_side_hint: int | None = None) -> Photo:
     with _pixel_limit(BOMB_PIXELS):
         try:
             with Image.open(path) as im:
-                return _decode(im, path, max_side_hint)
+                return _decode(im, path, max_side_hint, memory_budget)
         except InputImageError:
             raise
         except Image.DecompressionBombError as exc:
@@ -141,7 +152,28 @@ def _bomb_message(size: tuple[int, int] | None) -> str:
     )
 
 
-def _decode(im: Image.Image, path: Path, hint: int | None) -> Photo:
+def _family(im: Image.Image) -> str:
+    mode = im.mode
+    if mode == "CMYK":
+        return "cmyk"
+    if mode in _HIGH_BIT_MODES:
+        return "high_bit"
+    if mode in _ALPHA_MODES or "transparency" in im.info:
+        return "alpha"
+    if mode == "P":
+        return "palette"
+    return "gray" if mode in _GRAY_MODES else "rgb"
+
+
+def decode_peak_bytes(im: Image.Image, hint: int | None) -> int:
+    """Estimated peak memory of decoding `im` at its current (possibly drafted) size and
+    reducing it for `hint` (see _reduce)."""
+    w, h = im.size
+    factor = max(1, max(w, h) // hint) if hint is not None else 1
+    return w * h * _PEAK_BYTES_PER_PIXEL[_family(im)] + (w // factor) * (h // factor) * _PEAK_BYTES_PER_OUTPUT_PIXEL
+
+
+def _decode(im: Image.Image, path: Path, hint: int | None, budget: int = DECODE_BUDGET_BYTES) -> Photo:
     notes: list[str] = []
     w, h = im.size
     if w * h > BOMB_PIXELS:
@@ -159,6 +191,14 @@ def _decode(im: Image.Image, path: Path, hint: int | None) -> Photo:
         # both sides >= the request, so ask for the hint-sized box of this aspect.
         scale = hint / max(w, h)
         im.draft(None, (max(1, int(w * scale + 0.999)), max(1, int(h * scale + 0.999))))
+    need = decode_peak_bytes(im, hint)  # at the drafted size: what load() and the conversions will take
+    if need > budget:
+        dw, dh = im.size
+        raise InputImageError(
+            f"declares {w}x{h} pixels ({w * h / 1e6:.0f} MP, {im.mode}); decoding it needs about "
+            f"{need / 2 ** 30:.1f} GiB, above the {budget / 2 ** 30:.1f} GiB decode budget"
+            + (f" (even reduced to {dw}x{dh} while decoding)" if (dw, dh) != (w, h) else "")
+            + "; downscale it (or save it as JPEG, which decodes reduced) first", path)
     im.load()
     if im.size != (w, h):
         notes.append(f"downscaled on decode from {w}x{h} to {im.size[0]}x{im.size[1]}")
