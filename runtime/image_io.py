@@ -9,7 +9,9 @@ before any float conversion, so memory follows the working size, not the file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
+import os
 import struct
 import threading
 import warnings
@@ -32,7 +34,7 @@ DECODE_BUDGET_BYTES = 1536 * 2 ** 20
 # Peak memory of a decode = declared pixels x bytes per pixel of the mode's conversion chain
 # + pixels after the integer reduction x the float32 output and its temporaries. Measured as
 # the RSS high-water mark of load_photo on 36 MP PNG/TIFF files (Pillow 12, numpy 2), one
-# byte per pixel of margin added; tests/test_image_io_memory.py checks they bound the peak.
+# byte per pixel of margin added; tests/test_image_io_faults.py checks they bound the peak.
 _PEAK_BYTES_PER_PIXEL = {"rgb": 6, "gray": 3, "alpha": 14, "palette": 3, "high_bit": 3, "cmyk": 6}
 _PEAK_BYTES_PER_OUTPUT_PIXEL = 20
 
@@ -112,6 +114,13 @@ def load_photo(path: str | Path, max_side_hint: int | None = None,
         except Image.DecompressionBombError as exc:
             raise InputImageError(_bomb_message(None), path) from exc
         except Image.UnidentifiedImageError as exc:
+            kind = _signature(path)
+            if kind is not None:  # the right magic bytes, then damage Pillow could not read past
+                detail = " ".join(str(exc.__context__ or "").split())
+                raise InputImageError(
+                    f"looks like a {kind} file but its data is damaged"
+                    + (f" ({detail})" if detail else "") + "; re-export or re-copy the file", path
+                ) from exc
             raise InputImageError(
                 "not a recognised image file; pass a JPEG, PNG, TIFF or WebP photo", path
             ) from exc
@@ -128,8 +137,34 @@ def load_photo(path: str | Path, max_side_hint: int | None = None,
             ) from exc
 
 
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"II*\x00", "TIFF"),
+               (b"MM\x00*", "TIFF"), (b"GIF8", "GIF"), (b"BM", "BMP"))
+
+
+def _signature(path: Path) -> str | None:
+    """The image format the file's first bytes announce, or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
+
+
 def _check_file(path: Path) -> None:
     """Reject paths that are not a non-empty regular file, before Pillow sees them."""
+    if path.is_symlink() and not path.exists():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:  # Python < 3.13
+            raise InputImageError("is a symbolic link loop; point it at a photo file", path) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise InputImageError("is a symbolic link loop; point it at a photo file", path) from None
+            raise InputImageError(f"is a symbolic link to a missing file ({os.readlink(path)}); "
+                                  "check the link", path) from None
     if not path.exists():
         raise InputImageError("file not found; check the path", path)
     if path.is_dir():

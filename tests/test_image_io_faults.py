@@ -1,5 +1,5 @@
-"""Bounded decode memory (issue 20): the estimate load_photo checks against its budget bounds the
-measured peak, and a file whose estimate is over the budget is refused before decoding."""
+"""load_photo against hostile files (issue 20): the decode-memory estimate bounds the measured peak, a file
+over the budget is refused before decoding, and links and damaged headers get their own messages."""
 from __future__ import annotations
 
 import json
@@ -68,3 +68,24 @@ def test_over_budget_is_refused_before_decoding_with_the_pixel_count_and_budget(
     with pytest.raises(InputImageError, match=r"declares 1000x1000 pixels \(1 MP, RGBA\); decoding it needs "
                                               r"about 0\.0 GiB, above the 0\.0 GiB decode budget.*downscale"):
         load_photo(path, max_side_hint=2048, memory_budget=need - 1)
+
+
+def test_a_symlink_loop_and_a_dangling_link_say_so(tmp_path):
+    (tmp_path / "a.png").symlink_to(tmp_path / "b.png")
+    (tmp_path / "b.png").symlink_to(tmp_path / "a.png")
+    with pytest.raises(InputImageError, match="a.png: is a symbolic link loop"):
+        load_photo(tmp_path / "a.png")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "missing.png")
+    with pytest.raises(InputImageError, match=r"gone.png: is a symbolic link to a missing file \(.*missing.png\)"):
+        load_photo(tmp_path / "gone.png")
+
+
+def test_a_damaged_png_header_is_called_damaged_not_unrecognised(tmp_path):
+    ok = tmp_path / "ok.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(ok)
+    data = bytearray(ok.read_bytes())
+    data[29] ^= 0xFF  # the IHDR chunk's CRC
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(InputImageError, match="bad.png: looks like a PNG file but its data is damaged.*re-copy"):
+        load_photo(bad)
