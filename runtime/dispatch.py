@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from refocus_edge.runtime.artifacts import cache_dir, dispatch_key
+from refocus_edge.runtime.publish import cache_entry_lock
 from refocus_edge.runtime.backends import get_backend, registry
 from refocus_edge.runtime.backends.base import BackendUnavailableError
 from refocus_edge.runtime.errors import InvalidArgumentError
@@ -97,7 +98,7 @@ def _timing_cache(bundle):
 def _save(path, table) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two writers never share a temp file
         tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
         tmp.replace(path)
     except OSError as exc:  # a read-only home must not stop a run
@@ -125,57 +126,60 @@ def load_runners(bundle, requested: str = "auto", precision: str | None = None,
             choices.append(Choice(name, requested, prec, runner.device, "requested explicitly"))
         return runners, choices
 
-    cache_path, table = _timing_cache(bundle)
-    changed = False
-    for name in names:
-        spec = specs[name]
-        cands = candidates(bundle, name, precision)
-        if not cands:
-            raise InvalidArgumentError(f"{name}: no backend can run it here (precision {precision or 'any'})")
-        timings = table.setdefault(name, {})
-        loaded = {}
-        for backend_name, prec in cands:
-            key = f"{backend_name}/{prec}"
-            if key in timings:
-                continue
-            backend = get_backend(backend_name)
-            state = backend.availability()
-            if not state.available:
-                timings[key] = f"unavailable: {state.reason}"
-                changed = True
-                continue
-            try:
-                runner = backend.load(bundle, spec, prec)
-                timings[key] = _time_runner(runner, spec)
-                loaded[key] = runner
-            except Exception as exc:  # any load/run failure: skip it, visibly
-                timings[key] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                warnings.warn(f"{name}: backend {key} skipped ({timings[key]})", BackendFallbackWarning)
-            changed = True
-        ranked = sorted((t, k) for k, t in timings.items() if isinstance(t, (int, float))
-                        and tuple(k.split("/")) in cands)
-        for rank, (ms, key) in enumerate(ranked):
-            backend_name, prec = key.split("/")
-            runner = loaded.get(key)
-            if runner is None:
-                try:
-                    runner = get_backend(backend_name).load(bundle, spec, prec)
-                except Exception as exc:
-                    warnings.warn(f"{name}: backend {key} failed to load ({type(exc).__name__}: {exc}); "
-                                  "falling back to the next fastest", BackendFallbackWarning)
+    cache_path, _ = _timing_cache(bundle)
+    # One measurer per bundle and machine: a second process waits, then reads the table.
+    with cache_entry_lock(cache_path):
+        _, table = _timing_cache(bundle)
+        changed = False
+        for name in names:
+            spec = specs[name]
+            cands = candidates(bundle, name, precision)
+            if not cands:
+                raise InvalidArgumentError(f"{name}: no backend can run it here (precision {precision or 'any'})")
+            timings = table.setdefault(name, {})
+            loaded = {}
+            for backend_name, prec in cands:
+                key = f"{backend_name}/{prec}"
+                if key in timings:
                     continue
-            others = ", ".join(f"{k} {t:.1f} ms" for t, k in ranked if k != key)
-            reason = f"fastest measured ({ms:.1f} ms" + (f" vs {others})" if others else ")")
-            if rank:
-                reason += f"; {ranked[0][1]} failed to load"
-            runners[name] = runner
-            choices.append(Choice(name, backend_name, prec, runner.device, reason, dict(timings)))
-            break
-        else:
-            raise BackendUnavailableError(f"{name}: every backend failed ({timings})")
-        for key, runner in loaded.items():
-            if runners[name] is not runner:
-                runner.close()
-    if changed:
-        _save(cache_path, table)
+                backend = get_backend(backend_name)
+                state = backend.availability()
+                if not state.available:
+                    timings[key] = f"unavailable: {state.reason}"
+                    changed = True
+                    continue
+                try:
+                    runner = backend.load(bundle, spec, prec)
+                    timings[key] = _time_runner(runner, spec)
+                    loaded[key] = runner
+                except Exception as exc:  # any load/run failure: skip it, visibly
+                    timings[key] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    warnings.warn(f"{name}: backend {key} skipped ({timings[key]})", BackendFallbackWarning)
+                changed = True
+            ranked = sorted((t, k) for k, t in timings.items() if isinstance(t, (int, float))
+                            and tuple(k.split("/")) in cands)
+            for rank, (ms, key) in enumerate(ranked):
+                backend_name, prec = key.split("/")
+                runner = loaded.get(key)
+                if runner is None:
+                    try:
+                        runner = get_backend(backend_name).load(bundle, spec, prec)
+                    except Exception as exc:
+                        warnings.warn(f"{name}: backend {key} failed to load ({type(exc).__name__}: {exc}); "
+                                      "falling back to the next fastest", BackendFallbackWarning)
+                        continue
+                others = ", ".join(f"{k} {t:.1f} ms" for t, k in ranked if k != key)
+                reason = f"fastest measured ({ms:.1f} ms" + (f" vs {others})" if others else ")")
+                if rank:
+                    reason += f"; {ranked[0][1]} failed to load"
+                runners[name] = runner
+                choices.append(Choice(name, backend_name, prec, runner.device, reason, dict(timings)))
+                break
+            else:
+                raise BackendUnavailableError(f"{name}: every backend failed ({timings})")
+            for key, runner in loaded.items():
+                if runners[name] is not runner:
+                    runner.close()
+        if changed:
+            _save(cache_path, table)
     return runners, choices

@@ -41,6 +41,7 @@ import fcntl
 import os
 import secrets
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -160,6 +161,29 @@ def _is_publish_artefact(name: str) -> bool:
     edit`'s default output lives in the run's folder): never carried into a new result."""
     return name.startswith(".") and (name.endswith(f".{LOCK}") or
                                      any(f".{kind}" in name for kind in (STAGING, READY, OLD, *_LEGACY_PARTIAL)))
+
+
+@contextmanager
+def cache_entry_lock(path: str | os.PathLike) -> Iterator[None]:
+    """One measurer or builder per machine-local cache entry (dispatch timings, TensorRT engines):
+    a second process waits for the first, then finds the entry written. A cache folder that
+    cannot hold a lock file (read-only home) runs unlocked: a cache must never stop a run."""
+    lock = output_lock(path, wait=True)
+    try:
+        lock.__enter__()
+    except OSError as exc:
+        import warnings
+
+        warnings.warn(f"cache entry {path} is not locked ({exc}); concurrent processes may measure twice")
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        if not lock.__exit__(*sys.exc_info()):
+            raise
+    else:
+        lock.__exit__(None, None, None)
 
 
 def _remove(path: Path) -> None:

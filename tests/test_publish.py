@@ -176,3 +176,22 @@ def test_publish_artefacts_of_nested_outputs_are_not_carried_over(tmp_path):
         _write_result(stage, "new")
     assert not (dest / ".edit.staging-9-zz").exists() and not (dest / ".edit.lock").exists()
     assert os.listdir(dest) and _versions(dest) == {"new"}
+
+
+def test_a_cache_entry_waits_for_its_builder_and_a_read_only_cache_runs_unlocked(tmp_path, monkeypatch):
+    from refocus_edge.runtime.publish import cache_entry_lock
+
+    entry = tmp_path / "cache" / "engine.bin"
+    with lock_held_elsewhere(entry, seconds=1.0):
+        t0 = time.monotonic()
+        with cache_entry_lock(entry):  # waits for the other builder instead of building twice
+            waited = time.monotonic() - t0
+    assert waited > 0.2 and not (tmp_path / "cache" / ".engine.bin.lock").exists()
+
+    def read_only(*_a, **_k):
+        raise PermissionError(13, "Read-only file system", str(tmp_path / "ro"))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.warns(UserWarning, match="is not locked"):
+        with cache_entry_lock(tmp_path / "ro" / "timings.json"):
+            pass

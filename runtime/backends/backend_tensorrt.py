@@ -47,6 +47,7 @@ from refocus_edge.runtime import artifacts
 from refocus_edge.runtime.artifacts import ONNX, TENSORRT_TWIN
 from refocus_edge.runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
 from refocus_edge.runtime.bundle import BundleError
+from refocus_edge.runtime.publish import cache_entry_lock
 from refocus_edge.runtime.errors import InvalidArgumentError
 
 MIN_TRT_MAJOR = 10  # execute_async_v3 and the named-tensor API are the only path used here
@@ -274,18 +275,19 @@ def ensure_engine(bundle, spec, precision: str, *, trt_version: str, compute_cap
                             compute_capability)
     root = Path(root) if root is not None else engine_cache_dir()
     engine_path, sidecar_path = cache_paths(root, spec.name, precision, expected["key"])
-    data, reason = cached_engine(engine_path, sidecar_path, expected)
-    built = data is None
-    if built:
-        data = bytes(build(onnx_path))
-        root.mkdir(parents=True, exist_ok=True)
-        sidecar = {**expected, "engine_bytes": len(data), "engine_sha256": hashlib.sha256(data).hexdigest(),
-                   "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                   "build_seconds": round(time.perf_counter() - start, 3), **(info or {})}
-        # Engine first, sidecar last: a crash in between leaves a sidecar that does not
-        # match the engine, which reads as "rebuild", never as a wrong load.
-        _write_atomic(engine_path, data)
-        _write_atomic(sidecar_path, json.dumps(sidecar, indent=1, sort_keys=True).encode())
+    root.mkdir(parents=True, exist_ok=True)
+    with cache_entry_lock(engine_path):  # one builder per engine: a second process waits, then loads it
+        data, reason = cached_engine(engine_path, sidecar_path, expected)
+        built = data is None
+        if built:
+            data = bytes(build(onnx_path))
+            sidecar = {**expected, "engine_bytes": len(data), "engine_sha256": hashlib.sha256(data).hexdigest(),
+                       "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                       "build_seconds": round(time.perf_counter() - start, 3), **(info or {})}
+            # Engine first, sidecar last: a crash in between leaves a sidecar that does not
+            # match the engine, which reads as "rebuild", never as a wrong load.
+            _write_atomic(engine_path, data)
+            _write_atomic(sidecar_path, json.dumps(sidecar, indent=1, sort_keys=True).encode())
     return CachedEngine(spec.name, expected["key"], engine_path, built, time.perf_counter() - start,
                         reason, data)
 
