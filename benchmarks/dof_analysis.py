@@ -3,11 +3,11 @@
 For each of the first N stacks of the fixed held-out split (ground-truth renders, no refocuser involved)
 at 128x128:
 
-  * depth from focus (runtime.dof.depth) against the rendered scene's true depth, converted to focus-index
+  * depth from focus (refocus_edge.dof.depth) against the rendered scene's true depth, converted to focus-index
     units with the project's lens (frames linear in diopters, 20 D .. 0 D): mean absolute error in index
     units and diopters for the raw index, for the edge-aware filled map, and for the raw index on
     confident pixels only; the fraction of pixels within half a frame;
-  * the all-in-focus fusion (runtime.dof.all_in_focus) against the scene's true all-in-focus composite
+  * the all-in-focus fusion (refocus_edge.dof.all_in_focus) against the scene's true all-in-focus composite
     (focalstacks.render.composite_sharp of its layers): LPIPS (alex; lower is better), next to the best
     single frame of the stack (oracle pick per stack) as the baseline a fusion has to beat;
   * time per stack (fusion alone; fusion + depth + fill) at 128x128 and at 512x512.
@@ -61,8 +61,8 @@ def evaluate(count: int = 8, timing_repeats: int = 3, timing_sizes=TIMING_SIZES,
 
     from refocus_edge.focalstacks.lens import LensConfig
     from refocus_edge.focalstacks.synthetic import SYNTHETIC_SPLITS
-    from refocus_edge.runtime.dof.all_in_focus import AllInFocusConfig, all_in_focus
-    from refocus_edge.runtime.dof.depth import DepthConfig, depth_from_focus, diopters_to_index
+    from refocus_edge.dof.all_in_focus import AllInFocusConfig, all_in_focus
+    from refocus_edge.dof.depth import DepthConfig, depth_from_focus, diopters_to_index
     from refocus_edge.runtime.metrics.lpips import LPIPS
 
     heldout = SYNTHETIC_SPLITS["heldout"]

@@ -8,7 +8,7 @@ renderer's own frame k (LPIPS alex, inputs in [-1, 1]):
   (20 D - depth) / 2.5 D): what the renderer alone can reach;
 * the same with ``linear_light=False`` (**renderer convention**): the synthetic renderer blurs the
   stored values, while edits blur in linear light by default, so this isolates that choice;
-* **from the estimated AIF + depth** (runtime.dof.all_in_focus / depth_from_focus on the 8-bit frames,
+* **from the estimated AIF + depth** (refocus_edge.dof.all_in_focus / depth_from_focus on the 8-bit frames,
   as `refocus edit` reads them), when those modules are importable, also in both conventions;
 * **no blur**: the all-in-focus image itself, the number to beat.
 
@@ -40,8 +40,8 @@ def _chw(hwc: np.ndarray) -> torch.Tensor:
 def _estimator():
     """(all_in_focus, depth_from_focus) if the analysis modules are importable, else None."""
     try:
-        from refocus_edge.runtime.dof.all_in_focus import all_in_focus
-        from refocus_edge.runtime.dof.depth import depth_from_focus
+        from refocus_edge.dof.all_in_focus import all_in_focus
+        from refocus_edge.dof.depth import depth_from_focus
     except ImportError:
         return None
     return all_in_focus, depth_from_focus
@@ -49,7 +49,7 @@ def _estimator():
 
 def _estimate(est, frames_u8: np.ndarray):
     """Estimated (AIF [3, H, W], depth index [H, W]) from 8-bit frames [9, H, W, 3], as `refocus edit`."""
-    from refocus_edge.runtime.dof.analysis import analyse_stack
+    from refocus_edge.dof.analysis import analyse_stack
 
     frames = torch.from_numpy(frames_u8).permute(0, 3, 1, 2).float() / 255.0
     res = analyse_stack(frames)
@@ -61,7 +61,7 @@ def evaluate(count: int, size: int, progress: bool = True) -> dict:
     from refocus_edge.focalstacks.render import composite_sharp, render_layers
     from refocus_edge.focalstacks.scenes import make_scene
     from refocus_edge.focalstacks.synthetic import SYNTHETIC_SPLITS, split_seed
-    from refocus_edge.runtime.dof.bokeh import DofConfig, render_dof
+    from refocus_edge.dof.bokeh import DofConfig, render_dof
     from refocus_edge.runtime.metrics.lpips import LPIPS
 
     heldout = SYNTHETIC_SPLITS["heldout"]
@@ -140,7 +140,7 @@ def latency(sizes=(512, 128), repeats: int = 5) -> dict:
     width (every depth slice occupied: the worst case for the slice count)."""
     from refocus_edge.focalstacks.scenes import make_scene
     from refocus_edge.focalstacks.synthetic import split_seed
-    from refocus_edge.runtime.dof.bokeh import render_dof
+    from refocus_edge.dof.bokeh import render_dof
 
     out = {}
     for s in sizes:
@@ -168,8 +168,8 @@ def end_to_end(size: int = 512) -> dict | None:
     from refocus_edge.focalstacks.render import render_layers
     from refocus_edge.focalstacks.scenes import make_scene
     from refocus_edge.focalstacks.synthetic import split_seed
-    from refocus_edge.runtime.dof.edit import EditConfig, edit_stack
-    from refocus_edge.runtime.outputs import write_stack
+    from refocus_edge.dof.edit import EditConfig, edit_stack
+    from refocus_edge.app.outputs import write_stack
 
     scratch = Path(tempfile.mkdtemp(prefix="dof-edit-bench-"))
     try:
@@ -206,7 +206,7 @@ def _shape_scene(n: int = 192):
 def _figure(res: dict):
     from PIL import Image, ImageDraw
 
-    from refocus_edge.runtime.dof.bokeh import render_dof
+    from refocus_edge.dof.bokeh import render_dof
 
     th, pad, label_h = 160, 6, 16
     ex = res["_examples"]
@@ -264,7 +264,7 @@ def _markdown(res: dict) -> str:
         lines += [f"Estimated inputs (from the 8-bit frames): all-in-focus vs true LPIPS {ctx['aif_lpips']:.3f}, "
                   f"depth mean absolute error {ctx['depth_mae_index']:.2f} focus steps.", ""]
     else:
-        lines += ["Estimated inputs: runtime.dof.all_in_focus / runtime.dof.depth not importable; not measured.", ""]
+        lines += ["Estimated inputs: refocus_edge.dof.all_in_focus / refocus_edge.dof.depth not importable; not measured.", ""]
     lines += [
         "The renderer blurs the stored (sRGB-encoded) values; edits blur in linear light by default "
         "(physically right, and what makes highlights bloom), which brightens blurred regions relative to "

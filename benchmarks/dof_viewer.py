@@ -1,13 +1,13 @@
 """What the depth-of-field views add to `refocus run`: time and viewer size, by stack size.
 
 `refocus run` computes, after sampling, the all-in-focus image and depth map of its stack and a grid
-of 9 focus x 4 strength re-renders for the viewer (runtime.dof.stack_views), and writes them with
+of 9 focus x 4 strength re-renders for the viewer (refocus_edge.dof.stack_views), and writes them with
 the frames. This measures that extra on held-out synthetic stacks (focalstacks.synthetic, standing in
 for the sampler's output: the cost depends on the size and the depth layout, not on where the
 frames came from) at the shipped models' 128x128, at 512x512 and at the released model's 1024x576:
 
-* the stages of :func:`runtime.dof.stack_views.stack_views` (all_in_focus, depth, previews);
-* the extra time of :func:`runtime.outputs.write_stack` with the views (two more PNGs, a larger
+* the stages of :func:`refocus_edge.dof.stack_views.stack_views` (all_in_focus, depth, previews);
+* the extra time of :func:`refocus_edge.app.outputs.write_stack` with the views (two more PNGs, a larger
   viewer page) over the same call without them;
 * viewer.html size with and without.
 
@@ -48,8 +48,8 @@ def _stack(h: int, w: int) -> np.ndarray:
 
 
 def _once(u8: np.ndarray, max_side: int, scratch: Path) -> dict:
-    from refocus_edge.runtime.dof.stack_views import StackViewsConfig, stack_views
-    from refocus_edge.runtime.outputs import write_stack
+    from refocus_edge.dof.stack_views import StackViewsConfig, stack_views
+    from refocus_edge.app.outputs import write_stack
 
     t0 = time.perf_counter()
     views = stack_views(u8, StackViewsConfig(viewer_max_side=max_side))

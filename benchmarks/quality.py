@@ -18,7 +18,7 @@ Summaries beside the grid:
   * identity baseline: frame k copied to all 9 outputs, perfect at j = k and degrading with the jump;
   * VAE round trip: encode + decode of the ground truth (decoded 8 + 1 like the sampler), the floor
     any output of this autoencoder can reach, averaged over the same cells;
-  * depth from focus: runtime.dof's depth from focus (analyse_stack) run on the generated stack,
+  * depth from focus: refocus_edge.dof's depth from focus (analyse_stack) run on the generated stack,
     Spearman rank correlation of its depth with the set's true depth over the pixels (sign such that a
     correct depth ordering gives +1), mean over stacks and input positions; the same for the ground-truth
     stack is the upper reference (what depth from focus recovers from a perfect stack). A stack that
@@ -93,8 +93,8 @@ def spearman(a, b) -> float:
 
 
 def _depth_from_focus(frames: torch.Tensor) -> np.ndarray:
-    """Depth from focus (runtime.dof.analysis.analyse_stack) of a [9, 3, H, W] stack: [H, W] focus index, 0 = near."""
-    from refocus_edge.runtime.dof.analysis import analyse_stack
+    """Depth from focus (refocus_edge.dof.analysis.analyse_stack) of a [9, 3, H, W] stack: [H, W] focus index, 0 = near."""
+    from refocus_edge.dof.analysis import analyse_stack
 
     return analyse_stack(frames.float().clamp(0, 1)).depth.numpy()
 
@@ -103,7 +103,7 @@ def _depth_rank(index: np.ndarray, true_diopters) -> float:
     """Spearman correlation of a focus-index depth map with the true depth in diopters, +1 when ordered alike.
 
     Index 0 is the near plane and near means many diopters: diopters are a decreasing affine function of
-    the index (runtime.dof.depth.index_to_diopters), so they rank exactly as the negated index."""
+    the index (refocus_edge.dof.depth.index_to_diopters), so they rank exactly as the negated index."""
     return spearman(-index, np.asarray(true_diopters))
 
 
@@ -173,7 +173,7 @@ def evaluate_quality(model, count: int = 8, positions=(0, 4, 8), seed: int = 0, 
         gt_index = _depth_from_focus(gt)
         rank_gt[i] = _depth_rank(gt_index, true_depth)
         if i == 0:
-            from refocus_edge.runtime.dof.depth import diopters_to_index
+            from refocus_edge.dof.depth import diopters_to_index
 
             depths.update(true=diopters_to_index(true_depth), gt=gt_index)
         for r, k in enumerate(positions):
@@ -293,7 +293,7 @@ def _markdown(res: dict) -> str:
         f"- {_stacks_line(res)}, {w}x{h}, sampler seed {res['seed']} + stack index",
         f"- sampler: mode {res['mode']}, {res['num_inference_steps']} steps, guidance {res['guidance_scale']},"
         f" {res['unet_calls_per_stack']} UNet calls per stack, {res['sampler_seconds_mean']:.2f} s per stack",
-        f"- metrics: LPIPS {res['lpips_net']} (lower is better); depth from focus (runtime.dof.analysis) rank"
+        f"- metrics: LPIPS {res['lpips_net']} (lower is better); depth from focus (refocus_edge.dof.analysis) rank"
         f"-correlated with the true depth (higher is better, 1 = same order); wall time {res['wall_time_s']:.1f} s", "",
         f"## Large focal jumps (|j - k| >= {lj['min_jump']}, {lj['cells']} cells)", "",
         *_summary_rows(res), "",
@@ -318,7 +318,7 @@ def _figure(res: dict):
     """Example stacks (GT / model / baseline rows), their depth maps, then heat maps of both tables, with Pillow."""
     from PIL import Image, ImageDraw
 
-    from refocus_edge.runtime.dof.colormap import colorize_depth
+    from refocus_edge.dof.colormap import colorize_depth
 
     examples = res.get("_examples") or {}
     depths = res.get("_depths") or {}

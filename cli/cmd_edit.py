@@ -35,8 +35,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from refocus_edge.runtime.dof.bokeh import DofConfig
-    from refocus_edge.runtime.dof.edit import EditConfig, edit_stack
+    from refocus_edge.dof.bokeh import DofConfig
+    from refocus_edge.dof.edit import EditConfig, edit_stack
 
     cfg = EditConfig(focus=args.focus, strength=args.strength, shape=args.shape, out=args.out, force=args.force,
                      dof=DofConfig(linear_light=args.blend == "linear"))

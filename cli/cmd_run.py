@@ -54,8 +54,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from refocus_edge.runtime.dof.stack_views import StackViewsConfig
-    from refocus_edge.runtime.run_photo import RunConfig, refocus_photo
+    from refocus_edge.dof.stack_views import StackViewsConfig
+    from refocus_edge.app.run_photo import RunConfig, refocus_photo
 
     out = args.out if args.out is not None else Path("refocus_out") / args.image.stem
     cfg = RunConfig(image=args.image, out_dir=out, model=args.model, unet=args.unet,

@@ -107,7 +107,7 @@ def test_no_dof_skips_the_views(random_model_dir, tmp_path, capsys):
 
 def test_a_failure_in_the_dof_views_costs_the_views_not_the_stack(random_model_dir, tmp_path, capsys,
                                                                    monkeypatch):
-    import refocus_edge.runtime.dof.stack_views as views_mod
+    import refocus_edge.dof.stack_views as views_mod
 
     def broken(*_a, **_k):
         raise RuntimeError("simulated failure in the depth-of-field views")

@@ -1,4 +1,4 @@
-"""runtime.dof: focus measure, all-in-focus fusion and depth from focus on stacks with known answers.
+"""refocus_edge.dof: focus measure, all-in-focus fusion and depth from focus on stacks with known answers.
 
 Every scene is rendered by the project's own layered defocus renderer (focalstacks.render), so the true
 sharp image and the true depth of every pixel are known exactly. Textures are band-limited colour noise
@@ -17,8 +17,8 @@ from scipy import ndimage
 from refocus_edge.focalstacks.lens import LensConfig, focus_planes
 from refocus_edge.focalstacks.render import Layer, composite_sharp, render_layers
 from refocus_edge.focalstacks.synthetic import SyntheticFocalStacks
-from refocus_edge.runtime.dof.all_in_focus import AllInFocusConfig, all_in_focus, guided_filter
-from refocus_edge.runtime.dof.depth import (
+from refocus_edge.dof.all_in_focus import AllInFocusConfig, all_in_focus, guided_filter
+from refocus_edge.dof.depth import (
     DepthConfig,
     depth_from_focus,
     diopters_to_index,
@@ -26,7 +26,7 @@ from refocus_edge.runtime.dof.depth import (
     index_to_diopters,
     refine_peak,
 )
-from refocus_edge.runtime.dof.focus_measure import box_mean, focus_confidence, focus_measure, gaussian_blur
+from refocus_edge.dof.focus_measure import box_mean, focus_confidence, focus_measure, gaussian_blur
 
 S = 128
 PLANES = focus_planes(LensConfig())
@@ -138,7 +138,7 @@ def test_inputs_are_validated():
 
 def test_analyse_stack_is_the_fusion_and_the_filled_depth_of_one_pass():
     frames = _render([Layer(_texture(12, (0.5, 0.5, 0.5)), ONES, float(PLANES[3]))])
-    from refocus_edge.runtime.dof.analysis import analyse_stack
+    from refocus_edge.dof.analysis import analyse_stack
 
     res = analyse_stack(frames)
     ref = depth_from_focus(frames)
@@ -157,7 +157,7 @@ def test_analyse_stack_is_the_fusion_and_the_filled_depth_of_one_pass():
     (torch.full((9, 3, 8, 8), float("nan")), "NaN"),
 ])
 def test_analyse_stack_refuses_bad_stacks_with_typed_errors(frames, fragment):
-    from refocus_edge.runtime.dof.analysis import analyse_stack
+    from refocus_edge.dof.analysis import analyse_stack
     from refocus_edge.runtime.errors import InvalidArgumentError
 
     with pytest.raises(InvalidArgumentError) as info:

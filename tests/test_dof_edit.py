@@ -16,8 +16,8 @@ from refocus_edge.focalstacks.lens import LensConfig, focus_planes
 from refocus_edge.focalstacks.render import Layer, composite_sharp, disk_kernel, front_depth, render_layers
 from refocus_edge.focalstacks.scenes import texture_photos
 from refocus_edge.cli.main import main
-from refocus_edge.runtime.dof.aperture import kernel, parse_shape
-from refocus_edge.runtime.dof.bokeh import DofConfig, DofRenderer, lens_radius_per_step, render_dof
+from refocus_edge.dof.aperture import kernel, parse_shape
+from refocus_edge.dof.bokeh import DofConfig, DofRenderer, lens_radius_per_step, render_dof
 from refocus_edge.runtime.errors import InputImageError, InvalidArgumentError
 from refocus_edge.runtime.metrics.lpips import LPIPS
 
@@ -392,7 +392,7 @@ OUTPUTS = ["edited.png", "all_in_focus.png", "depth.png", "confidence.png", "vie
 @pytest.fixture(scope="module")
 def stack_dir(tmp_path_factory, scene):
     """A stack folder as `refocus run` writes it, from the renderer's frames of the test scene."""
-    from refocus_edge.runtime.outputs import write_stack
+    from refocus_edge.app.outputs import write_stack
 
     frames = scene[0]
     out = tmp_path_factory.mktemp("stack") / "stack"
@@ -511,7 +511,7 @@ def test_cli_edit_help_explains_blend(capsys):
 
 
 def test_interrupted_edit_leaves_nothing(stack_dir, tmp_path, monkeypatch):
-    import refocus_edge.runtime.dof.edit as edit_mod
+    import refocus_edge.dof.edit as edit_mod
 
     import refocus_edge.runtime.publish as publish_mod
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from refocus_edge.runtime.dof.colormap import DEPTH_COLOURS, colorize_depth, legend_gradient
-from refocus_edge.runtime.dof.preview import CLICK_GRID, click_depths
-from refocus_edge.runtime.dof.viewer_page import DATA_ID, PreviewGrid, dof_panel, edit_page
+from refocus_edge.dof.colormap import DEPTH_COLOURS, colorize_depth, legend_gradient
+from refocus_edge.dof.preview import CLICK_GRID, click_depths
+from refocus_edge.dof.viewer_page import DATA_ID, PreviewGrid, dof_panel, edit_page
 from refocus_edge.runtime.errors import InvalidArgumentError
 
 STRENGTHS = (0.5, 1.0, 2.0, 3.0)
@@ -102,9 +102,9 @@ def test_preview_grid_refuses_what_the_page_cannot_show(changes, fragment):
 
 
 def test_precompute_previews_checks_its_axes_before_rendering():
-    from refocus_edge.runtime.dof.aperture import parse_shape
-    from refocus_edge.runtime.dof.bokeh import DofConfig
-    from refocus_edge.runtime.dof.preview import precompute_previews
+    from refocus_edge.dof.aperture import parse_shape
+    from refocus_edge.dof.bokeh import DofConfig
+    from refocus_edge.dof.preview import precompute_previews
 
     aif, depth = torch.rand(3, 16, 16), torch.zeros(16, 16)
     with pytest.raises(InvalidArgumentError, match="strength 0 is the all-in-focus image"):
@@ -212,7 +212,7 @@ def test_click_to_focus_maps_the_displayed_box_to_the_depth_grid(tmp_path):
 def test_stack_without_texture_gives_finite_views_and_strict_json(tmp_path):
     """A flat stack has zero confidence everywhere: the views must still be finite and the page's data
     and run.json's record strict JSON (a NaN would leave the panel dead)."""
-    from refocus_edge.runtime.dof.stack_views import StackViewsConfig, stack_views
+    from refocus_edge.dof.stack_views import StackViewsConfig, stack_views
 
     views = stack_views(np.full((9, 24, 40, 3), 128, np.uint8), StackViewsConfig(viewer_max_side=32))
     assert views.record["mean_confidence"] == 0.0

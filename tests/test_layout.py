@@ -21,15 +21,17 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setupt
 # refocus_edge.<name> -> folder, as pyproject.toml maps them
 ROOTS = {name.removeprefix("refocus_edge."): REPO / folder
          for name, folder in PYPROJECT["package-dir"].items() if name != "refocus_edge"}
-OLD_TOP_LEVEL = {"runtime", "export", "quantization", "focalstacks", "refocus_cli", "bench", "cli"}
+OLD_TOP_LEVEL = {"runtime", "export", "quantization", "focalstacks", "refocus_cli", "bench", "cli", "dof", "app"}
 # What each installed subpackage may import (besides itself): dependencies point one way.
 ALLOWED = {
-    "runtime": {"focalstacks"},
+    "runtime": set(),  # imports none of the other packages
     "focalstacks": set(),
+    "dof": {"runtime"},  # depth of field sits on top of the runtime
+    "app": {"runtime", "dof"},  # `refocus run`: sample, derive the views, publish
     "export": {"runtime", "focalstacks"},
     "quantization": {"runtime", "export", "focalstacks"},
     "bench": {"runtime", "focalstacks"},
-    "cli": {"runtime", "export", "quantization", "bench", "focalstacks"},
+    "cli": {"runtime", "dof", "app", "export", "quantization", "bench", "focalstacks"},
 }
 
 
@@ -68,7 +70,7 @@ def test_pyproject_installs_every_package_folder_under_one_name():
                               f"missing {sorted(on_disk - listed)}, stale {sorted(listed - on_disk)}"
     assert all(p == "refocus_edge" or p.startswith("refocus_edge.") for p in listed)
     # every folder that holds package code is mapped
-    for folder in ("runtime", "export", "quantization", "focalstacks", "bench", "cli"):
+    for folder in ("runtime", "dof", "app", "export", "quantization", "focalstacks", "bench", "cli"):
         assert (REPO / folder / "__init__.py").is_file() and ROOTS[folder] == REPO / folder
 
 

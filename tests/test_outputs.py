@@ -1,4 +1,4 @@
-"""Writing a finished focal stack (runtime.outputs): files, viewer, --force, atomicity, and the
+"""Writing a finished focal stack (refocus_edge.app.outputs): files, viewer, --force, atomicity, and the
 depth-of-field views (all_in_focus.png, depth.png, the viewer's panel) when a run has them."""
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from refocus_edge.runtime import outputs
+from refocus_edge.app import outputs
 from refocus_edge.runtime.errors import InvalidArgumentError, OutputExistsError
 from refocus_edge.runtime.image_io import load_photo
-from refocus_edge.runtime.outputs import RESULT_NAMES, check_output_dir, write_stack
+from refocus_edge.app.outputs import RESULT_NAMES, check_output_dir, write_stack
 
 H, W = 24, 32
 
@@ -228,7 +228,7 @@ def _decode(uri: str, kind: str) -> Image.Image:
 @pytest.fixture(scope="module")
 def dof_views():
     """Depth-of-field views of the test frames (tiny: previews at the frames' own 32x24)."""
-    from refocus_edge.runtime.dof.stack_views import StackViewsConfig, stack_views
+    from refocus_edge.dof.stack_views import StackViewsConfig, stack_views
 
     return stack_views(_frames(), StackViewsConfig(viewer_max_side=32))
 
@@ -236,7 +236,7 @@ def dof_views():
 def test_dof_views_written_recorded_and_in_the_viewer(tmp_path, dof_views):
     from PIL import ImageCms
 
-    from refocus_edge.runtime.dof.preview import VIEWER_FOCUS, VIEWER_STRENGTHS
+    from refocus_edge.dof.preview import VIEWER_FOCUS, VIEWER_STRENGTHS
 
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     out = tmp_path / "run"

@@ -86,7 +86,7 @@ def _sharpness(frame: torch.Tensor, mask: np.ndarray) -> float:
 # Not the retina's far region: it is the black surround, whose only detail is the disc's spilled blur.
 @pytest.mark.parametrize("index, region_name", [(0, "near"), (0, "far"), (1, "near"), (2, "near"), (2, "far")])
 def test_regions_are_sharpest_where_focused(items, index, region_name):
-    from refocus_edge.runtime.dof.depth import diopters_to_index
+    from refocus_edge.dof.depth import diopters_to_index
 
     frames, depth = items[index]["frames"], items[index]["depth"].numpy()
     lo, hi = np.quantile(depth, [0.25, 0.75])

@@ -582,8 +582,8 @@ def render_dof(image, depth_index, focus: float, strength: float = 1.0, shape="c
             outside 0..8 are allowed (blur keeps growing linearly).
         focus: focus position in index units (fractional allowed).
         strength: blur scale, >= 0 (0 = all in focus, 1 = the stack's own lens).
-        shape: aperture: an :class:`~runtime.dof.aperture.Aperture` or a spelling accepted by
-            :func:`~runtime.dof.aperture.parse_shape`.
+        shape: aperture: an :class:`~refocus_edge.dof.aperture.Aperture` or a spelling accepted by
+            :func:`~refocus_edge.dof.aperture.parse_shape`.
         config: :class:`DofConfig`.
         stats: if given, filled with what was done (slices, blurred slices, max radius, ...).
 

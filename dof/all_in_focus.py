@@ -2,7 +2,7 @@
 
 Pipeline (all torch, [F, 3, H, W] -> [3, H, W]):
 
-1. Focus measure per frame with a small window (:func:`runtime.dof.focus_measure.focus_measure`), in
+1. Focus measure per frame with a small window (:func:`refocus_edge.dof.focus_measure.focus_measure`), in
    logs: defocus scales high-frequency energy by large factors, so comparing logs makes the choice
    depend on sharpness *ratios* between frames (the temperature is then a unit-free exponent), not on
    how contrasty the texture is.
@@ -49,7 +49,7 @@ class AllInFocusConfig:
         smooth_radius: guided-filter radius (px) of the weight smoothing (0 disables it).
         smooth_eps: guided-filter regularisation (guide in [0, 1]; smaller follows weaker edges).
         texture_floor: focus energy at which the texture gate of the confidence is 0.5 (see
-            :func:`runtime.dof.focus_measure.focus_confidence`).
+            :func:`refocus_edge.dof.focus_measure.focus_confidence`).
     """
 
     measure_sigma: float = 1.0

@@ -16,7 +16,7 @@ Input: a focal stack [F, 3, H, W] (frame 0 focused near, frame F-1 far, position
   held-out stacks the log fit has the lower error; a parabola on the raw measure is available).
   Because frames are linear in diopters, the index maps to diopters by an affine map
   (:func:`index_to_diopters`).
-* **Confidence.** peakedness x texture (:func:`runtime.dof.focus_measure.focus_confidence`): how much the
+* **Confidence.** peakedness x texture (:func:`refocus_edge.dof.focus_measure.focus_confidence`): how much the
   peak stands above the mean of the focus curve, times a soft gate on the peak's absolute energy. A
   textureless pixel has the same (tiny) measure in every frame, so both factors are ~0 there.
 * **Fill** (optional). Confidence-weighted normalised convolution with an edge-aware recursive filter

@@ -2,9 +2,9 @@
 
 Order matters for the user: every check that can fail cheaply (position, output
 folder, photo, model) runs before the expensive sampling, and nothing is
-written until the whole stack exists (runtime.outputs stages and publishes).
+written until the whole stack exists (refocus_edge.app.outputs stages and publishes).
 After sampling, the stack's depth-of-field views (all-in-focus image, depth map,
-the viewer's precomputed re-renders: runtime.dof.stack_views) are computed
+the viewer's precomputed re-renders: refocus_edge.dof.stack_views) are computed
 unless the config turns them off; they are published with the frames, in one go.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from refocus_edge.runtime.dof.stack_views import StackViewsConfig
+from refocus_edge.dof.stack_views import StackViewsConfig
 from refocus_edge.runtime.errors import InvalidArgumentError
 from refocus_edge.runtime.low_memory import low_memory_mode
 
@@ -62,7 +62,7 @@ class RunReport:
 
 
 def refocus_photo(cfg: RunConfig, log: Callable[[str], None] = lambda _msg: None) -> RunReport:
-    from refocus_edge.runtime.outputs import check_output_dir
+    from refocus_edge.app.outputs import check_output_dir
 
     if cfg.position is not None and not 0 <= cfg.position <= 8:
         raise InvalidArgumentError(f"--position {cfg.position} is outside 0..8 "
@@ -87,7 +87,7 @@ def refocus_photo(cfg: RunConfig, log: Callable[[str], None] = lambda _msg: None
 def _refocus_locked(cfg: RunConfig, log: Callable[[str], None]) -> RunReport:
     from refocus_edge.runtime.image_io import load_photo
     from refocus_edge.runtime.loading import load_refocuser
-    from refocus_edge.runtime.outputs import write_stack
+    from refocus_edge.app.outputs import write_stack
     from refocus_edge.runtime.resize import fit_photo
     from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
 
@@ -143,7 +143,7 @@ def _refocus_locked(cfg: RunConfig, log: Callable[[str], None]) -> RunReport:
     frames = (result.frames.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
     views = None
     if cfg.dof_views is not None:
-        from refocus_edge.runtime.dof.stack_views import stack_views
+        from refocus_edge.dof.stack_views import stack_views
 
         t0 = time.perf_counter()
         try:

@@ -1,8 +1,8 @@
 """`refocus edit`: new focus, blur strength and aperture shape for a focal stack written by `refocus run`.
 
 Pipeline: read frame_0.png .. frame_8.png -> all-in-focus fusion and depth from focus
-(:func:`runtime.dof.analysis.analyse_stack`) -> layered bokeh rendering
-(:func:`runtime.dof.bokeh.render_dof`) -> an output folder with
+(:func:`refocus_edge.dof.analysis.analyse_stack`) -> layered bokeh rendering
+(:func:`refocus_edge.dof.bokeh.render_dof`) -> an output folder with
 
 * ``edited.png``: the edit at the stack's resolution;
 * ``all_in_focus.png``: the fused all-in-focus image the edit starts from;
@@ -10,11 +10,11 @@ Pipeline: read frame_0.png .. frame_8.png -> all-in-focus fusion and depth from 
 * ``confidence.png``: depth confidence, white = reliable;
 * ``viewer.html``: self-contained page with focus and strength sliders over a precomputed grid of
   edits (9 focus positions x 4 strengths at preview size, JPEG data URIs), the all-in-focus image
-  and the depth map; clicking the image focuses there (grid: :mod:`runtime.dof.preview`, page:
-  :mod:`runtime.dof.viewer_page`, both shared with `refocus run`'s viewer);
+  and the depth map; clicking the image focuses there (grid: :mod:`refocus_edge.dof.preview`, page:
+  :mod:`refocus_edge.dof.viewer_page`, both shared with `refocus run`'s viewer);
 * ``edit.json``: parameters, sizes, what the renderer did and the time per stage.
 
-Atomicity as in :mod:`runtime.outputs`: everything is written into a hidden staging folder next to
+Atomicity as in :mod:`refocus_edge.app.outputs`: everything is written into a hidden staging folder next to
 the output folder and only then published, so a failure or Ctrl-C never leaves half an edit, and an
 existing non-empty output folder is refused up front unless ``force``.
 """
@@ -121,7 +121,7 @@ def _check_params(cfg: EditConfig) -> tuple[float, float, Aperture]:
 
 
 def _check_out_dir(out_dir: Path, force: bool) -> None:
-    """Refuse a non-folder, or a non-empty folder without force (as runtime.outputs.check_output_dir)."""
+    """Refuse a non-folder, or a non-empty folder without force (as refocus_edge.app.outputs.check_output_dir)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise InvalidArgumentError("exists and is not a folder; pick another --out", out_dir)
     check_writable(out_dir)

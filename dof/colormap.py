@@ -12,7 +12,7 @@ from refocus_edge.runtime.errors import InvalidArgumentError
 
 __all__ = ["DEPTH_COLOURS", "colorize_depth", "legend_gradient"]
 
-#: Focus positions of a stack (as runtime.dof.bokeh.NUM_POSITIONS; repeated so this module stays torch-free).
+#: Focus positions of a stack (as refocus_edge.dof.bokeh.NUM_POSITIONS; repeated so this module stays torch-free).
 _NUM_POSITIONS = 9
 #: Depth colour map anchors, near (index 0) to far (index 8): warm to cool.
 DEPTH_COLOURS = np.array(
@@ -30,7 +30,7 @@ def colorize_depth(index, num_positions: int = _NUM_POSITIONS) -> np.ndarray:
     index = np.asarray(index, dtype=np.float32)
     if np.isnan(index).any():
         raise InvalidArgumentError("depth map holds NaN values, which have no colour on the near..far "
-                                   "scale; compute it from a finite stack (runtime.dof.analysis.analyse_stack)")
+                                   "scale; compute it from a finite stack (refocus_edge.dof.analysis.analyse_stack)")
     t = np.clip(index / float(num_positions - 1), 0.0, 1.0)
     pos = t * (len(DEPTH_COLOURS) - 1)
     lo = np.floor(pos).astype(int).clip(0, len(DEPTH_COLOURS) - 2)

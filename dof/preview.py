@@ -4,7 +4,7 @@ A static page cannot run the renderer, so viewers (`refocus edit`, `refocus run`
 re-renders at preview size and their sliders snap to the nearest one. The grid is the expensive part
 of a viewer, so it is rendered at ``max_side`` px at most, with one slice step and one canvas margin
 per strength shared by all focus positions (their slices, fills and FFTs are then computed once per
-strength: see :class:`runtime.dof.bokeh.DofRenderer`).
+strength: see :class:`refocus_edge.dof.bokeh.DofRenderer`).
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The depth-of-field views `refocus run` adds to its output: all-in-focus image, depth map and the
 viewer's precomputed re-renders, from the stack the sampler just made.
 
-Same analysis and preview grid as `refocus edit` (:func:`runtime.dof.analysis.analyse_stack`,
-:func:`runtime.dof.preview.precompute_previews`), so the run's all_in_focus.png and depth.png are the
+Same analysis and preview grid as `refocus edit` (:func:`refocus_edge.dof.analysis.analyse_stack`,
+:func:`refocus_edge.dof.preview.precompute_previews`), so the run's all_in_focus.png and depth.png are the
 images `refocus edit` computes from the same folder. The frames are analysed as 8-bit values, i.e. as
 they are written and as `refocus edit` reads them back.
 
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from refocus_edge.runtime.errors import InvalidArgumentError
-from refocus_edge.runtime.outputs import DofOutputs
+from refocus_edge.dof.viewer_page import DofOutputs
 
 from .aperture import parse_shape
 from .bokeh import NUM_POSITIONS, DofConfig

@@ -12,15 +12,14 @@ from __future__ import annotations
 import base64
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from refocus_edge.runtime.dof.viewer_page import PanelHtml, PreviewGrid, dof_panel
+from refocus_edge.dof.viewer_page import DofOutputs, PanelHtml, PreviewGrid, dof_panel  # noqa: F401 (DofOutputs: public here too)
 from refocus_edge.runtime.errors import InvalidArgumentError, OutputExistsError
-from refocus_edge.runtime.html_page import html_page
+from refocus_edge.dof.html_page import html_page
 from refocus_edge.runtime.publish import check_writable, publishing
 
 N_FRAMES = 9
@@ -35,24 +34,6 @@ DOF_NAMES = [AIF_NAME, DEPTH_NAME]
 RESULT_NAMES_WITH_DOF = [*FRAME_NAMES, *DOF_NAMES, GIF_NAME, VIEWER_NAME, RUN_JSON_NAME]
 # Only files named like ours count as stale; a user's "frame_backup.png" stays.
 _OUR_FRAME = re.compile(r"frame_\d+\.png")
-
-
-@dataclass(frozen=True)
-class DofOutputs:
-    """Depth-of-field views of a stack, to be written next to its frames.
-
-    Attributes:
-        all_in_focus: uint8 [H, W, 3], the fused all-in-focus image (saved with the input's ICC profile).
-        depth_rgb: uint8 [H, W, 3], depth colour-mapped near = warm .. far = cool
-            (:func:`runtime.dof.colormap.colorize_depth`).
-        previews: the viewer's precomputed grid (:func:`runtime.dof.preview.precompute_previews`).
-        strength: the strength slider's initial value (the focus slider starts at the input position).
-    """
-
-    all_in_focus: np.ndarray
-    depth_rgb: np.ndarray
-    previews: PreviewGrid
-    strength: float = 1.0
 
 
 def result_names(with_dof: bool) -> list[str]:
@@ -185,7 +166,7 @@ def _viewer_html(uris: list[str], input_position: int, width: int, height: int,
                  panel: PanelHtml | None = None) -> str:
     """Self-contained viewer: all frames inline, a slider, arrow keys; no external resources.
 
-    With `panel` (:func:`runtime.dof.viewer_page.dof_panel`), a depth-of-field section follows the
+    With `panel` (:func:`refocus_edge.dof.viewer_page.dof_panel`), a depth-of-field section follows the
     stack (all-in-focus image, depth map and legend, focus and strength sliders over precomputed
     re-renders); the stack stays the first view.
     """

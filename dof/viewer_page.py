@@ -2,13 +2,13 @@
 
 Two pages embed it: `refocus edit`'s viewer.html (the panel alone, :func:`edit_page`) and
 `refocus run`'s viewer.html (the 9-frame stack slider first, then this panel; built by
-:mod:`runtime.outputs`). One builder, so the two pages look and behave alike: an image view, focus
+:mod:`refocus_edge.app.outputs`). One builder, so the two pages look and behave alike: an image view, focus
 and strength sliders snapping to the nearest precomputed preview, tabs to show the edit, the
 all-in-focus image or the depth map, thumbnails of the latter two, a near/far legend for the depth
 colours, and click-to-focus on a coarse depth grid.
 
-Everything here is plain data and strings (no torch): :mod:`runtime.dof.preview` computes the
-:class:`PreviewGrid`, and :mod:`runtime.outputs` can build pages without importing the renderer.
+Everything here is plain data and strings (no torch): :mod:`refocus_edge.dof.preview` computes the
+:class:`PreviewGrid`, and :mod:`refocus_edge.app.outputs` can build pages without importing the renderer.
 Every element id carries a prefix, so the panel can share a page with other controls.
 """
 from __future__ import annotations
@@ -19,13 +19,17 @@ import math
 import numbers
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from refocus_edge.dof.html_page import html_page
 from refocus_edge.runtime.errors import InvalidArgumentError
-from refocus_edge.runtime.html_page import html_page
 
 from .colormap import legend_gradient
 
-__all__ = ["PreviewGrid", "PanelHtml", "dof_panel", "edit_page", "check_grid_axes", "DATA_ID"]
+if TYPE_CHECKING:  # annotations only: this module builds pages without numpy work
+    import numpy as np
+
+__all__ = ["DofOutputs", "PreviewGrid", "PanelHtml", "dof_panel", "edit_page", "check_grid_axes", "DATA_ID"]
 
 #: id (after the prefix) of the JSON block holding the grid; tests and tools read it from there.
 DATA_ID = "dofData"
@@ -264,3 +268,21 @@ def edit_page(previews: PreviewGrid, focus: float, strength: float) -> str:
     panel = dof_panel(previews, focus=focus, strength=strength)
     return html_page(f"Refocus Edge - depth of field ({previews.shape})", panel.css,
                      f"{panel.body}\n<script>\n{panel.script}\n</script>\n", gap_px=10)
+
+
+@dataclass(frozen=True)
+class DofOutputs:
+    """Depth-of-field views of a stack, to be written next to its frames.
+
+    Attributes:
+        all_in_focus: uint8 [H, W, 3], the fused all-in-focus image (saved with the input's ICC profile).
+        depth_rgb: uint8 [H, W, 3], depth colour-mapped near = warm .. far = cool
+            (:func:`refocus_edge.dof.colormap.colorize_depth`).
+        previews: the viewer's precomputed grid (:func:`refocus_edge.dof.preview.precompute_previews`).
+        strength: the strength slider's initial value (the focus slider starts at the input position).
+    """
+
+    all_in_focus: np.ndarray
+    depth_rgb: np.ndarray
+    previews: PreviewGrid
+    strength: float = 1.0
