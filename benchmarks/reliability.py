@@ -75,7 +75,8 @@ def kills(n: int, work: Path, rng: random.Random, log) -> dict:
         nxt = _run(out, 1)  # the next writer recovers and restores seed 1 for the next round
         ok = found != "MIX" and nxt.returncode == 0 and _digest(out) == ref[1] and not _leftovers(out)
         rows.append({"case": i, "kill_after_s": round(delay, 2), "killed": code == -signal.SIGKILL,
-                     "found": found, "hidden_after_kill": hidden, "next_run_ok": nxt.returncode == 0, "ok": ok})
+                     "found": found, "hidden_after_kill": hidden, "next_run_ok": nxt.returncode == 0, "ok": ok,
+                     **({} if nxt.returncode == 0 else {"next_run_error": nxt.stderr.strip().splitlines()[-1:]})})
         log(f"kill {i:2d} after {delay:5.2f}s: {found:8s} hidden {hidden} next run {'ok' if ok else 'FAILED'}")
     return {"run_s": round(duration, 2), "rows": rows}
 
