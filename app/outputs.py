@@ -41,6 +41,12 @@ def result_names(with_dof: bool) -> list[str]:
     return list(RESULT_NAMES_WITH_DOF if with_dof else RESULT_NAMES)
 
 
+def result_bytes_estimate(width: int, height: int) -> int:
+    """An upper bound of a run's folder on disk: 9 PNG frames and the two depth-of-field images
+    (at most raw size), the 16-frame sweep GIF, the viewer (base64 frames and previews), run.json."""
+    return 100 * width * height + 4 * 2 ** 20
+
+
 def check_output_dir(out_dir: str | Path, force: bool) -> None:
     """Refuse, before any expensive work, to overwrite an earlier run without --force."""
     out_dir = Path(out_dir)

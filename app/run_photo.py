@@ -87,7 +87,8 @@ def refocus_photo(cfg: RunConfig, log: Callable[[str], None] = lambda _msg: None
 def _refocus_locked(cfg: RunConfig, log: Callable[[str], None]) -> RunReport:
     from refocus_edge.runtime.image_io import load_photo
     from refocus_edge.runtime.loading import load_refocuser
-    from refocus_edge.app.outputs import write_stack
+    from refocus_edge.app.outputs import result_bytes_estimate, write_stack
+    from refocus_edge.runtime.publish import check_free_space
     from refocus_edge.runtime.resize import fit_photo
     from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
 
@@ -107,6 +108,7 @@ def _refocus_locked(cfg: RunConfig, log: Callable[[str], None]) -> RunReport:
         raise InvalidArgumentError(f"--steps {cfg.steps} is {cfg.steps / own:.0f}x this model's own {own} steps "
                                    f"(about {cfg.steps / own:.0f}x its usual time); pass --force to run it anyway")
     rgb, resize_note = fit_photo(photo.rgb, refocuser.config.resolution_policy)
+    check_free_space(cfg.out_dir, result_bytes_estimate(*rgb.shape[:2][::-1]))  # before the sampling, not after
     notes = list(photo.notes) + [resize_note] + list(refocuser.notes)
     position = refocuser.config.default_position if cfg.position is None else cfg.position
     h, w = rgb.shape[:2]

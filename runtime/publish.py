@@ -156,6 +156,20 @@ def check_writable(dest: str | os.PathLike) -> None:
                                      "pick another output folder", dest)
 
 
+def check_free_space(dest: str | os.PathLike, need_bytes: int) -> None:
+    """Before the work: the disk that will hold `dest` has room for about `need_bytes` (the
+    result is staged beside `dest` while the old one still exists, so both must fit)."""
+    dest = Path(dest).absolute()
+    probe = dest.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < need_bytes:
+        raise OutputNotWritableError(f"not enough free space: the result needs about {need_bytes / 2 ** 20:.1f} MiB, "
+                                     f"{free / 2 ** 20:.1f} MiB are free on {probe}; free some space or pick "
+                                     "another output folder", dest)
+
+
 def _is_publish_artefact(name: str) -> bool:
     """A lock, staging, ready or old sibling of a folder nested in the destination (`refocus
     edit`'s default output lives in the run's folder): never carried into a new result."""

@@ -79,3 +79,28 @@ def test_a_second_run_into_the_same_folder_fails_at_once_naming_the_first(random
         code, _, err = _run([_photo(tmp_path / "p.jpg"), "--model", random_model_dir, "--out", out], capsys)
         _assert_clean_failure(code, err, str(out), f"pid {pid} is writing this folder now", "--wait")
     assert not out.exists()
+
+
+def test_too_little_free_space_is_refused_before_sampling(random_model_dir, tmp_path, capsys, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    import refocus_edge.runtime.sampler as sampler
+
+    monkeypatch.setattr(sampler, "sample_focal_stack", lambda *a, **k: pytest.fail("sampled anyway"))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 ** 9, 10 ** 9 - 2 ** 20, 2 ** 20))
+    out = tmp_path / "out"
+    code, _, err = _run([_photo(tmp_path / "p.jpg"), "--model", random_model_dir, "--out", out], capsys)
+    _assert_clean_failure(code, err, "not enough free space", "1.0 MiB are free", "pick another output folder")
+    assert not out.exists()
+
+
+def test_the_size_estimate_bounds_a_real_result(random_model_dir, tmp_path, capsys):
+    from refocus_edge.app.outputs import result_bytes_estimate
+
+    out = tmp_path / "out"
+    assert _run([_photo(tmp_path / "p.jpg"), "--model", random_model_dir, "--out", out], capsys)[0] == 0
+    written = sum(p.stat().st_size for p in out.iterdir())
+    w, h = Image.open(out / "frame_0.png").size
+    assert written <= result_bytes_estimate(w, h)
