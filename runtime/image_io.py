@@ -128,13 +128,17 @@ def load_photo(path: str | Path, max_side_hint: int | None = None,
             raise InputImageError(
                 "too large to decode in the available memory; downscale it first", path
             ) from exc
-        except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
-            # Truncated or corrupt data surfaces here on load(); never patch it
-            # over with LOAD_TRUNCATED_IMAGES, the result would be silently grey.
-            detail = " ".join(str(exc).split()) or type(exc).__name__
-            raise InputImageError(
-                f"image data is damaged or truncated ({detail}); re-export or re-copy the file", path
-            ) from exc
+        except FileNotFoundError as exc:
+            raise InputImageError("vanished while being read (moved or deleted meanwhile); check the path",
+                                  path) from exc
+        except OSError as exc:
+            if exc.errno is not None:  # a real I/O fault (EIO, ...), not Pillow's "truncated" OSError
+                raise InputImageError(f"cannot be read ({exc.strerror or exc}, "
+                                      f"{errno.errorcode.get(exc.errno, exc.errno)}); check the disk and the file",
+                                      path) from exc
+            raise _damaged(exc, path) from exc
+        except (SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
+            raise _damaged(exc, path) from exc
 
 
 _SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"II*\x00", "TIFF"),
@@ -151,6 +155,13 @@ def _signature(path: Path) -> str | None:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
     return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
+
+
+def _damaged(exc: Exception, path: Path) -> InputImageError:
+    # Truncated or corrupt data surfaces on load(); never patch it over with
+    # LOAD_TRUNCATED_IMAGES, the result would be silently grey.
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    return InputImageError(f"image data is damaged or truncated ({detail}); re-export or re-copy the file", path)
 
 
 def _check_file(path: Path) -> None:

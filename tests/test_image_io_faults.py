@@ -89,3 +89,24 @@ def test_a_damaged_png_header_is_called_damaged_not_unrecognised(tmp_path):
     bad.write_bytes(bytes(data))
     with pytest.raises(InputImageError, match="bad.png: looks like a PNG file but its data is damaged.*re-copy"):
         load_photo(bad)
+
+
+def test_an_io_error_and_a_vanished_input_are_named_as_such(tmp_path, monkeypatch):
+    import errno
+
+    path = tmp_path / "p.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
+
+    def eio(*_a, **_k):
+        raise OSError(errno.EIO, "Input/output error", str(path))
+
+    monkeypatch.setattr(Image, "open", eio)
+    with pytest.raises(InputImageError, match=r"p.png: cannot be read \(Input/output error, EIO\); check the disk"):
+        load_photo(path)
+
+    def vanished(*_a, **_k):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
+
+    monkeypatch.setattr(Image, "open", vanished)
+    with pytest.raises(InputImageError, match="p.png: vanished while being read"):
+        load_photo(path)
