@@ -8,13 +8,15 @@ leave:
   the folder must hold one complete result, the old or the new, byte for byte (frame hashes of
   clean runs with both seeds are the reference); then the next run must succeed and leave no
   hidden leftovers.
+* **export kills**: the same for `refocus export onnx --force` over a finished bundle: after the
+  kill every checksum of the bundle must verify (old or new), and the next export must succeed.
 * **writers**: M `refocus run` processes started together into one new folder: exactly one
   succeeds, every other fails at once with the lock message, and the folder is complete.
 * **images**: hostile files (declared sizes up to the 1000 MP bomb limit, damaged data, link
   loops) through `load_photo` in a fresh process each: the outcome and its peak memory
   (VmHWM).
 
-    python -m benchmarks.reliability --kills 20 --writers 4 --out benchmarks/results/reliability
+    python -m benchmarks.reliability --kills 12 --export-kills 4 --writers 4 --out benchmarks/results/reliability
 """
 from __future__ import annotations
 
@@ -79,6 +81,50 @@ def kills(n: int, work: Path, rng: random.Random, log) -> dict:
                      **({} if nxt.returncode == 0 else {"next_run_error": nxt.stderr.strip().splitlines()[-1:]})})
         log(f"kill {i:2d} after {delay:5.2f}s: {found:8s} hidden {hidden} next run {'ok' if ok else 'FAILED'}")
     return {"run_s": round(duration, 2), "rows": rows}
+
+
+EXPORT = [sys.executable, "-m", "refocus_edge.cli", "export", "onnx", "--force"]
+
+
+def _bundle_state(folder: Path) -> str:
+    """'complete <content hash>' when every file the manifest lists verifies, else what is wrong."""
+    from refocus_edge.runtime.bundle import read_bundle
+    from refocus_edge.runtime.errors import RefocusError
+
+    if not folder.exists():
+        return "missing"
+    try:
+        bundle = read_bundle(folder)
+        for rel in bundle.manifest.files:
+            bundle.verify(rel)
+    except RefocusError as exc:
+        return f"BROKEN: {exc}"
+    return f"complete {bundle.content_hash[:12]}"
+
+
+def export_kills(n: int, work: Path, rng: random.Random, log) -> dict:
+    """`refocus export onnx --force` over a finished bundle, SIGKILLed at random instants: the
+    bundle must stay the complete old one or become the complete new one (every checksum holds)."""
+    out = work / "bundle"
+    t0 = time.perf_counter()
+    assert subprocess.run(EXPORT + ["--out", str(out)], cwd=REPO, capture_output=True).returncode == 0
+    duration = time.perf_counter() - t0
+    rows = []
+    for i in range(n):
+        delay = rng.uniform(0, duration * 1.1)
+        proc = subprocess.Popen(EXPORT + ["--out", str(out)], cwd=REPO, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        state, hidden = _bundle_state(out), _leftovers(out)
+        nxt = subprocess.run(EXPORT + ["--out", str(out)], cwd=REPO, capture_output=True, text=True)
+        ok = state.startswith("complete") and nxt.returncode == 0 and _bundle_state(out).startswith("complete") \
+            and not _leftovers(out)
+        rows.append({"case": i, "kill_after_s": round(delay, 2), "state": state, "hidden_after_kill": hidden,
+                     "next_export_ok": nxt.returncode == 0, "ok": ok})
+        log(f"export kill {i} after {delay:5.1f}s: {state[:40]} hidden {hidden} next {'ok' if ok else 'FAILED'}")
+    return {"export_s": round(duration, 2), "rows": rows}
 
 
 def writers(m: int, work: Path, log) -> dict:
@@ -158,8 +204,8 @@ def images(work: Path, log) -> dict:
 
 
 def markdown(res: dict) -> str:
-    k, w, im = res["kills"], res["writers"], res["images"]
-    lines = [f"# Reliability: kills, concurrent writers, hostile images", "", f"- command: `{res['command']}`",
+    k, e, w, im = res["kills"], res["export_kills"], res["writers"], res["images"]
+    lines = ["# Reliability: kills, concurrent writers, hostile images", "", f"- command: `{res['command']}`",
              f"- machine: {res['machine']}; {res['date']}", "",
              f"## SIGKILL at a random instant of `refocus run --force` ({len(k['rows'])} cases; a clean run takes "
              f"{k['run_s']} s)", "",
@@ -172,7 +218,13 @@ def markdown(res: dict) -> str:
         counts[r["found"]] = counts.get(r["found"], 0) + 1
     lines += ["", "Outcomes: " + ", ".join(f"{v} x {key}" for key, v in sorted(counts.items()))
               + f"; all ok: {all(r['ok'] for r in k['rows'])}.", "",
-              f"## {w['writers']} writers started together into one new folder", "",
+              f"## SIGKILL at a random instant of `refocus export onnx --force` ({len(e['rows'])} cases; an export "
+              f"takes {e['export_s']} s)", "",
+              "| case | killed after | bundle after the kill (every checksum verified) | hidden leftovers | "
+              "next export | ok |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['case']} | {r['kill_after_s']} s | {r['state']} | {', '.join(r['hidden_after_kill']) or '-'} | "
+              f"{'yes' if r['next_export_ok'] else 'NO'} | {'yes' if r['ok'] else 'NO'} |" for r in e["rows"]]
+    lines += ["", f"## {w['writers']} writers started together into one new folder", "",
               f"{w['succeeded']} succeeded, {w['refused_locked']} refused at once with the lock message; folder "
               f"complete: {w['complete']}; ok: {w['ok']}.", "",
               "## Hostile images through `load_photo` (fresh process each; peak = VmHWM above the imports)", "",
@@ -184,6 +236,8 @@ def markdown(res: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kills", type=int, default=20, help="random-instant kills of a forced run (default 20)")
+    p.add_argument("--export-kills", type=int, default=4,
+                   help="random-instant kills of a forced `refocus export onnx` (default 4)")
     p.add_argument("--writers", type=int, default=4, help="concurrent writers into one folder (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seeds the kill instants (default 0)")
     p.add_argument("--out", type=Path, default=Path("out/reliability"))
@@ -191,16 +245,18 @@ def main(argv=None) -> int:
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="refocus-reliability-") as tmp:
         work = Path(tmp)
-        res = {"command": f"python -m benchmarks.reliability --kills {args.kills} --writers {args.writers} "
+        res = {"command": f"python -m benchmarks.reliability --kills {args.kills} --export-kills {args.export_kills} "
+                          f"--writers {args.writers} "
                           f"--seed {args.seed} --out {args.out}",
                "machine": f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}",
                "date": time.strftime("%Y-%m-%d"),
                "kills": kills(args.kills, work, random.Random(args.seed), log),
+               "export_kills": export_kills(args.export_kills, work, random.Random(args.seed + 1), log),
                "writers": writers(args.writers, work, log), "images": images(work, log)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "reliability.json").write_text(json.dumps(res, indent=2) + "\n")
     (args.out / "reliability.md").write_text(markdown(res))
-    ok = all(r["ok"] for r in res["kills"]["rows"]) and res["writers"]["ok"]
+    ok = all(r["ok"] for r in res["kills"]["rows"] + res["export_kills"]["rows"]) and res["writers"]["ok"]
     print(args.out / "reliability.md")
     return 0 if ok else 1
 
