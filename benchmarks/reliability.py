@@ -49,6 +49,14 @@ def _run(out: Path, seed: int, force: bool = True) -> subprocess.CompletedProces
                           cwd=REPO, capture_output=True, text=True)
 
 
+def _kill_after(command: list[str], delay: float) -> int:
+    """Start `command`, SIGKILL it after `delay` seconds (if still running); its exit code."""
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    return proc.wait()
+
+
 def _leftovers(out: Path) -> list[str]:
     return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}."))
 
@@ -66,11 +74,7 @@ def kills(n: int, work: Path, rng: random.Random, log) -> dict:
     rows = []
     for i in range(n):
         delay = rng.uniform(0, duration * 1.1)
-        proc = subprocess.Popen(RUN + ["--out", str(out), "--seed", "2", "--force"], cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        code = proc.wait()
+        code = _kill_after(RUN + ["--out", str(out), "--seed", "2", "--force"], delay)
         state = _digest(out) if out.is_dir() else None
         found = next((f"seed {s}" for s, d in ref.items() if d == state), "MIX" if state else "missing")
         hidden = _leftovers(out)
@@ -112,11 +116,7 @@ def export_kills(n: int, work: Path, rng: random.Random, log) -> dict:
     rows = []
     for i in range(n):
         delay = rng.uniform(0, duration * 1.1)
-        proc = subprocess.Popen(EXPORT + ["--out", str(out)], cwd=REPO, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        _kill_after(EXPORT + ["--out", str(out)], delay)
         state, hidden = _bundle_state(out), _leftovers(out)
         nxt = subprocess.run(EXPORT + ["--out", str(out)], cwd=REPO, capture_output=True, text=True)
         ok = state.startswith("complete") and nxt.returncode == 0 and _bundle_state(out).startswith("complete") \

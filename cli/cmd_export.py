@@ -8,6 +8,13 @@ from refocus_edge.cli.arg_types import size_wxh
 from refocus_edge.runtime.zoo import DEFAULT_MODEL, default_model_name  # names only: zoo imports nothing heavy
 
 
+def _model_and_out(parser) -> None:
+    """The source model and the bundle folder: the same two options for every exporter."""
+    parser.add_argument("--model", default=None, metavar="NAME_OR_PATH",
+                        help=f"shipped model name or model folder (default: $REFOCUS_MODEL or {DEFAULT_MODEL})")
+    parser.add_argument("--out", type=Path, required=True, metavar="BUNDLE", help="bundle folder to write")
+
+
 def register(sub) -> None:
     p = sub.add_parser("export", help="export a model to ONNX / Core ML / TensorRT (parity-gated bundles)",
                        description="Export a refocuser into a bundle; every artifact passes a parity "
@@ -16,9 +23,7 @@ def register(sub) -> None:
     targets.required = True
 
     onnx = targets.add_parser("onnx", help="one ONNX graph per component, parity-gated, as a bundle")
-    onnx.add_argument("--model", default=None, metavar="NAME_OR_PATH",
-                      help=f"shipped model name or model folder (default: $REFOCUS_MODEL or {DEFAULT_MODEL})")
-    onnx.add_argument("--out", type=Path, required=True, metavar="BUNDLE", help="bundle folder to write")
+    _model_and_out(onnx)
     onnx.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "fp16"],
                       help="one or more graph precisions (default fp32)")
     onnx.add_argument("--resolution", nargs="+", type=size_wxh, default=None, metavar="WxH",
@@ -35,9 +40,7 @@ def register(sub) -> None:
                                          "conversion-ready rewrites that must match the PyTorch modules; each "
                                          "package's spec is checked and the whole stack is sampled through the "
                                          "same modules in PyTorch before the bundle is written.")
-    cml.add_argument("--model", default=None, metavar="NAME_OR_PATH",
-                     help=f"shipped model name or model folder (default: $REFOCUS_MODEL or {DEFAULT_MODEL})")
-    cml.add_argument("--out", type=Path, required=True, metavar="BUNDLE", help="bundle folder to write")
+    _model_and_out(cml)
     cml.add_argument("--precision", default="fp16", choices=["fp16", "fp32"],
                      help="compute precision (default fp16; a component whose activations leave fp16's "
                           "safe range is kept in fp32 and the export says so)")

@@ -18,6 +18,7 @@ Core ML recipes (w8, p6, p4) are the Core ML exporter's compression options.
 """
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 import time
@@ -37,7 +38,6 @@ from refocus_edge.quantization.recipes import get_recipe, quantized_components
 from refocus_edge.quantization.sensitivity import family, scan_units, tighten, write_table
 from refocus_edge.runtime.artifacts import (ONNX, TENSORRT_TWIN, onnx_artifact, onnx_external_data, sensitivity_folder,
                                              tensorrt_twin_artifact)
-from refocus_edge.runtime.manifest import Manifest
 from refocus_edge.runtime.errors import InvalidArgumentError, RefocusError
 
 
@@ -103,7 +103,7 @@ def quantize_model(cfg: QuantizeConfig, log: Callable[[str], None] = print) -> Q
         tmp = Path(tmp)
         _source_bundle(cfg, recipe, stage, tmp, log)
         bundle = read_bundle(stage)
-        manifest = Manifest.read(stage)  # extended below, written last
+        manifest = copy.deepcopy(bundle.manifest)  # extended below, written last; `bundle` keeps the source's
         refocuser = load_bundle_refocuser(stage, backend="onnxruntime", precision="fp32")
         log(f"drift      {cfg.drift.photos} held-out stacks, seeds {cfg.drift.seed}.., LPIPS alex vs fp32")
         meter = DriftMeter(refocuser, cfg.drift)
@@ -312,8 +312,6 @@ def _tensorrt_twin(cfg, recipe, main: _QdqWork, scan, stage, manifest, report, l
     Symmetric ranges spend half their codes on signs most activations never take, so the twin
     may need more blocks in float: its keep list starts from the main one and grows, most
     sensitive first (the main scan's order), until the twin meets the recipe's budget too."""
-    import copy
-
     act = recipe.tensorrt_activation_type
 
     def rel(name: str) -> str:

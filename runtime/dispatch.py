@@ -17,6 +17,7 @@ import statistics
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -87,12 +88,15 @@ def _versions() -> dict:
     return out
 
 
-def _timing_cache(bundle):
-    path = cache_dir() / "dispatch" / f"{dispatch_key(bundle.content_hash, _versions())}.json"
+def _timing_cache_path(bundle) -> Path:
+    return cache_dir() / "dispatch" / f"{dispatch_key(bundle.content_hash, _versions())}.json"
+
+
+def _read_timings(path: Path) -> dict:
     try:
-        return path, json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
-        return path, {}
+        return {}
 
 
 def _save(path, table) -> None:
@@ -126,10 +130,10 @@ def load_runners(bundle, requested: str = "auto", precision: str | None = None,
             choices.append(Choice(name, requested, prec, runner.device, "requested explicitly"))
         return runners, choices
 
-    cache_path, _ = _timing_cache(bundle)
+    cache_path = _timing_cache_path(bundle)
     # One measurer per bundle and machine: a second process waits, then reads the table.
     with cache_entry_lock(cache_path):
-        _, table = _timing_cache(bundle)
+        table = _read_timings(cache_path)
         changed = False
         for name in names:
             spec = specs[name]

@@ -133,9 +133,6 @@ class Manifest:
     def set_table(self, kind: str, precision: str, table: dict[str, str]) -> None:
         self.artifacts.setdefault(kind, {})[precision] = dict(table)
 
-    def add_artifact(self, kind: str, precision: str, component: str, rel: str) -> None:
-        self.artifacts.setdefault(kind, {}).setdefault(precision, {})[component] = rel
-
     def gate_table(self, kind: str, precision: str) -> dict[str, dict]:
         return dict(self.gates.get(kind, {}).get(precision, {}))
 

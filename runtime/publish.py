@@ -41,9 +41,9 @@ import fcntl
 import os
 import secrets
 import shutil
-import sys
 import time
-from contextlib import contextmanager
+import warnings
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -57,7 +57,7 @@ _LEGACY_PARTIAL = ("partial",)
 # "swapped", "cleaned") and then check what the next writer finds.
 _fault: Callable[[str], None] = lambda step: None
 
-_held: dict[Path, tuple[int, int]] = {}  # lock path -> (fd, depth): a process may nest its own lock
+_held: set[Path] = set()  # lock paths this process holds: a nested output_lock of one just yields
 
 
 class OutputLockedError(RefocusError):
@@ -94,20 +94,14 @@ def output_lock(dest: str | os.PathLike, wait: bool = False, poll_s: float = 0.2
     dest.parent.mkdir(parents=True, exist_ok=True)
     lock_path = _sibling(dest, LOCK)
     if lock_path in _held:
-        fd, depth = _held[lock_path]
-        _held[lock_path] = (fd, depth + 1)
-        try:
-            yield dest
-        finally:
-            fd, depth = _held[lock_path]
-            _held[lock_path] = (fd, depth - 1)
+        yield dest
         return
     fd = _acquire(lock_path, dest, wait, poll_s)
-    _held[lock_path] = (fd, 1)
+    _held.add(lock_path)
     try:
         yield dest
     finally:
-        del _held[lock_path]
+        _held.discard(lock_path)
         # Unlinked while still held, so no file is left behind; a writer that opened the old
         # file meanwhile notices (inode check in _acquire) and starts over on a new one.
         try:
@@ -144,13 +138,19 @@ def _acquire(lock_path: Path, dest: Path, wait: bool, poll_s: float) -> int:
         return fd
 
 
+def _existing_parent(dest: Path) -> Path:
+    """The nearest existing folder above `dest`: where its staging folder (and `dest`) will live."""
+    probe = dest.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe
+
+
 def check_writable(dest: str | os.PathLike) -> None:
     """Before any work: the folder that will hold `dest`'s staging folder must be writable (a
     read-only disk found after minutes of computing loses those minutes)."""
     dest = Path(dest).absolute()
-    probe = dest.parent
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    probe = _existing_parent(dest)
     if not os.access(probe, os.W_OK | os.X_OK):
         raise OutputNotWritableError(f"cannot write here: {probe} is read-only or not writable by this user; "
                                      "pick another output folder", dest)
@@ -160,9 +160,7 @@ def check_free_space(dest: str | os.PathLike, need_bytes: int) -> None:
     """Before the work: the disk that will hold `dest` has room for about `need_bytes` (the
     result is staged beside `dest` while the old one still exists, so both must fit)."""
     dest = Path(dest).absolute()
-    probe = dest.parent
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    probe = _existing_parent(dest)
     free = shutil.disk_usage(probe).free
     if free < need_bytes:
         raise OutputNotWritableError(f"not enough free space: the result needs about {need_bytes / 2 ** 20:.1f} MiB, "
@@ -182,22 +180,12 @@ def cache_entry_lock(path: str | os.PathLike) -> Iterator[None]:
     """One measurer or builder per machine-local cache entry (dispatch timings, TensorRT engines):
     a second process waits for the first, then finds the entry written. A cache folder that
     cannot hold a lock file (read-only home) runs unlocked: a cache must never stop a run."""
-    lock = output_lock(path, wait=True)
-    try:
-        lock.__enter__()
-    except OSError as exc:
-        import warnings
-
-        warnings.warn(f"cache entry {path} is not locked ({exc}); concurrent processes may measure twice")
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(output_lock(path, wait=True))
+        except OSError as exc:
+            warnings.warn(f"cache entry {path} is not locked ({exc}); concurrent processes may measure twice")
         yield
-        return
-    try:
-        yield
-    except BaseException:
-        if not lock.__exit__(*sys.exc_info()):
-            raise
-    else:
-        lock.__exit__(None, None, None)
 
 
 def _remove(path: Path) -> None:
@@ -299,10 +287,6 @@ def publishing(dest: str | os.PathLike, carry_over: Callable[[str], bool] | None
         os.mkdir(staging)  # umask permissions, not mkdtemp's 0700: it becomes the destination
         try:
             yield staging
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        try:
             publish(staging, dest, carry_over)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

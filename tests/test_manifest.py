@@ -18,7 +18,7 @@ def _manifest() -> Manifest:
 def _written(tmp_path, m: Manifest) -> dict:
     (tmp_path / "onnx" / "fp32").mkdir(parents=True)
     (tmp_path / onnx_artifact("unet", "fp32")).write_bytes(b"graph")
-    m.add_artifact(ONNX, "fp32", "unet", onnx_artifact("unet", "fp32"))
+    m.set_table(ONNX, "fp32", {"unet": onnx_artifact("unet", "fp32")})
     m.set_gates(ONNX, "fp32", {"unet": {"passed": True}})
     m.write(tmp_path)
     return json.loads((tmp_path / MANIFEST_NAME).read_text())

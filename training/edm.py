@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from refocus_edge.runtime import edm
+from refocus_edge.runtime.edm import denoise  # noqa: F401 (training's callers use edm.denoise)
 from training.tiny_architecture import SCHEDULER_CONFIG
 
 # Training sigma ~ LogNormal(0.7, 1.6) in log space; conditioning noise ~ LogNormal(-3, 0.5).
@@ -32,11 +32,6 @@ def sample_sigmas(n: int, generator: torch.Generator, mean=SIGMA_LOG_MEAN, std=S
         pick = torch.rand(n, generator=generator) < uniform_fraction
         sigmas = torch.where(pick, uniform, sigmas)
     return sigmas
-
-
-def denoise(unet, noisy: torch.Tensor, sigmas: torch.Tensor, cond_latents, embeddings, time_ids):
-    """EDM preconditioning around a v-prediction UNet: returns the denoised latents (runtime.edm)."""
-    return edm.denoise(unet, noisy, sigmas, cond_latents, embeddings, time_ids)
 
 
 def edm_v_loss(denoised: torch.Tensor, target: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:

@@ -28,8 +28,9 @@ import torch
 
 from refocus_edge.export.distillation.config import DistillConfig
 from refocus_edge.export.distillation.data import FocalStackSource
-from refocus_edge.export.distillation.teacher import Conditioning, euler_step, place_at_positions
+from refocus_edge.export.distillation.teacher import Conditioning, place_at_positions
 from refocus_edge.export.distillation.train import TrainerCore, TrajectoryObjective
+from refocus_edge.runtime.edm import euler_step
 from refocus_edge.runtime.errors import InvalidArgumentError
 
 SHARD_STACKS = 64

@@ -16,8 +16,8 @@ import torch
 
 from refocus_edge.export.distillation.config import DistillConfig
 from refocus_edge.export.distillation.objective import regression_loss, step_target
-from refocus_edge.export.distillation.teacher import denoise, euler_step
 from refocus_edge.export.distillation.trajectories import Trajectories
+from refocus_edge.runtime.edm import denoise, euler_step
 from refocus_edge.runtime.errors import InvalidArgumentError
 from refocus_edge.runtime.sampler import initial_noise
 
