@@ -52,6 +52,9 @@ def register(sub) -> None:
                    help="ground-truth: latent side of the decoded crop, 0 = whole frames (default 8 = 64 px)")
     p.add_argument("--teacher-weight", type=float, default=0.0,
                    help="ground-truth: weight of the trajectory-distillation term to the teacher (default 0)")
+    p.add_argument("--focus-weight", type=float, default=0.0,
+                   help="ground-truth: weight of the L1 between log focus maps (local Laplacian energy) of the "
+                        "decoded crop and the true frames, for a stack whose sharpness sweeps with depth (default 0)")
     p.add_argument("--seed", type=seed, default=0, help="seeds data order, noise and initial states (default 0)")
     p.add_argument("--run-dir", type=Path, default=None, help="checkpoints (default runs/distill/<out name>)")
     p.add_argument("--cache", type=Path, default=None, help="trajectory cache folder (default: keyed by teacher)")
@@ -70,10 +73,12 @@ def run(args) -> int:
         raise InvalidArgumentError("--samples must be >= 4, --iterations and --batch >= 1")
     if not 0.0 <= args.rollout_fraction <= 1.0:
         raise InvalidArgumentError(f"--rollout-fraction must be in [0, 1], got {args.rollout_fraction}")
-    if args.perceptual_weight < 0 or args.teacher_weight < 0 or args.perceptual_crop < 0:
-        raise InvalidArgumentError("--perceptual-weight, --teacher-weight and --perceptual-crop must be >= 0")
-    if args.objective == "teacher" and (args.teacher_weight or args.perceptual_weight != 1.0):
-        raise InvalidArgumentError("--teacher-weight and --perceptual-weight belong to --objective ground-truth")
+    if min(args.perceptual_weight, args.teacher_weight, args.perceptual_crop, args.focus_weight) < 0:
+        raise InvalidArgumentError("--perceptual-weight, --teacher-weight, --focus-weight and --perceptual-crop "
+                                   "must be >= 0")
+    if args.objective == "teacher" and (args.teacher_weight or args.perceptual_weight != 1.0 or args.focus_weight):
+        raise InvalidArgumentError("--teacher-weight, --perceptual-weight and --focus-weight belong to "
+                                   "--objective ground-truth")
     cfg = DistillConfig(
         teacher=args.teacher, teacher_unet=args.teacher_unet, out=args.out, steps=args.steps, data=args.data,
         size=args.size, samples=args.samples, iterations=args.iterations, batch=args.batch, lr=args.lr,
@@ -81,7 +86,7 @@ def run(args) -> int:
         trainable=args.trainable, precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
         device=args.device, sigma_max=args.sigma_max, sigma_min=args.sigma_min, run_dir=args.run_dir,
         cache=args.cache, force=args.force, objective=args.objective, perceptual_weight=args.perceptual_weight,
-        perceptual_crop=args.perceptual_crop, teacher_weight=args.teacher_weight)
+        perceptual_crop=args.perceptual_crop, teacher_weight=args.teacher_weight, focus_weight=args.focus_weight)
     out = run_distillation(cfg, log=lambda msg: print(msg, file=sys.stderr))
     print(out)
     return 0

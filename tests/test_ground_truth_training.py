@@ -72,6 +72,45 @@ def test_gradients_reach_the_unet_through_the_sampler(tmp_path, random_model_dir
     assert all(p.grad is None for p in trainer.vae.parameters())
 
 
+def test_focus_maps_rank_sharp_above_blurred_and_carry_gradients():
+    """The focus term's measure: a sharp texture scores above its blurred copy everywhere textured, a flat
+    frame sits at the floor, and the L1 between two stacks' maps is differentiable in the frames."""
+    import math
+
+    from refocus_edge.export.distillation.ground_truth import FOCUS_FLOOR, log_focus_maps
+
+    gen = torch.Generator().manual_seed(0)
+    sharp = torch.rand(1, 3, 32, 32, generator=gen) * 2 - 1
+    blurred = torch.nn.functional.avg_pool2d(sharp, 5, stride=1, padding=2, count_include_pad=False)
+    flat = torch.zeros(1, 3, 32, 32)
+    maps = log_focus_maps(torch.cat([sharp, blurred, flat]))
+    assert maps.shape == (3, 32, 32)
+    inner = (slice(None), slice(4, -4), slice(4, -4))
+    assert bool((maps[0][inner[1:]] > maps[1][inner[1:]] + 1.0).all())
+    assert torch.allclose(maps[2], torch.full_like(maps[2], math.log(FOCUS_FLOOR)))
+    frames = blurred.clone().requires_grad_(True)
+    (log_focus_maps(frames) - log_focus_maps(sharp)).abs().mean().backward()
+    assert frames.grad is not None and float(frames.grad.abs().sum()) > 0
+
+
+def test_focus_weight_adds_the_focus_term(tmp_path, random_model_dir, stacks_npy):
+    """With a focus weight the terms gain 'focus', taken on the same decoded crop as LPIPS (same draws:
+    the MSE and LPIPS terms are those of a run without it)."""
+    cfg = _cfg(tmp_path, random_model_dir, stacks_npy, steps=1, focus_weight=0.5)
+    trainer = _trainer(cfg)
+    idx, pos = torch.tensor([0, 1]), torch.tensor([2, 7])
+    noise = torch.randn((2, *trainer.data.latents.shape[1:]), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        terms = trainer.losses(trainer.student, idx, pos, noise, torch.Generator().manual_seed(2))
+    assert set(terms) == {"mse", "perceptual", "focus"} and float(terms["focus"]) > 0
+    without = _trainer(_cfg(tmp_path / "b", random_model_dir, stacks_npy, steps=1, cache=tmp_path / "gt-cache"))
+    with torch.no_grad():
+        plain = without.losses(without.student, idx, pos, noise, torch.Generator().manual_seed(2))
+    assert "focus" not in plain
+    assert float(plain["perceptual"]) == pytest.approx(float(terms["perceptual"]), rel=1e-6)
+    assert float(plain["mse"]) == pytest.approx(float(terms["mse"]), rel=1e-6)
+
+
 def test_ground_truth_loss_decreases(tmp_path, random_model_dir, stacks_npy, one_thread):
     # The latent term alone: a random decoder's LPIPS is noise that hides the trend in 40 updates
     # (the perceptual path is covered by the gradient test above).

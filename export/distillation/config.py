@@ -47,6 +47,9 @@ class DistillConfig:
     perceptual_weight: float = 1.0  # ground-truth: LPIPS (alex) of decoded crops, beside latent MSE
     perceptual_crop: int = 8  # ground-truth: latent side of the decoded crop (8 = 64 px); 0 = whole frame
     teacher_weight: float = 0.0  # ground-truth: weight of the trajectory-distillation term (0 = none)
+    # ground-truth: L1 between the log focus maps (local Laplacian energy) of the decoded crop and of
+    # the true frames: the per-pixel sharpness curve across frames that depth from focus reads.
+    focus_weight: float = 0.0
 
     @property
     def schedule(self) -> StudentSchedule:
@@ -65,6 +68,6 @@ class DistillConfig:
         """What a resumed run must share with the run it continues."""
         keys = ("steps", "batch", "lr", "weight_decay", "ema_decay", "rollout_fraction", "seed",
                 "trainable", "precision", "sigma_max", "sigma_min", "samples", "objective",
-                "perceptual_weight", "perceptual_crop", "teacher_weight")
+                "perceptual_weight", "perceptual_crop", "teacher_weight", "focus_weight")
         d = asdict(self)
         return {k: d[k] for k in keys} | {"init": str(self.init) if self.init else None}

@@ -7,7 +7,9 @@ from fresh noise with gradients (every UNet call of the stack in the graph),
 and its final latents are regressed on the ground-truth stack's latents (MSE,
 unit-variance latents) plus LPIPS (alex) of a decoded crop against the true
 frames, the frozen temporal decoder decoding the crop 8 + 1 frames as the
-sampler does. The trajectory term to a teacher can be kept beside it
+sampler does; optionally plus an L1 between log focus maps of that crop and of
+the truth (`focus_weight`), the sharpness-across-frames signal that depth from
+focus reads and that MSE and LPIPS reward only weakly. The trajectory term to a teacher can be kept beside it
 (`teacher_weight`). Single-step video generators built on SVD (SF-V, MobileVD)
 train through the generator's own sampler the same way; the paper's Table 1
 shows plain L2 regression networks coming close to its diffusion model on this
@@ -118,6 +120,28 @@ def random_crop(gen: torch.Generator, h: int, w: int, crop: int) -> tuple[int, i
     return y, x, ch, cw
 
 
+LUMA = (0.299, 0.587, 0.114)
+FOCUS_WINDOW = 5  # px: the box over which Laplacian energy is summed
+FOCUS_FLOOR = 1e-4  # added before the log, so textureless pixels give flat, equal curves
+
+
+def log_focus_maps(frames: torch.Tensor) -> torch.Tensor:
+    """[F, 3, H, W] frames in [-1, 1] -> [F, H, W] log local sharpness, differentiable.
+
+    The energy of the luminance Laplacian over a small box, in the log domain: at every pixel its curve
+    across frames is what depth from focus ranks (refocus_edge.dof uses the same kind of measure), and
+    the log makes the loss care about sharpness ratios between frames, not only about textured areas.
+    Grain in a region that should be out of focus raises its energy there, and a frame that stays soft
+    where the truth is sharp lowers it, so both are penalised."""
+    y = torch.einsum("fchw,c->fhw", (frames.float() + 1) * 0.5, frames.new_tensor(LUMA, dtype=torch.float32))
+    y = torch.nn.functional.pad(y[:, None], (1, 1, 1, 1), mode="replicate")
+    kernel = y.new_tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
+    energy = torch.nn.functional.conv2d(y, kernel).pow(2)
+    energy = torch.nn.functional.avg_pool2d(energy, FOCUS_WINDOW, stride=1, padding=FOCUS_WINDOW // 2,
+                                            count_include_pad=False)
+    return torch.log(energy[:, 0] + FOCUS_FLOOR)
+
+
 class GroundTruthTrainer(TrainerCore):
     """The student's own sampler, end to end, regressed on the true stacks (see the module docstring)."""
 
@@ -171,12 +195,13 @@ class GroundTruthTrainer(TrainerCore):
         return torch.cat(out)
 
     def losses(self, unet, idx: torch.Tensor, pos: torch.Tensor, noise: torch.Tensor, crop_gen) -> dict:
-        """{'mse', 'perceptual'} of the student's samples for stacks `idx` at input positions `pos`."""
+        """{'mse', 'perceptual', 'focus'} of the student's samples for stacks `idx` at input positions `pos`
+        (the decoded-crop terms only when their weight is nonzero)."""
         c = self.conditioning(idx, pos)
         out = self.sample(unet, c, noise)
         target = self.data.latents[idx].float().to(self.device) * self.scaling
         terms = {"mse": (out - target).pow(2).mean()}
-        if self.lpips is not None:
+        if self.lpips is not None or self.cfg.focus_weight > 0:
             # One stack of the batch, one crop: the decoder's backward pass is the costly part.
             b = int(torch.randint(len(idx), (1,), generator=crop_gen))
             h, w = out.shape[-2:]
@@ -185,7 +210,11 @@ class GroundTruthTrainer(TrainerCore):
             frames = self.decode(out[b, :, :, y:y + ch, x:x + cw])
             gt = self.data.frames[int(idx[b]), :, :, y * f:(y + ch) * f, x * f:(x + cw) * f]
             gt = gt.float().div(127.5).sub(1).to(self.device)
-            terms["perceptual"] = self.lpips(frames.clamp(-1, 1), gt).mean()
+            frames = frames.clamp(-1, 1)
+            if self.lpips is not None:
+                terms["perceptual"] = self.lpips(frames, gt).mean()
+            if self.cfg.focus_weight > 0:
+                terms["focus"] = (log_focus_maps(frames) - log_focus_maps(gt)).abs().mean()
         return terms
 
     def noise(self, n: int) -> torch.Tensor:
@@ -197,7 +226,8 @@ class GroundTruthTrainer(TrainerCore):
         idx = torch.randint(self.train_count, (b,), generator=self.gen)
         pos = torch.randint(self.frames_n, (b,), generator=self.gen)
         terms = self.losses(self.student, idx, pos, self.noise(b), self.gen)
-        loss = terms["mse"] + cfg.perceptual_weight * terms.get("perceptual", 0.0)
+        loss = (terms["mse"] + cfg.perceptual_weight * terms.get("perceptual", 0.0)
+                + cfg.focus_weight * terms.get("focus", 0.0))
         if cfg.teacher_weight > 0:
             loss = loss + cfg.teacher_weight * self.teacher_objective.loss(self)
         return loss

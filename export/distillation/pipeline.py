@@ -108,7 +108,7 @@ _TRAJECTORY_METHOD = """trajectory distillation with the guidance folded in. The
 _GROUND_TRUTH_METHOD = """the student's own {steps}-step Euler sampler, run from noise with
   gradients through every UNet call, trained toward the true focal stacks: latent
   MSE to the encoded ground truth plus {pw:g} x LPIPS (alex) of a decoded crop
-  ({crop}) against the true frames, the temporal decoder frozen{teacher}.
+  ({crop}) against the true frames{focus}, the temporal decoder frozen{teacher}.
   See export/distillation/ground_truth.py."""
 
 
@@ -119,7 +119,10 @@ def _readme(cfg: DistillConfig, card: dict) -> str:
         crop = f"{cfg.perceptual_crop * 8} px square" if cfg.perceptual_crop else "whole frames"
         teacher = (f"; plus {cfg.teacher_weight:g} x the trajectory-distillation term to the teacher"
                    if cfg.teacher_weight > 0 else "")
-        method = _GROUND_TRUTH_METHOD.format(steps=cfg.steps, pw=cfg.perceptual_weight, crop=crop, teacher=teacher)
+        focus = (f", plus {cfg.focus_weight:g} x L1 of the crop's log focus maps to the truth's"
+                 if cfg.focus_weight > 0 else "")
+        method = _GROUND_TRUTH_METHOD.format(steps=cfg.steps, pw=cfg.perceptual_weight, crop=crop,
+                                             teacher=teacher, focus=focus)
         data = f"{t['samples']} ground-truth stacks from {card['data']}"
         measured = "against the ground truth, held-back stacks, fixed noise and input positions"
     else:
@@ -242,6 +245,7 @@ def run_distillation(cfg: DistillConfig, log=print) -> Path:
     sched_cfg = cfg.schedule.scheduler_config(teacher.scheduler)
     method = ("few-step sampler trained end to end toward the ground-truth stacks "
               f"(latent MSE + {cfg.perceptual_weight:g} x LPIPS of decoded crops"
+              + (f" + {cfg.focus_weight:g} x L1 of log focus maps" if cfg.focus_weight > 0 else "")
               + (f" + {cfg.teacher_weight:g} x trajectory distillation" if cfg.teacher_weight > 0 else "")
               + ", export/distillation/ground_truth.py)"
               if cfg.objective == "ground-truth" else "trajectory distillation, guidance folded in (export/distillation)")
