@@ -4,12 +4,20 @@ from __future__ import annotations
 import argparse
 
 
+SIDE_MIN, SIDE_MAX, SIDE_STEP = 8, 8192, 8  # every VAE here downsamples 8x; the model checks its own step
+
+
 def size_wxh(text: str) -> tuple[int, int]:
-    """'512x320' -> (512, 320): width x height."""
+    """'512x320' -> (512, 320): width x height, each side a multiple of 8 in [8, 8192] (the model later
+    checks its own, stricter rule, e.g. multiples of 64 for the released UNet)."""
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like 512x320 (W x H), got {text!r}") from None
+    for side in (w, h):
+        if not SIDE_MIN <= side <= SIDE_MAX or side % SIDE_STEP:
+            raise argparse.ArgumentTypeError(f"{text!r}: each side must be a multiple of {SIDE_STEP} from "
+                                             f"{SIDE_MIN} to {SIDE_MAX}")
     return w, h
 
 

@@ -29,6 +29,17 @@ def test_seed_out_of_range_is_refused_at_parse_time(tmp_path, capsys):
     assert "expected an integer >= 1, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("size", ["0x64", "100x64", "64x16384", "64"])
+def test_sizes_out_of_range_are_refused_at_parse_time(tmp_path, capsys, size):
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "onnx", "--out", str(tmp_path / "b"), "--resolution", size])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    expected = "must look like 512x320" if "x" not in size else "each side must be a multiple of 8 from 8 to 8192"
+    assert expected in err and "Traceback" not in err
+    assert not (tmp_path / "b").exists()
+
+
 def test_far_too_many_steps_ask_for_force_before_sampling(random_model_dir, tmp_path, capsys, monkeypatch):
     import refocus_edge.runtime.sampler as sampler
 

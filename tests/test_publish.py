@@ -195,3 +195,37 @@ def test_a_cache_entry_waits_for_its_builder_and_a_read_only_cache_runs_unlocked
     with pytest.warns(UserWarning, match="is not locked"):
         with cache_entry_lock(tmp_path / "ro" / "timings.json"):
             pass
+
+
+def test_tensorrt_timing_cache_saves_merge_what_another_build_saved(tmp_path):
+    """Two engine builds that overlap both load the timing cache, then save it: the second save merges
+    the first's timings instead of replacing them (under the cache file's lock). TensorRT's own cache
+    object is stood in for by a set with the same combine/serialize calls."""
+    from refocus_edge.runtime.backends.backend_tensorrt import _save_timing_cache
+
+    class Cache:
+        def __init__(self, entries):
+            self.entries = set(entries)
+
+        def combine(self, other, ignore_mismatch):
+            self.entries |= other.entries
+            return True
+
+        def serialize(self):
+            return ",".join(sorted(self.entries)).encode()
+
+    class Config:
+        def __init__(self, entries):
+            self.cache = Cache(entries)
+
+        def get_timing_cache(self):
+            return self.cache
+
+        def create_timing_cache(self, data):
+            return Cache(data.decode().split(",") if data else [])
+
+    path = tmp_path / "trt" / "timing.cache"
+    _save_timing_cache(Config(["unet:tactic1", "vae:tactic2"]), path)  # the first build, started from empty
+    _save_timing_cache(Config(["decoder:tactic3"]), path)  # the second build, which also started from empty
+    assert path.read_bytes() == b"decoder:tactic3,unet:tactic1,vae:tactic2"
+    assert not list(path.parent.glob(".*lock*"))  # the lock file goes with its release

@@ -366,8 +366,17 @@ def _save_timing_cache(config, path: Path) -> None:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Last writer wins when two builds overlap; either file is a valid cache.
-        _write_atomic(path, bytes(cache.serialize()))
+        # One writer at a time, and what another build saved since this one loaded the file is merged
+        # in (combine skips entries of another TensorRT or GPU), so overlapping builds lose no timings.
+        with cache_entry_lock(path):
+            try:
+                on_disk = path.read_bytes()
+            except OSError:
+                on_disk = b""
+            saved = config.create_timing_cache(on_disk) if on_disk else None
+            if saved is not None:
+                cache.combine(saved, True)
+            _write_atomic(path, bytes(cache.serialize()))
     except OSError:  # a read-only cache only costs re-timing next build
         pass
 
