@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 
 import torch
-from refocus_edge.runtime.components import VAE_PREFIX
+from refocus_edge.runtime.components import IMAGE_ENCODER, UNET, VAE_PREFIX
 
 
 # Largest activation magnitude accepted for fp16 compute: fp16 overflows at 65504, and the
@@ -67,8 +67,8 @@ def emulated_refocuser(refocuser, specs, runners: dict, label: str):
     wrapped = {n: Runner(specs[n], r, f"coreml-emulated {label}") for n, r in runners.items()}
     return replace(
         refocuser, notes=[], choices=[],
-        unet=UNetAdapter(dict(refocuser.unet.config), {"unet": wrapped["unet"]}),
+        unet=UNetAdapter(dict(refocuser.unet.config), {UNET: wrapped[UNET]}),
         vae=VaeAdapter(dict(refocuser.vae.config), {n: r for n, r in wrapped.items() if n.startswith(VAE_PREFIX)}),
         image_encoder=ImageEncoderAdapter(refocuser.image_encoder.config.to_dict(),
-                                          {"image_encoder": wrapped["image_encoder"]}),
+                                          {IMAGE_ENCODER: wrapped[IMAGE_ENCODER]}),
     )

@@ -37,7 +37,7 @@ from refocus_edge.export.parity import GateResult, component_gate, end_to_end_ga
 from refocus_edge.runtime.artifacts import (COREML, COREML_REWRITE, coreml_artifact, coreml_chunk_artifact,
                                              coreml_chunk_folder, model_hash)
 from refocus_edge.runtime.backends.chain import ChainRunner
-from refocus_edge.runtime.components import ModelDims, component_specs
+from refocus_edge.runtime.components import IMAGE_ENCODER, UNET, VAE_ENCODER, ModelDims, component_specs
 from refocus_edge.runtime.disk_usage import disk_mib
 
 # Worst-frame LPIPS of a compressed UNet's stack against PyTorch fp32, same seed. The
@@ -85,22 +85,24 @@ def rewrite_modules(refocuser, specs) -> dict[str, torch.nn.Module]:
     from refocus_edge.runtime.component_modules import ImageEncoderComponent
 
     vae = ConvertibleVAE.from_diffusers(refocuser.vae).eval()
-    modules = {"image_encoder": ImageEncoderComponent(refocuser.image_encoder).eval(),  # CLIP converts as is
-               "vae_encoder": vae.encoder_module(),
-               "unet": ConvertibleUNet.from_diffusers(refocuser.unet).eval()}
+    modules = {IMAGE_ENCODER: ImageEncoderComponent(refocuser.image_encoder).eval(),  # CLIP converts as is
+               VAE_ENCODER: vae.encoder_module(),
+               UNET: ConvertibleUNet.from_diffusers(refocuser.unet).eval()}
     for name, spec in specs.items():
         if spec.num_frames is not None:
             modules[name] = vae.decoder_module(spec.num_frames)
     return modules
 
 
-def _unet_pieces(unet, recipe: CoreMLRecipe, max_mb: float, sample_shape: tuple) -> list[dict]:
+def _unet_pieces(unet, recipe: CoreMLRecipe, max_mb: float, input_shapes: dict) -> list[dict]:
     """The UNet as one piece, or as chunks when its weights exceed the package limit.
 
-    Each piece: module, input/output names and static shapes (None: the component's own)."""
+    `input_shapes`: the UNet spec's static input shapes, from which every chunk boundary's
+    shapes follow. Each piece: module, input/output names and static shapes (None: the
+    component's own)."""
     from refocus_edge.export.coreml.rewrites.unet import UNetChunk, plan_chunks
 
-    bits = recipe.weight_bits("unet")
+    bits = recipe.weight_bits(UNET)
     params = sum(p.numel() for p in unet.parameters())
     if params * bits / 8 <= max_mb * 2 ** 20 or bits <= 6:
         plan = [(0, len(unet.stage_names()))]
@@ -111,10 +113,10 @@ def _unet_pieces(unet, recipe: CoreMLRecipe, max_mb: float, sample_shape: tuple)
     pieces = []
     for start, stop in plan:
         chunk = UNetChunk(unet, start, stop).eval()
-        # Boundary shapes follow from the config and the sample shape alone: no run needed.
+        # Boundary shapes follow from the config and the spec's input shapes alone: no run needed.
         pieces.append({"module": chunk, "stages": (start, stop),
-                       "inputs": list(zip(chunk.input_names, chunk.input_shapes(sample_shape))),
-                       "outputs": list(zip(chunk.output_names, chunk.output_shapes(sample_shape)))})
+                       "inputs": list(zip(chunk.input_names, chunk.input_shapes(input_shapes))),
+                       "outputs": list(zip(chunk.output_names, chunk.output_shapes(input_shapes)))})
     return pieces
 
 
@@ -132,7 +134,7 @@ def export_coreml(cfg: CoreMLExportConfig, log: Callable[[str], None] = print) -
     source_hash = model_hash(refocuser.source)
     log(f"model      {refocuser.source} (hash {source_hash[:12]})")
     w, h = dims.resolutions[0]
-    log(f"shapes     static, {w}x{h}, UNet batch {specs['unet'].sizes()['batch']}")
+    log(f"shapes     static, {w}x{h}, UNet batch {specs[UNET].sizes()['batch']}")
     report = CoreMLExportReport(out=Path(cfg.out))
     originals = {name: component_module(refocuser, spec) for name, spec in specs.items()}
     rewrites = rewrite_modules(refocuser, specs)
@@ -176,7 +178,7 @@ def export_coreml(cfg: CoreMLExportConfig, log: Callable[[str], None] = print) -
                     precision = "fp32"  # its activations leave fp16's safe range: keep this one in fp32
                     log(f"{recipe.name:8s} {name:14s} activations reach {peak:.3g} > {FP16_SAFE_MAX:g}: fp32 compute")
                 dtype = torch.float16 if precision == "fp16" else torch.float32
-                pieces = (_unet_pieces(module, recipe, cfg.max_package_mb, shapes["sample"]) if name == "unet"
+                pieces = (_unet_pieces(module, recipe, cfg.max_package_mb, shapes) if name == UNET
                           else [{"module": module, "inputs": None, "outputs": None}])
                 entry = {"compute_precision": precision, "weight_bits": recipe.weight_bits(name),
                          "activation_max": peak,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from refocus_edge.export.coreml.convert import coremltools_logs
+from refocus_edge.runtime.component_names import UNET
 from refocus_edge.runtime.errors import InvalidArgumentError
 
 COMPRESSIONS = {"w8": 8, "p6": 6, "p4": 4}  # name -> bits per weight
@@ -50,12 +51,12 @@ class CoreMLRecipe:
         return self.precision if self.compress is None else f"{self.precision}-{self.compress}"
 
     def weight_bits(self, component: str) -> int:
-        if self.compress is not None and component == "unet":
+        if self.compress is not None and component == UNET:
             return COMPRESSIONS[self.compress]
         return 16 if self.precision == "fp16" else 32
 
     def compresses(self, component: str) -> bool:
-        return self.compress is not None and component == "unet"
+        return self.compress is not None and component == UNET
 
 
 def compress_module(module: torch.nn.Module, recipe: CoreMLRecipe) -> torch.nn.Module:
