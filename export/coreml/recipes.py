@@ -22,12 +22,13 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from refocus_edge.export.coreml.convert import coremltools_logs
 from refocus_edge.runtime.component_names import UNET
 from refocus_edge.runtime.errors import InvalidArgumentError
+
+if TYPE_CHECKING:  # imported where used: the CLI reads this module's names without torch
+    import torch
 
 COMPRESSIONS = {"w8": 8, "p6": 6, "p4": 4}  # name -> bits per weight
 PRECISIONS = ("fp16", "fp32")
@@ -66,6 +67,10 @@ def compress_module(module: torch.nn.Module, recipe: CoreMLRecipe) -> torch.nn.M
     carries coremltools' compression metadata, from which the converter emits
     constexpr_lut_to_dense / constexpr_affine_dequantize ops holding the same values.
     """
+    import torch
+
+    from refocus_edge.export.coreml.convert import coremltools_logs
+
     if recipe.compress is None:
         return module
     try:
