@@ -33,7 +33,7 @@ def _recipe(name: str):
 
 
 def conversion_table(model, recipes, out: Path) -> tuple[list, dict]:
-    from refocus_edge.export.coreml.export import CoreMLExportConfig, export_coreml
+    from refocus_edge.export.targets.target_coreml import CoreMLExportConfig, export_coreml
     from refocus_edge.runtime.bundle import read_bundle
 
     report = export_coreml(CoreMLExportConfig(model=model, out=out, recipes=tuple(recipes), force=True),
@@ -45,8 +45,8 @@ def conversion_table(model, recipes, out: Path) -> tuple[list, dict]:
 @torch.no_grad()
 def drift(model, recipes, manifest: dict, count: int, positions) -> dict:
     from benchmarks.distillation import _frames, _stacks
-    from refocus_edge.export.coreml.emulate import ModuleRunner, emulated_refocuser
-    from refocus_edge.export.coreml.export import rewrite_modules
+    from refocus_edge.export.coreml.packages import rewrite_modules
+    from refocus_edge.export.emulation import ModuleRunner, emulated_refocuser
     from refocus_edge.export.coreml.recipes import compress_module
     from refocus_edge.runtime.components import ModelDims, component_specs
     from refocus_edge.runtime.loading import load_refocuser
@@ -72,7 +72,7 @@ def drift(model, recipes, manifest: dict, count: int, positions) -> dict:
             dtype = torch.float16 if entry["compute_precision"] == "fp16" else torch.float32
             module = compress_module(rewrites[name], recipe) if recipe.compresses(name) else rewrites[name]
             runners[name] = ModuleRunner(module, spec.input_names, spec.output_names, dtype)
-        emulated = emulated_refocuser(refocuser, specs, runners, recipe.name)
+        emulated = emulated_refocuser(refocuser, specs, runners, f"coreml-emulated {recipe.name}")
         per_frame, t0 = [], time.perf_counter()
         for i, stack in enumerate(stacks):
             for k in positions:

@@ -52,6 +52,24 @@ class GateResult:
         return self
 
 
+@dataclass
+class CheckedGate:
+    """A component gate recorded by reference: the artifact passed checks made elsewhere in the
+    export, named by `metric` (each raises when it fails, so a record exists only for a pass)."""
+
+    component: str
+    artifact: str
+    precision: str
+    metric: str
+    passed: bool = True
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def enforce(self) -> "CheckedGate":
+        return self
+
+
 def max_rel_error(got: torch.Tensor, ref: torch.Tensor) -> float:
     got, ref = got.double(), ref.double()
     if got.shape != ref.shape:

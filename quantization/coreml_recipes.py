@@ -1,6 +1,6 @@
 """Core ML recipes of `refocus quantize` (w8, p6, p4): the Core ML exporter's weight
 compression, so there is one implementation of compressing, converting, checking
-and gating Core ML packages (export/coreml/). The bundle holds the fp16 packages
+and gating Core ML packages (export/targets/target_coreml.py, export/coreml/). The bundle holds the fp16 packages
 and the compressed ones; its end-to-end gate runs the compressed weights in
 PyTorch through the same sampler (Core ML itself runs only on macOS)."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def quantize_coreml(cfg, recipe, log):
-    from refocus_edge.export.coreml.export import CoreMLExportConfig, export_coreml
+    from refocus_edge.export.targets.target_coreml import CoreMLExportConfig, export_coreml
     from refocus_edge.export.coreml.recipes import CoreMLRecipe
     from refocus_edge.quantization.report import QuantizeReport
 

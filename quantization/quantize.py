@@ -2,7 +2,7 @@
 quantized recipe, calibrated, scanned for sensitive blocks and gated end to end.
 
 Steps, all inside the bundle writer's staging folder (a failed gate leaves nothing):
- 1. the fp32 ONNX bundle (exported and gated by export/onnx_export.py, or copied);
+ 1. the fp32 ONNX bundle (exported and gated by export/targets/target_onnx.py, or copied);
  2. calibration: the fp32 bundle samples calibration stacks and every component
     call is recorded (calibration.py);
  3. qdq recipes: ranges computed once per component, then the sensitivity scan
@@ -62,7 +62,7 @@ class QuantizeConfig:
 
 def _source_bundle(cfg: QuantizeConfig, recipe, stage: Path, tmp: Path, log) -> None:
     """Fill `stage` with the fp32 ONNX bundle (plus fp16 graphs for the fp16 recipe)."""
-    from refocus_edge.export.onnx_export import OnnxExportConfig, export_onnx
+    from refocus_edge.export.targets.target_onnx import OnnxExportConfig, export_onnx
     from refocus_edge.runtime.bundle import is_bundle, read_bundle
     from refocus_edge.runtime.zoo import resolve_model
 
@@ -342,7 +342,7 @@ def module_runners(model, specs: dict, dtype: torch.dtype, label: str, transform
     """{component: Runner} computing each component with `model`'s PyTorch modules in `dtype`
     (weights and activations rounded as a `dtype` engine rounds them); `transform(name, module)`
     may swap a module first (the Core ML benchmark compresses the UNet's weights that way)."""
-    from refocus_edge.export.coreml.emulate import ModuleRunner
+    from refocus_edge.export.emulation import ModuleRunner
     from refocus_edge.runtime.backends.base import Runner
     from refocus_edge.runtime.component_modules import component_module
 

@@ -58,9 +58,14 @@ def model_hash(folder: Path) -> str:
 
 
 # ------------------------------------------------------------------ names
+def artifact_path(kind: str, component: str, precision: str, extension: str) -> str:
+    """Bundle-relative path of a component's artifact of `kind` (an export target's) at `precision`."""
+    return f"{kind}/{precision}/{component}{extension}"
+
+
 def onnx_artifact(component: str, precision: str) -> str:
     """Bundle-relative path of a component's ONNX graph."""
-    return f"onnx/{precision}/{component}.onnx"
+    return artifact_path(ONNX, component, precision, ".onnx")
 
 
 def onnx_external_data(component: str) -> str:
@@ -80,7 +85,7 @@ def sensitivity_folder(recipe: str) -> str:
 
 def coreml_artifact(component: str, precision: str) -> str:
     """A component's Core ML package; `precision` is the recipe name (fp16, fp16-p6, ...)."""
-    return f"coreml/{precision}/{component}.mlpackage"
+    return artifact_path(COREML, component, precision, ".mlpackage")
 
 
 def coreml_chunk_folder(component: str, precision: str) -> str:

@@ -26,6 +26,11 @@ from refocus_edge.runtime.errors import InvalidArgumentError
 # carries a 10-bit mantissa through dozens of layers.
 PARITY_TOLERANCE = {"fp32": 1e-4, "fp16": 3e-2}
 
+# The UNet's tensors, inputs in the order of its flat interface (component_modules.UNetComponent):
+# the spec below names them, and the Core ML rewrite's stages and chunk interfaces read them from here.
+UNET_INPUTS = ("sample", "timestep", "encoder_hidden_states", "added_time_ids")
+UNET_OUTPUT = "out_sample"
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -214,11 +219,10 @@ def component_specs(dims: ModelDims) -> dict[str, ComponentSpec]:
         # Batch: 1 per guidance branch in the literal loop, 2 (both branches) in the fast one.
         UNET: ComponentSpec(
             UNET,
-            inputs=(TensorSpec("sample", ("batch", n, 2 * c, "latent_height", "latent_width"), "model"),
-                    TensorSpec("timestep", ("batch",), "model"),
-                    TensorSpec("encoder_hidden_states", ("batch", 1, dims.embed_dim), "model"),
-                    TensorSpec("added_time_ids", ("batch", dims.num_time_ids), "model")),
-            outputs=(TensorSpec("out_sample", ("batch", n, c, "latent_height", "latent_width"), "model"),),
+            inputs=tuple(TensorSpec(name, dims_, "model") for name, dims_ in zip(UNET_INPUTS, (
+                ("batch", n, 2 * c, "latent_height", "latent_width"), ("batch",),
+                ("batch", 1, dims.embed_dim), ("batch", dims.num_time_ids)))),
+            outputs=(TensorSpec(UNET_OUTPUT, ("batch", n, c, "latent_height", "latent_width"), "model"),),
             profile={"batch": (1, 2 if dims.guided else 1, 2), **latent_profile},
             notes="v-prediction; sample = scaled noisy latents ++ conditioning latents on channels"),
     }

@@ -66,7 +66,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_bundle(random_model_dir, tmp_path_factory) -> Path:
     """The random tiny refocuser exported to an fp32 + fp16 ONNX bundle (both gates passed)."""
-    from refocus_edge.export.onnx_export import OnnxExportConfig, export_onnx
+    from refocus_edge.export.targets.target_onnx import OnnxExportConfig, export_onnx
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     export_onnx(OnnxExportConfig(model=random_model_dir, out=out, precisions=("fp32", "fp16")),

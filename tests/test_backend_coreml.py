@@ -78,7 +78,7 @@ def test_packages_match_the_pytorch_rewrites_on_macos(random_model_dir, tmp_path
     pytest.importorskip("coremltools")
     import torch
 
-    from refocus_edge.export.coreml.export import CoreMLExportConfig, export_coreml
+    from refocus_edge.export.targets.target_coreml import CoreMLExportConfig, export_coreml
     from refocus_edge.runtime.bundle import read_bundle
 
     out = tmp_path / "bundle"

@@ -192,6 +192,26 @@ def test_chunks_in_sequence_equal_forward(which, shape, request):
             assert torch.equal(_chain_chunks(ours, plan, inputs), expected), plan
 
 
+def test_chunk_interfaces_are_the_unet_spec(four_levels):
+    """The rewrite's model inputs and output are the UNet spec's tensors, and chunk boundary shapes
+    computed from the spec's input shapes equal those derived from the sample shape alone."""
+    from refocus_edge.runtime.components import UNET, ModelDims, component_specs
+
+    _, ours = four_levels
+    cfg = ours.config
+    dims = ModelDims(latent_channels=cfg["out_channels"], embed_dim=cfg["cross_attention_dim"], clip_size=(64, 64),
+                     vae_scale_factor=8, num_frames=cfg["num_frames"], decode_chunk_sizes=(4, 1),
+                     resolutions=((96, 80),))
+    spec = component_specs(dims)[UNET]
+    assert list(MODEL_INPUTS) == spec.input_names and [MODEL_OUTPUT] == spec.output_names
+    shapes = spec.input_shapes("opt")
+    assert ours.model_input_shapes(shapes["sample"]) == shapes
+    assert ours.boundary_shapes(shapes) == ours.boundary_shapes(shapes["sample"])
+    n = len(ours.stage_names())
+    assert UNetChunk(ours, 0, 2).input_shapes(shapes) == [shapes[name] for name in UNetChunk(ours, 0, 2).input_names]
+    assert UNetChunk(ours, 2, n).output_shapes(shapes) == [(2, 4, 4, 10, 12)]
+
+
 def test_chunk_holds_only_its_own_weights(three_levels):
     _, ours = three_levels
     chunk = UNetChunk(ours, 4, 6)  # mid, up_0

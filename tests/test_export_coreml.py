@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("coremltools", reason="coremltools is not installed (pip install 'refocus-edge[coreml]')")
 
-from refocus_edge.export.coreml.export import CoreMLExportConfig, export_coreml  # noqa: E402
+from refocus_edge.export.targets.target_coreml import CoreMLExportConfig, export_coreml  # noqa: E402
 from refocus_edge.export.coreml.recipes import CoreMLRecipe  # noqa: E402
 from refocus_edge.export.parity import ParityError  # noqa: E402
 from refocus_edge.runtime.bundle import read_bundle  # noqa: E402
@@ -85,7 +85,7 @@ def test_the_log_reports_each_package_and_the_end_to_end_check(coreml_bundle):
 
 
 def test_a_rewrite_that_differs_fails_the_export_and_writes_nothing(random_model_dir, tmp_path, monkeypatch):
-    import refocus_edge.export.coreml.export as ex
+    import refocus_edge.export.coreml.packages as ex
 
     original = ex.rewrite_modules
 

@@ -11,7 +11,7 @@ import torch
 pytest.importorskip("onnxruntime", reason="needs onnxruntime (pip install -e '.[test]')")
 onnx = pytest.importorskip("onnx", reason="needs onnx (pip install -e '.[test]')")
 
-from refocus_edge.export.onnx_export import OnnxExportConfig, export_onnx  # noqa: E402
+from refocus_edge.export.targets.target_onnx import OnnxExportConfig, export_onnx  # noqa: E402
 from refocus_edge.export.parity import ParityError, component_gate  # noqa: E402
 from refocus_edge.runtime.bundle import read_bundle  # noqa: E402
 from refocus_edge.runtime.component_modules import component_module  # noqa: E402
@@ -71,7 +71,7 @@ def test_parity_gate_fails_on_a_corrupted_graph(tiny_bundle, random_refocuser, t
 
 
 def test_a_failed_gate_fails_the_export_and_writes_nothing(random_model_dir, tmp_path, monkeypatch):
-    import refocus_edge.export.onnx_export as mod
+    import refocus_edge.export.onnx_graphs as mod
 
     real = mod.export_component
 

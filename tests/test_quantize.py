@@ -337,14 +337,15 @@ def test_onnxruntime_refuses_bf16_and_loading_falls_back(bf16):
 @pytest.mark.parametrize("name", ["w8", "p6", "p4"])
 def test_coreml_recipes_delegate_to_the_coreml_exporter(name, tmp_path, monkeypatch):
     """The Core ML recipes are the Core ML exporter's compression options (no second implementation)."""
-    import refocus_edge.export.coreml.export as coreml_export
+    import refocus_edge.export.targets.target_coreml as coreml_export
+    from refocus_edge.export.driver import ExportReport
     from refocus_edge.export.parity import GateResult
 
     seen = {}
 
     def fake_export(cfg, log):
         seen["cfg"] = cfg
-        return coreml_export.CoreMLExportReport(
+        return ExportReport(
             out=cfg.out, gates=[GateResult("end_to_end", "coreml", f"fp16-{name}", "lpips", 0.01, 0.05)],
             rows=[{"component": "unet", "recipe": f"fp16-{name}", "weights_mib": 0.25}])
 
@@ -684,7 +685,7 @@ def test_cli_bad_calibration_folder_is_a_one_line_error(tiny_bundle, tmp_path, c
 
 
 def test_a_bad_calibration_folder_fails_before_any_export(random_model_dir, tmp_path, monkeypatch):
-    import refocus_edge.export.onnx_export as onnx_export
+    import refocus_edge.export.targets.target_onnx as onnx_export
 
     def no_export(*_a, **_k):
         raise AssertionError("the export ran before the calibration folder was checked")

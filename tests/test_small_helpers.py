@@ -1,4 +1,5 @@
-"""The runner-swap context manager (calibration, drift) and the disk-usage helper (export, benchmarks)."""
+"""The runner-swap context manager (calibration, drift), the disk-usage helper (export, benchmarks) and the
+backend adapters' tensor names (read from each runner's spec)."""
 from types import SimpleNamespace
 
 import pytest
@@ -46,3 +47,27 @@ def test_disk_bytes_counts_folders_recursively_and_overlaps_once(tmp_path):
     assert disk_bytes(tmp_path / "a") == 128
     assert disk_bytes(tmp_path / "a", tmp_path / "a" / "x.bin", tmp_path / "missing") == 128
     assert disk_mib(tmp_path / "a" / "b") == pytest.approx(28 / 2 ** 20)
+
+
+def test_adapters_take_tensor_names_from_the_runners_specs():
+    """A spec that renames its tensors is called by those names: the adapters hard-code none."""
+    import torch
+
+    from refocus_edge.runtime.backends.adapters import ImageEncoderAdapter, UNetAdapter, VaeAdapter
+    from refocus_edge.runtime.backends.base import Runner
+    from refocus_edge.runtime.components import ComponentSpec, TensorSpec
+
+    def runner(name, inputs, output):
+        spec = ComponentSpec(name, tuple(TensorSpec(n, ()) for n in inputs), (TensorSpec(output, ()),), {})
+        return Runner(spec, lambda feeds: {output: (list(feeds), feeds)}, "fake", check_inputs=False)
+
+    unet = UNetAdapter({}, {"unet": runner("unet", ["x", "t", "ctx", "ids"], "v")})
+    names, feeds = unet(torch.zeros(2, 1), 0.5, encoder_hidden_states=torch.ones(2, 1, 3),
+                        added_time_ids=torch.zeros(2, 3), return_dict=False)[0]
+    assert names == ["x", "t", "ctx", "ids"] and feeds["t"].tolist() == [0.5, 0.5]
+    vae = VaeAdapter({}, {"vae_encoder": runner("vae_encoder", ["pixels"], "z"),
+                          "vae_decoder_2": runner("vae_decoder_2", ["z_in"], "rgb")})
+    assert vae.encode(torch.zeros(1)).latent_dist.mode()[0] == ["pixels"]
+    assert vae.decode(torch.zeros(2), num_frames=2).sample[0] == ["z_in"]
+    enc = ImageEncoderAdapter({}, {"image_encoder": runner("image_encoder", ["clip_in"], "embeds")})
+    assert enc(torch.zeros(1)).image_embeds[0] == ["clip_in"]

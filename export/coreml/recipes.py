@@ -22,11 +22,13 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from refocus_edge.export.coreml.convert import coremltools_logs
+from refocus_edge.runtime.component_names import UNET
 from refocus_edge.runtime.errors import InvalidArgumentError
+
+if TYPE_CHECKING:  # imported where used: the CLI reads this module's names without torch
+    import torch
 
 COMPRESSIONS = {"w8": 8, "p6": 6, "p4": 4}  # name -> bits per weight
 PRECISIONS = ("fp16", "fp32")
@@ -50,12 +52,12 @@ class CoreMLRecipe:
         return self.precision if self.compress is None else f"{self.precision}-{self.compress}"
 
     def weight_bits(self, component: str) -> int:
-        if self.compress is not None and component == "unet":
+        if self.compress is not None and component == UNET:
             return COMPRESSIONS[self.compress]
         return 16 if self.precision == "fp16" else 32
 
     def compresses(self, component: str) -> bool:
-        return self.compress is not None and component == "unet"
+        return self.compress is not None and component == UNET
 
 
 def compress_module(module: torch.nn.Module, recipe: CoreMLRecipe) -> torch.nn.Module:
@@ -65,6 +67,10 @@ def compress_module(module: torch.nn.Module, recipe: CoreMLRecipe) -> torch.nn.M
     carries coremltools' compression metadata, from which the converter emits
     constexpr_lut_to_dense / constexpr_affine_dequantize ops holding the same values.
     """
+    import torch
+
+    from refocus_edge.export.coreml.convert import coremltools_logs
+
     if recipe.compress is None:
         return module
     try:

@@ -4,7 +4,9 @@ The sampler calls `unet(sample, t, encoder_hidden_states=..., added_time_ids=...
 return_dict=False)[0]`, `vae.encode(x).latent_dist.mode()`,
 `vae.decode(z, num_frames=n).sample` and `image_encoder(pixels).image_embeds`,
 and reads `.dtype` and `.config`. These adapters provide exactly that, so the
-loop is written once and never chooses a backend.
+loop is written once and never chooses a backend. Tensor names come from each
+runner's component spec: the call's arguments are its inputs in spec order (the
+order of runtime/component_modules.py's flat modules), the result its first output.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from types import SimpleNamespace
 
 import torch
 
-from refocus_edge.runtime.components import VAE_ENCODER, decoder_chunk, decoder_name, is_decoder
+from refocus_edge.runtime.components import (IMAGE_ENCODER, UNET, VAE_ENCODER, decoder_chunk, decoder_name,
+                                             is_decoder)
 from refocus_edge.runtime.errors import InvalidArgumentError
 
 
@@ -41,6 +44,12 @@ class _Adapter:
         for r in self.runners.values():
             r.close()
 
+    def _run(self, component: str, *inputs: torch.Tensor) -> torch.Tensor:
+        """`component`'s runner on `inputs` (its spec's inputs, in order): its spec's first output."""
+        runner = self.runners[component]
+        spec = runner.spec
+        return runner(dict(zip(spec.input_names, inputs, strict=True)))[spec.output_names[0]]
+
 
 class UNetAdapter(_Adapter):
     def __call__(self, sample, timestep, encoder_hidden_states=None, added_time_ids=None,
@@ -48,9 +57,7 @@ class UNetAdapter(_Adapter):
         batch = sample.shape[0]
         t = torch.as_tensor(timestep, dtype=torch.float32).reshape(-1)
         t = t.expand(batch) if t.numel() == 1 else t
-        out = self.runners["unet"]({"sample": sample.float(), "timestep": t.contiguous(),
-                                    "encoder_hidden_states": encoder_hidden_states.float(),
-                                    "added_time_ids": added_time_ids.float()})["out_sample"]
+        out = self._run(UNET, sample.float(), t.contiguous(), encoder_hidden_states.float(), added_time_ids.float())
         return SimpleNamespace(sample=out) if return_dict else (out,)
 
 
@@ -68,21 +75,20 @@ class VaeAdapter(_Adapter):
     """Encoder runner under "vae_encoder", decoder runners under "vae_decoder_<chunk>"."""
 
     def encode(self, image, return_dict: bool = True):
-        latent = self.runners[VAE_ENCODER]({"image": image.float()})["latent"]
+        latent = self._run(VAE_ENCODER, image.float())
         dist = _Mode(latent)
         return SimpleNamespace(latent_dist=dist) if return_dict else (dist,)
 
     def decode(self, latent, num_frames: int, return_dict: bool = True):
-        runner = self.runners.get(decoder_name(num_frames))
-        if runner is None:
+        if decoder_name(num_frames) not in self.runners:
             chunks = sorted(decoder_chunk(k) for k in self.runners if is_decoder(k))
             raise InvalidArgumentError(f"no VAE decoder for chunks of {num_frames} frames in this bundle "
                                        f"(it has {chunks}); export with matching decode_chunk_sizes")
-        image = runner({"latent": latent.float()})["image"]
+        image = self._run(decoder_name(num_frames), latent.float())
         return SimpleNamespace(sample=image) if return_dict else (image,)
 
 
 class ImageEncoderAdapter(_Adapter):
     def __call__(self, pixel_values, **unused):
-        embeds = self.runners["image_encoder"]({"pixel_values": pixel_values.float()})["image_embeds"]
+        embeds = self._run(IMAGE_ENCODER, pixel_values.float())
         return SimpleNamespace(image_embeds=embeds)

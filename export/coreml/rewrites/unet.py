@@ -68,14 +68,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from refocus_edge.export.coreml.rewrites.layers import group_norm, static_shape
+from refocus_edge.runtime.components import UNET_INPUTS, UNET_OUTPUT
 
 NORM_GROUPS = 32
 CROSS_DOWN = "CrossAttnDownBlockSpatioTemporal"
 PLAIN_DOWN = "DownBlockSpatioTemporal"
 CROSS_UP = "CrossAttnUpBlockSpatioTemporal"
 PLAIN_UP = "UpBlockSpatioTemporal"
-MODEL_INPUTS = ("sample", "timestep", "encoder_hidden_states", "added_time_ids")
-MODEL_OUTPUT = "out_sample"
+# The UNet component's tensor names, as its spec names them (the first chunk's inputs, the last one's output).
+MODEL_INPUTS, MODEL_OUTPUT = UNET_INPUTS, UNET_OUTPUT
 
 # Defaults of UNetSpatioTemporalConditionModel.__init__ (the SVD img2vid UNet), used for
 # the keys a config leaves out.
@@ -603,8 +604,7 @@ def _run_stage(stage: Stage, module: Callable[[str], nn.Module], state: dict) ->
     """Run `stage` on `state` (name -> tensor) in place; `module(path)` gives its modules."""
     kind, _, index = stage.name.partition("_")
     if kind == "embed":
-        sample, timestep = state["sample"], state["timestep"]
-        context, ids = state["encoder_hidden_states"], state["added_time_ids"]
+        sample, timestep, context, ids = (state[name] for name in MODEL_INPUTS)
         b, f, c, h, w = static_shape(sample)
         cb, tokens, d = static_shape(context)
         if tokens != 1:
@@ -765,16 +765,25 @@ class ConvertibleUNet(nn.Module):
         later = {name for stage in self._stages[k:] for name in stage.reads}
         return [name for name in produced if name in later]
 
-    def boundary_shapes(self, sample_shape: Sequence[int]) -> list[dict[str, tuple[int, ...]]]:
-        """For a run on sample [B, F, in, h, w] (timestep [B], encoder_hidden_states [B, 1, D],
-        added_time_ids [B, n_ids]): at each boundary 0..len(stages), name -> shape of every
-        tensor alive there. Computed from the config alone (no weights, no run)."""
-        b, f, c, h, w = (int(s) for s in sample_shape)
+    def model_input_shapes(self, sample_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
+        """The model inputs' shapes for a run on sample [B, F, in, h, w]: timestep [B],
+        encoder_hidden_states [B, 1, D], added_time_ids [B, n_ids], from the config."""
+        b = int(sample_shape[0])
+        cfg = self.config
+        n_ids = cfg["projection_class_embeddings_input_dim"] // cfg["addition_time_embed_dim"]
+        return dict(zip(MODEL_INPUTS, (tuple(int(s) for s in sample_shape), (b,),
+                                       (b, 1, cfg["cross_attention_dim"]), (b, n_ids))))
+
+    def boundary_shapes(self, inputs: Mapping[str, Sequence[int]] | Sequence[int]) -> list[dict[str, tuple[int, ...]]]:
+        """For a run on `inputs` (the model inputs' shapes by name, as a component spec's
+        `input_shapes()` gives them; or the sample's shape alone, the rest following from the
+        config): at each boundary 0..len(stages), name -> shape of every tensor alive there.
+        Computed from the config alone (no weights, no run)."""
+        shapes = ({name: tuple(int(d) for d in inputs[name]) for name in MODEL_INPUTS}
+                  if isinstance(inputs, Mapping) else self.model_input_shapes(inputs))
+        b, f, c, h, w = shapes[MODEL_INPUTS[0]]
         cfg = self.config
         channels = cfg["block_out_channels"]
-        n_ids = cfg["projection_class_embeddings_input_dim"] // cfg["addition_time_embed_dim"]
-        shapes = {"sample": (b, f, c, h, w), "timestep": (b,),
-                  "encoder_hidden_states": (b, 1, cfg["cross_attention_dim"]), "added_time_ids": (b, n_ids)}
         result = [{name: shapes[name] for name in self.boundary_names(0)}]
         for k, stage in enumerate(self._stages):
             kind, _, index = stage.name.partition("_")
@@ -828,9 +837,9 @@ class UNetChunk(nn.Module):
     names, which a Core ML conversion must rename).
 
     forward(*tensors in input_names order) returns a tuple in output_names order (a single
-    tensor when there is one). `input_shapes(sample_shape)` / `output_shapes(sample_shape)`
-    give the matching shapes when the UNet runs on a sample of that shape (computed from
-    the config, see ConvertibleUNet.boundary_shapes).
+    tensor when there is one). `input_shapes(inputs)` / `output_shapes(inputs)` give the
+    matching shapes when the UNet runs on model inputs of those shapes (a spec's
+    `input_shapes()`, or the sample's shape alone; see ConvertibleUNet.boundary_shapes).
 
     Holds only the modules of its own stages (shared with the UNet, not copied), so its
     parameters are exactly the weights its package needs."""
@@ -858,12 +867,12 @@ class UNetChunk(nn.Module):
     def _module(self, path: str) -> nn.Module:
         return self.parts[path.replace(".", "__")]
 
-    def input_shapes(self, sample_shape: Sequence[int]) -> list[tuple[int, ...]]:
-        shapes = self._boundary_shapes(sample_shape)[self.start]
+    def input_shapes(self, inputs: Mapping[str, Sequence[int]] | Sequence[int]) -> list[tuple[int, ...]]:
+        shapes = self._boundary_shapes(inputs)[self.start]
         return [shapes[name] for name in self.input_names]
 
-    def output_shapes(self, sample_shape: Sequence[int]) -> list[tuple[int, ...]]:
-        shapes = self._boundary_shapes(sample_shape)[self.stop]
+    def output_shapes(self, inputs: Mapping[str, Sequence[int]] | Sequence[int]) -> list[tuple[int, ...]]:
+        shapes = self._boundary_shapes(inputs)[self.stop]
         return [shapes[name] for name in self.output_names]
 
     def forward(self, *tensors: torch.Tensor):
