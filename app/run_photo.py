@@ -6,6 +6,11 @@ written until the whole stack exists (refocus_edge.app.outputs stages and publis
 After sampling, the stack's depth-of-field views (all-in-focus image, depth map,
 the viewer's precomputed re-renders: refocus_edge.dof.stack_views) are computed
 unless the config turns them off; they are published with the frames, in one go.
+
+A bundle in mode fast samples on the thin runtime (refocus_edge.app.sampling): no
+torch import for the stack. The depth-of-field views are computed with torch; where
+it is not installed they are skipped with a one-line note (in the log and run.json)
+and the folder holds the frames, the sweep GIF, the stack viewer and run.json.
 """
 from __future__ import annotations
 
@@ -15,7 +20,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from refocus_edge.dof.stack_views import StackViewsConfig
 from refocus_edge.runtime.errors import InvalidArgumentError
@@ -85,12 +89,12 @@ def refocus_photo(cfg: RunConfig, log: Callable[[str], None] = lambda _msg: None
 
 
 def _refocus_locked(cfg: RunConfig, log: Callable[[str], None]) -> RunReport:
-    from refocus_edge.runtime.image_io import load_photo
-    from refocus_edge.runtime.loading import load_refocuser
     from refocus_edge.app.outputs import result_bytes_estimate, write_stack
+    from refocus_edge.app.sampling import load_run_model
+    from refocus_edge.runtime.image_io import load_photo
     from refocus_edge.runtime.publish import check_free_space
     from refocus_edge.runtime.resize import fit_photo
-    from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
+    from refocus_edge.runtime.sampler_config import SamplerConfig
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -99,8 +103,8 @@ def _refocus_locked(cfg: RunConfig, log: Callable[[str], None]) -> RunReport:
     photo = load_photo(cfg.image, max_side_hint=PHOTO_DECODE_SIDE)
     timings["load_photo"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    refocuser = load_refocuser(cfg.model, unet=cfg.unet, backend=cfg.backend, precision=cfg.precision,
-                               low_memory=cfg.low_memory)
+    model = load_run_model(cfg.model, cfg.unet, cfg.mode, cfg.backend, cfg.precision, cfg.low_memory)
+    refocuser = model.refocuser
     timings["load_model"] = time.perf_counter() - t0
     own = refocuser.config.num_inference_steps
     if cfg.steps is not None and cfg.steps > max(STEPS_WITHOUT_ASKING, 10 * own) and not cfg.force:
@@ -113,7 +117,7 @@ def _refocus_locked(cfg: RunConfig, log: Callable[[str], None]) -> RunReport:
     position = refocuser.config.default_position if cfg.position is None else cfg.position
     h, w = rgb.shape[:2]
     if refocuser.choices:  # a bundle (in low-memory mode the choices arrive stage by stage)
-        log(f"model     {refocuser.source} (bundle)")
+        log(f"model     {refocuser.source} (bundle, {model.runtime} runtime)")
         for c in refocuser.choices:
             log(f"backend   {c.component:14s} {c.backend} [{c.device}]: {c.reason}")
     elif low_memory_mode(refocuser):
@@ -131,18 +135,16 @@ def _refocus_locked(cfg: RunConfig, log: Callable[[str], None]) -> RunReport:
     else:
         log(f"position  {position}")
 
-    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() * 2 - 1
-    result = sample_focal_stack(refocuser, image, SamplerConfig(
-        position=position, num_inference_steps=cfg.steps, seed=cfg.seed, mode=cfg.mode,
-        progress=cfg.progress))
+    result = model.sample(rgb, SamplerConfig(position=position, num_inference_steps=cfg.steps, seed=cfg.seed,
+                                             mode=cfg.mode, progress=cfg.progress))
     timings.update(result.timings)
     # Weight 0 means no unconditional branch (the reference guides whenever the weight is > 0).
     guidance = (f"guidance {result.guidance_scale}" if result.guidance_scale > 0
                 else "no guidance (distilled in)")
-    log(f"sampler   {cfg.mode}: {result.num_inference_steps} Euler steps, {guidance}, "
-        f"{result.unet_calls} UNet calls, seed {cfg.seed}")
+    log(f"sampler   {cfg.mode}, {model.runtime} runtime: {result.num_inference_steps} Euler steps, {guidance}, "
+        f"{result.unet_calls} UNet calls, noise {result.noise}")
 
-    frames = (result.frames.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    frames = (result.frames.transpose(0, 2, 3, 1) * 255).round().astype(np.uint8)
     views = None
     if cfg.dof_views is not None:
         from refocus_edge.dof.stack_views import stack_views
@@ -150,6 +152,12 @@ def _refocus_locked(cfg: RunConfig, log: Callable[[str], None]) -> RunReport:
         t0 = time.perf_counter()
         try:
             views = stack_views(frames, cfg.dof_views)
+        except ImportError as exc:  # the thin runtime without torch: the views are torch code
+            note = (f"depth-of-field views skipped: they are computed with PyTorch ({exc.name or exc} is not "
+                    f"installed here); the stack, sweep and viewer are written without them; `refocus edit "
+                    f"{cfg.out_dir} --focus {position}` makes them where torch is installed")
+            notes.append(note)
+            log(f"note      {note}")
         except Exception as exc:  # noqa: BLE001 - the sampled stack is the expensive result: keep it
             # The views are derived from the frames and can be remade from the written folder
             # (`refocus edit`), so a failure here costs the views, never the stack.
@@ -169,6 +177,7 @@ def _refocus_locked(cfg: RunConfig, log: Callable[[str], None]) -> RunReport:
         "input": str(cfg.image), "model": str(refocuser.source), "position": position,
         "size": [w, h], "steps": result.num_inference_steps, "guidance": result.guidance_scale,
         "seed": cfg.seed, "mode": cfg.mode, "unet_calls": result.unet_calls,
+        "runtime": model.runtime, "noise": result.noise,
         "sigmas": result.sigmas, "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "notes": notes,
         "backends": ({c.component: {"backend": c.backend, "precision": c.precision, "device": c.device,

@@ -19,8 +19,6 @@ a fresh `refocus run` process); then the median of ``--repeats`` calls.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
 import statistics
 import sys
@@ -30,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmarks.recording import command_line, write_results
 
 DEFAULT_SIZES = ("128x128", "512x512", "1024x576")
 
@@ -142,17 +142,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     rows = measure(args.sizes, args.max_sides, args.repeats)
-    threads = os.environ.get("OMP_NUM_THREADS")
-    prefix = f"OMP_NUM_THREADS={threads} " if threads else ""
-    res = {"command": prefix + "python -m benchmarks.dof_viewer " + " ".join(argv if argv is not None else sys.argv[1:]),
+    res = {"command": command_line("dof_viewer", argv),
            "torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows,
            "wall_s": round(time.perf_counter() - t0, 1)}
-    md = _markdown(res)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "dof_viewer.json").write_text(json.dumps(res, indent=2) + "\n")
-        (args.out / "dof_viewer.md").write_text(md)
-    print(md)
+    write_results(args.out, "dof_viewer", res, _markdown(res))
     return 0
 
 

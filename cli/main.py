@@ -14,6 +14,8 @@ import sys
 
 # Verb modules, in the order `refocus --help` lists them.
 VERBS = ("run", "edit", "models", "lpips", "export", "quantize", "distill", "backends", "bench")
+# The pyproject extra that installs an optional package (anything else heavy comes with [export]).
+EXTRA_OF = {"onnxruntime": "onnx", "coremltools": "coreml", "tensorrt": "tensorrt"}
 
 
 def _version() -> str:
@@ -54,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("refocus: interrupted; earlier results were left untouched", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:
+        # The thin install (numpy, pillow, a backend) runs bundles; the toolchain needs its extra.
+        package = (exc.name or "").split(".")[0]
+        if not package or package.startswith("refocus_edge"):
+            raise
+        print(f"refocus: error: `refocus {args.verb}` needs the package '{package}', which is not installed "
+              f"here; pip install 'refocus-edge[{EXTRA_OF.get(package, 'export')}]'", file=sys.stderr)
+        return 2
     except OSError as exc:
         # Disk full, read-only or unreadable folders, I/O errors: one line, and (every result is
         # published all at once, runtime/publish.py) nothing partial was left behind.

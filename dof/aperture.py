@@ -34,7 +34,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from refocus_edge.runtime.errors import InputImageError, InvalidArgumentError
 
@@ -248,6 +247,7 @@ def _mask_frame(ap: Aperture) -> tuple[float, float, float]:
 
 def _sample_mask(ap: Aperture, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Bilinear mask value at normalised points (zero outside the mask)."""
+    import torch
     import torch.nn.functional as F
 
     m = ap.mask
@@ -293,6 +293,8 @@ def _supersampling(radius: float) -> int:
 
 @lru_cache(maxsize=256)
 def _kernel_cached(ap: Aperture, radius_q: float, flip: bool) -> torch.Tensor:
+    import torch
+
     h = int(math.ceil(radius_q + 0.5))
     ss = _supersampling(radius_q)
     offs = (np.arange(ss) + 0.5) / ss - 0.5
@@ -323,6 +325,8 @@ def kernel(shape: "str | Path | Aperture", radius: float, flip: bool = False) ->
     flip rotates the kernel by 180 degrees: the aperture as seen by points in front of the focus
     plane (their rays have not crossed yet), mirrored against points behind it.
     """
+    import torch
+
     ap = parse_shape(shape)
     if not math.isfinite(float(radius)) or radius < 0:
         raise InvalidArgumentError(f"kernel radius must be a finite number >= 0, got {radius!r}")

@@ -22,7 +22,7 @@ from refocus_edge.runtime.errors import InvalidArgumentError
 from .aperture import Aperture
 from .bokeh import NUM_POSITIONS, DofConfig, DofRenderer
 from .colormap import colorize_depth
-from .viewer_page import PreviewGrid, check_grid_axes
+from .viewer_page import PreviewGrid, check_grid_axes, check_viewer_params  # noqa: F401 (public here too)
 
 __all__ = [
     "VIEWER_FOCUS", "VIEWER_STRENGTHS", "precompute_previews", "check_viewer_params", "to_u8", "jpeg_uri",
@@ -38,14 +38,6 @@ VIEWER_FOCUS = tuple(float(i) for i in range(NUM_POSITIONS))
 CLICK_GRID = 64
 #: Depth samples per cell side of that grid (the cell's value is their median).
 CLICK_SAMPLES = 4
-
-
-def check_viewer_params(max_side, quality) -> None:
-    """One-line errors for the preview size and JPEG quality (checked before any work)."""
-    if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 32:
-        raise InvalidArgumentError(f"viewer_max_side must be an integer >= 32, got {max_side!r}")
-    if isinstance(quality, bool) or not (isinstance(quality, int) and 1 <= quality <= 95):
-        raise InvalidArgumentError(f"viewer_quality must be an integer 1..95, got {quality!r}")
 
 
 def to_u8(chw: torch.Tensor) -> np.ndarray:

@@ -18,15 +18,13 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from refocus_edge.runtime.errors import InvalidArgumentError
-from refocus_edge.dof.viewer_page import DofOutputs
+from refocus_edge.dof.viewer_page import DofOutputs, check_viewer_params
 
 from .aperture import parse_shape
-from .bokeh import NUM_POSITIONS, DofConfig
 from .colormap import colorize_depth
-from .preview import check_viewer_params, precompute_previews, to_u8
+from .dof_config import NUM_POSITIONS, DofConfig
 
 __all__ = ["StackViewsConfig", "StackViews", "stack_views"]
 
@@ -72,11 +70,12 @@ class StackViews:
     timings: dict
 
 
-@torch.no_grad()
 def stack_views(frames_u8: np.ndarray, config: StackViewsConfig | None = None) -> StackViews:
     """All-in-focus image, depth map and viewer previews of a stack, uint8 [9, H, W, 3] near to far.
 
     config: None = ``StackViewsConfig()`` (made here, not as a default argument: nothing at import).
+    The analysis and the renderer run on torch, imported here: the config above is made and checked
+    without it (a run in an environment without torch skips the views, see refocus_edge.app.run_photo).
     """
     config = StackViewsConfig() if config is None else config
     if not isinstance(config, StackViewsConfig):
@@ -87,19 +86,23 @@ def stack_views(frames_u8: np.ndarray, config: StackViewsConfig | None = None) -
             or frames_u8.shape[3] != 3 or frames_u8.shape[1] < 2 or frames_u8.shape[2] < 2:
         raise InvalidArgumentError(f"frames must be uint8 [{NUM_POSITIONS}, H, W, 3] with H, W >= 2, got "
                                    f"{frames_u8.dtype} {list(frames_u8.shape)}")
-    # Imported here: the analysis modules are only needed once a run has frames.
+    # Imported here: the analysis modules (and torch) are only needed once a run has frames.
+    import torch
+
     from .analysis import analyse_stack
+    from .preview import precompute_previews, to_u8
 
     # x * float32(1 / 255), not x / 255: the same float values runtime.image_io.load_photo gives
     # `refocus edit` for the written PNGs (division differs in the last bit for some values, which
     # would flip a few rounded output pixels).
     frames = torch.from_numpy(np.ascontiguousarray(frames_u8)).permute(0, 3, 1, 2).float()
     frames *= float(np.float32(1 / 255))
-    analysis = analyse_stack(frames)
-    timings = dict(analysis.timings)
-    t0 = time.perf_counter()
-    previews = precompute_previews(analysis.aif, analysis.depth, aperture, config.dof,
-                                   config.viewer_max_side, config.viewer_quality)
+    with torch.no_grad():
+        analysis = analyse_stack(frames)
+        timings = dict(analysis.timings)
+        t0 = time.perf_counter()
+        previews = precompute_previews(analysis.aif, analysis.depth, aperture, config.dof,
+                                       config.viewer_max_side, config.viewer_quality)
     timings["previews"] = time.perf_counter() - t0
     depth = analysis.depth
     record = {

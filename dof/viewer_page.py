@@ -286,3 +286,11 @@ class DofOutputs:
     depth_rgb: np.ndarray
     previews: PreviewGrid
     strength: float = 1.0
+
+
+def check_viewer_params(max_side, quality) -> None:
+    """One-line errors for the preview size and JPEG quality (checked before any work)."""
+    if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 32:
+        raise InvalidArgumentError(f"viewer_max_side must be an integer >= 32, got {max_side!r}")
+    if isinstance(quality, bool) or not (isinstance(quality, int) and 1 <= quality <= 95):
+        raise InvalidArgumentError(f"viewer_quality must be an integer 1..95, got {quality!r}")

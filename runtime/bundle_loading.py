@@ -4,12 +4,16 @@ The result has the same fields as a PyTorch refocuser (runtime/loading.py), so
 `sample_focal_stack` runs it unchanged; `choices` says which backend runs each
 component and why. Reduced-precision VAE decoders are wrapped so that a chunk
 that comes out NaN/inf is re-run in fp32 (runtime/backends/finite_guard.py).
+
+With `arrays=True` (the thin runtime) the components take and return numpy arrays
+and the scheduler is its stored config (runtime/sigmas.py): nothing here imports
+torch or diffusers then, unless a backend that needs torch is chosen; the thin
+sampler (runtime/array_sampler.py) runs the result.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
-
-import torch
 
 from refocus_edge.runtime.backends.adapters import AttrConfig, ImageEncoderAdapter, UNetAdapter, VaeAdapter
 from refocus_edge.runtime.backends.finite_guard import guard_decoders
@@ -37,10 +41,18 @@ def _default_precision(bundle, requested: str, precision: str | None) -> tuple[s
                   f"({'any' if requested == 'auto' else requested}); using any precision that passed its gate")
 
 
-def load_bundle_refocuser(path: Path, backend: str | None = None, precision: str | None = None,
-                          low_memory: bool = False):
+def _scheduler(folder: Path, arrays: bool):
+    if arrays:
+        from refocus_edge.runtime.sigmas import StoredScheduler
+
+        return StoredScheduler(json.loads((folder / "scheduler_config.json").read_text()))
     from diffusers import EulerDiscreteScheduler
 
+    return EulerDiscreteScheduler.from_pretrained(folder)
+
+
+def load_bundle_refocuser(path: Path, backend: str | None = None, precision: str | None = None,
+                          low_memory: bool = False, arrays: bool = False):
     from refocus_edge.runtime.refocuser import CLIP_MEAN, CLIP_STD, Refocuser
     from refocus_edge.runtime.model_config import load_model_config
 
@@ -51,7 +63,7 @@ def load_bundle_refocuser(path: Path, backend: str | None = None, precision: str
             raise BundleError(f"manifest has no '{part}' config", bundle.root)
     for rel in ("scheduler/scheduler_config.json", "refocus.json"):
         bundle.verify(rel)
-    scheduler = EulerDiscreteScheduler.from_pretrained(resolve_inside(bundle.root, "scheduler"))
+    scheduler = _scheduler(resolve_inside(bundle.root, "scheduler"), arrays)
     requested = requested_backend(backend)
     precision, default_note = _default_precision(bundle, requested, precision)
     groups = {"unet": (UNetAdapter, ["unet"]),
@@ -63,18 +75,19 @@ def load_bundle_refocuser(path: Path, backend: str | None = None, precision: str
 
         def loader(part):
             cls, names = groups[part]
-            runners, picked = load_runners(bundle, requested, precision, components=names)
-            runners = guard_decoders(bundle, runners, picked)
+            runners, picked = load_runners(bundle, requested, precision, components=names, arrays=arrays)
+            runners = guard_decoders(bundle, runners, picked, arrays)
             known = {c.component for c in choices}
             choices.extend(c for c in picked if c.component not in known)
             return cls(configs[part], runners)
 
-        # Adapters take and return fp32 whatever their graphs' precision.
-        parts = {part: LazyComponent(part, AttrConfig(configs[part]), (lambda p=part: loader(p)), torch.float32)
+        # Adapters take and return fp32 whatever their graphs' precision (torch asks; the thin sampler does not).
+        dtype = None if arrays else _torch_float32()
+        parts = {part: LazyComponent(part, AttrConfig(configs[part]), (lambda p=part: loader(p)), dtype)
                  for part in groups}
     else:
-        runners, choices = load_runners(bundle, requested, precision)
-        runners = guard_decoders(bundle, runners, choices)
+        runners, choices = load_runners(bundle, requested, precision, arrays=arrays)
+        runners = guard_decoders(bundle, runners, choices, arrays)
         parts = {part: cls(configs[part], {n: runners[n] for n in names}) for part, (cls, names) in groups.items()}
     clip = bundle.manifest.clip
     refocuser = Refocuser(
@@ -95,3 +108,9 @@ def load_bundle_refocuser(path: Path, backend: str | None = None, precision: str
     if low_memory:
         refocuser.notes.append("low-memory mode: one component resident at a time")
     return refocuser
+
+
+def _torch_float32():
+    import torch
+
+    return torch.float32

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 from refocus_edge.runtime.component_names import (DECODER_FAMILY, DECODER_PREFIX, IMAGE_ENCODER, UNET,  # noqa: F401
                                                   VAE_ENCODER, VAE_PREFIX, component_family, decoder_chunk,
@@ -45,6 +45,18 @@ class TensorSpec:
 
     def shape(self, sizes: dict[str, int]) -> tuple[int, ...]:
         return tuple(d if isinstance(d, int) else int(sizes[d]) for d in self.dims)
+
+
+def _input_range(name: str) -> tuple[str, object, object]:
+    """How sample inputs of input `name` are drawn: ("uniform", low, high), ("pixels", -1, 1) (uniform
+    too), ("fixed", values, None) or ("normal", None, None)."""
+    if name == "timestep":  # 0.25 ln sigma over the Karras range 0.002..700
+        return "uniform", 0.25 * math.log(0.002), 0.25 * math.log(700.0)
+    if name == "added_time_ids":  # fps id 6, motion bucket 0, noise aug 0
+        return "fixed", [6.0, 0.0, 0.0], None
+    if name in ("image", "pixel_values"):  # [-1, 1] pixels
+        return "pixels", -1.0, 1.0
+    return "normal", None, None
 
 
 @dataclass(frozen=True)
@@ -79,26 +91,43 @@ class ComponentSpec:
     def tolerance(self, precision: str) -> float:
         return PARITY_TOLERANCE[precision]
 
-    def sample_inputs(self, generator: torch.Generator, which: str = "opt",
-                      dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-        """Fresh random inputs in each input's realistic range, at the profile's min/opt/max."""
+    def sample_arrays(self, rng: np.random.Generator, which: str = "opt") -> dict[str, np.ndarray]:
+        """Fresh random float32 inputs in each input's realistic range, at the profile's min/opt/max:
+        numpy arrays, for runners that take them (the thin runtime's backends, dispatch's timing)."""
+        shapes = self.input_shapes(which)
+        out = {}
+        for t in self.inputs:
+            kind, low, high = _input_range(t.name)
+            if kind == "fixed":
+                out[t.name] = np.broadcast_to(np.asarray(low, np.float32), shapes[t.name]).copy()
+            elif kind in ("uniform", "pixels"):
+                out[t.name] = rng.uniform(low, high, shapes[t.name]).astype(np.float32)
+            else:
+                out[t.name] = rng.standard_normal(shapes[t.name], dtype=np.float32)
+        return out
+
+    def sample_inputs(self, generator, which: str = "opt", dtype=None) -> dict:
+        """`sample_arrays`' ranges as torch tensors drawn from a torch.Generator (the export's parity
+        gates); `dtype` (default float32) applies to the inputs whose dtype is "model"."""
+        import torch
+
         shapes = self.input_shapes(which)
         out = {}
         for t in self.inputs:
             shape = shapes[t.name]
-            if t.name == "timestep":  # 0.25 ln sigma over the Karras range 0.002..700
-                x = torch.empty(shape).uniform_(0.25 * math.log(0.002), 0.25 * math.log(700.0),
-                                                generator=generator)
-            elif t.name == "added_time_ids":  # fps id 6, motion bucket 0, noise aug 0
-                x = torch.tensor([6.0, 0.0, 0.0]).expand(shape).clone()
-            elif t.name in ("image", "pixel_values"):
+            kind, low, high = _input_range(t.name)
+            if kind == "fixed":
+                x = torch.tensor(low).expand(shape).clone()
+            elif kind == "uniform":
+                x = torch.empty(shape).uniform_(low, high, generator=generator)
+            elif kind == "pixels":
                 x = torch.rand(shape, generator=generator) * 2 - 1
             else:
                 x = torch.randn(shape, generator=generator)
-            out[t.name] = x.to(dtype if t.dtype == "model" else torch.float32)
+            out[t.name] = x.to(dtype if dtype is not None and t.dtype == "model" else torch.float32)
         return out
 
-    def check_inputs(self, feeds: dict[str, torch.Tensor]) -> None:
+    def check_inputs(self, feeds: dict) -> None:
         """Raise InvalidArgumentError naming the input, the shape and the allowed range."""
         sizes: dict[str, int] = {}
         for t in self.inputs:

@@ -19,7 +19,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from refocus_edge.runtime.artifacts import cache_dir, dispatch_key
 from refocus_edge.runtime.publish import cache_entry_lock
@@ -68,8 +68,13 @@ def candidates(bundle, component: str, precision: str | None = None) -> list[tup
     return out
 
 
-def _time_runner(runner, spec) -> float:
-    feeds = spec.sample_inputs(torch.Generator().manual_seed(0), "opt")
+def _time_runner(runner, spec, arrays: bool) -> float:
+    if arrays:
+        feeds = spec.sample_arrays(np.random.default_rng(0), "opt")
+    else:
+        import torch
+
+        feeds = spec.sample_inputs(torch.Generator().manual_seed(0), "opt")
     for _ in range(WARM_CALLS):
         runner(feeds)
     times = []
@@ -110,9 +115,15 @@ def _save(path, table) -> None:
 
 
 def load_runners(bundle, requested: str = "auto", precision: str | None = None,
-                 components: list[str] | None = None):
-    """-> ({component: Runner}, [Choice]) for every component of `bundle` (or those named)."""
+                 components: list[str] | None = None, arrays: bool = False):
+    """-> ({component: Runner}, [Choice]) for every component of `bundle` (or those named): runners of
+    numpy arrays with `arrays` (the thin runtime), else of torch tensors. The timings are shared: a
+    runner's currency changes only its boundary's conversions."""
     specs = bundle.specs
+
+    def load(backend, spec, prec):
+        return backend.load_arrays(bundle, spec, prec) if arrays else backend.load(bundle, spec, prec)
+
     names = components or list(specs)
     runners, choices = {}, []
     if requested != "auto":
@@ -125,7 +136,7 @@ def load_runners(bundle, requested: str = "auto", precision: str | None = None,
             if backend.artifact != "torch" and not bundle.gate_passed(backend.artifact, prec, name):
                 raise BackendUnavailableError(
                     f"{name}: the bundle has no {backend.artifact} {prec} artifact that passed its parity gate")
-            runner = backend.load(bundle, specs[name], prec)
+            runner = load(backend, specs[name], prec)
             runners[name] = runner
             choices.append(Choice(name, requested, prec, runner.device, "requested explicitly"))
         return runners, choices
@@ -153,8 +164,8 @@ def load_runners(bundle, requested: str = "auto", precision: str | None = None,
                     changed = True
                     continue
                 try:
-                    runner = backend.load(bundle, spec, prec)
-                    timings[key] = _time_runner(runner, spec)
+                    runner = load(backend, spec, prec)
+                    timings[key] = _time_runner(runner, spec, arrays)
                     loaded[key] = runner
                 except Exception as exc:  # any load/run failure: skip it, visibly
                     timings[key] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -167,7 +178,7 @@ def load_runners(bundle, requested: str = "auto", precision: str | None = None,
                 runner = loaded.get(key)
                 if runner is None:
                     try:
-                        runner = get_backend(backend_name).load(bundle, spec, prec)
+                        runner = load(get_backend(backend_name), spec, prec)
                     except Exception as exc:
                         warnings.warn(f"{name}: backend {key} failed to load ({type(exc).__name__}: {exc}); "
                                       "falling back to the next fastest", BackendFallbackWarning)

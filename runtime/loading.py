@@ -6,15 +6,18 @@ Two layouts are accepted:
   * a base folder plus a UNet folder that overrides the base's UNet (the
     released learn2refocus layout: SVD img2vid base + checkpoint-200000/unet).
 Only safetensors weights are loaded (pickled .bin files can run code).
+
+A bundle folder is handed to runtime/bundle_loading.py; with `arrays=True` (the
+thin runtime) that needs neither torch nor diffusers, which are imported only
+for model folders.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import torch
-
 from refocus_edge.runtime.errors import ModelLoadError
+from refocus_edge.runtime.importable import importable
 from refocus_edge.runtime.quiet import quiet_libraries
 from refocus_edge.runtime.model_config import load_model_config
 from refocus_edge.runtime.refocuser import CLIP_MEAN, CLIP_STD, Refocuser  # noqa: F401 (loading's public names)
@@ -47,7 +50,7 @@ def _read_json(path: Path) -> dict:
         raise ModelLoadError(f"cannot parse JSON ({exc})", path) from None
 
 
-def _load(cls, folder: Path, what: str, dtype: torch.dtype):
+def _load(cls, folder: Path, what: str, dtype):
     try:
         with quiet_libraries():
             return cls.from_pretrained(folder, torch_dtype=dtype, use_safetensors=True).eval()
@@ -59,18 +62,17 @@ def _load(cls, folder: Path, what: str, dtype: torch.dtype):
 
 
 def load_refocuser(model: str | Path | None = None, unet: str | Path | None = None,
-                   dtype: torch.dtype = torch.float32, backend: str | None = None,
-                   precision: str | None = None, low_memory: bool = False) -> Refocuser:
+                   dtype=None, backend: str | None = None,
+                   precision: str | None = None, low_memory: bool = False, arrays: bool = False) -> Refocuser:
     """Load a refocuser by shipped name, model folder or bundle folder.
 
-    `unet` overrides the UNet folder (model folders only). `backend` (None: the
-    REFOCUS_BACKEND variable, else auto) and `precision` apply to bundles; a plain
-    model folder runs on torch only. `low_memory` loads each component when its
-    stage starts and frees it when the stage ends (runtime/low_memory.py).
+    `unet` overrides the UNet folder (model folders only). `dtype`: the torch dtype of a model
+    folder's modules (None: float32). `backend` (None: the REFOCUS_BACKEND variable, else auto)
+    and `precision` apply to bundles; a plain model folder runs on torch only. `low_memory`
+    loads each component when its stage starts and frees it when the stage ends
+    (runtime/low_memory.py). `arrays`: a bundle's components take numpy arrays (the thin
+    runtime's sampler, runtime/array_sampler.py); a model folder refuses it.
     """
-    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
-    from transformers import CLIPVisionModelWithProjection
-
     root = resolve_model(model)
     if not root.exists():
         raise ModelLoadError("no such model folder or shipped model name; `refocus models` lists "
@@ -85,7 +87,11 @@ def load_refocuser(model: str | Path | None = None, unet: str | Path | None = No
             raise ModelLoadError("--unet overrides apply to model folders, not to exported bundles", root)
         from refocus_edge.runtime.bundle_loading import load_bundle_refocuser
 
-        return load_bundle_refocuser(root, backend, precision, low_memory=low_memory)
+        return load_bundle_refocuser(root, backend, precision, low_memory=low_memory, arrays=arrays)
+    if arrays:
+        raise ModelLoadError("the thin runtime runs exported bundles; this is a model folder, which runs on "
+                             f"PyTorch (or export it first: refocus export onnx --model {model or root} --out BUNDLE)",
+                             root)
     chosen = requested_backend(backend)
     if chosen not in ("auto", "torch"):
         raise ModelLoadError(f"backend '{chosen}' runs exported bundles; export this model first: "
@@ -126,6 +132,15 @@ def load_refocuser(model: str | Path | None = None, unet: str | Path | None = No
         raise ModelLoadError(f"scheduler prediction_type is {sched_cfg.get('prediction_type')!r}; "
                              "the refocuser is v-prediction", root / "scheduler")
 
+    if not importable("torch"):
+        raise ModelLoadError("a model folder runs on PyTorch, which is not installed here; run an exported bundle "
+                             "instead (refocus export onnx, where torch is installed) or pip install "
+                             "'refocus-edge[export]'", root)
+    import torch
+    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
+    from transformers import CLIPVisionModelWithProjection
+
+    dtype = torch.float32 if dtype is None else dtype
     parts = {"unet": (UNetSpatioTemporalConditionModel, unet_dir, "UNet", unet_cfg),
              "vae": (AutoencoderKLTemporalDecoder, root / "vae", "VAE", vae_cfg),
              "image_encoder": (CLIPVisionModelWithProjection, root / "image_encoder", "image encoder", enc_cfg)}

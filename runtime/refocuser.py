@@ -1,13 +1,12 @@
 """The loaded refocuser: its four components and the conventions needed to sample with them.
 
 Its own module so that every loader (diffusers folders in loading.py, exported bundles in
-bundle_loading.py) builds the same object without importing the other."""
+bundle_loading.py and, without torch, thin_loading.py) builds the same object without
+importing the others."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
 
 from refocus_edge.runtime.model_config import RefocusModelConfig
 
@@ -19,10 +18,11 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 class Refocuser:
     """The four components plus the conventions needed to sample with them."""
 
-    unet: torch.nn.Module
-    vae: torch.nn.Module
-    image_encoder: torch.nn.Module
-    scheduler: object
+    # torch modules, or anything with their call signatures (backend adapters: runtime/backends/adapters.py)
+    unet: object
+    vae: object
+    image_encoder: object
+    scheduler: object  # a diffusers scheduler, or (thin runtime) runtime.sigmas.StoredScheduler
     config: RefocusModelConfig
     source: Path
     clip_mean: tuple[float, float, float] = CLIP_MEAN

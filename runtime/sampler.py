@@ -11,48 +11,25 @@ Two modes behind the same API:
   * "fast": the same maths with the free speed-ups: only the input frame is
     encoded, both guidance branches go through the UNet as one batch of 2, and
     cross-attention against the single CLIP token skips the attention.
-The components passed in may be any modules with the PyTorch call signatures
-(a backend wrapper included): the loop never chooses a backend.
+The fast loop is runtime/euler_loop.py's, the same code the thin runtime runs on numpy
+arrays (runtime/array_sampler.py); reference mode keeps its literal loop here, diffusers'
+scheduler stepping it. The components passed in may be any modules with the PyTorch call
+signatures (a backend wrapper included): the loop never chooses a backend.
 """
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass, field
-from typing import Callable, Literal
 
 import torch
 
 from refocus_edge.runtime.conditioning import (component_dtype, conditioning_latents, conditioning_latents_literal,
                                   image_embedding)
-from refocus_edge.runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.euler_loop import StepObserver, decode_chunks, denoise_loop, progress_bar
 from refocus_edge.runtime.fast_attention import single_token_cross_attention
 from refocus_edge.runtime.low_memory import release
+from refocus_edge.runtime.sampler_config import Mode, SampleResult, SamplerConfig, resolve_settings  # noqa: F401
 
-Mode = Literal["reference", "fast"]
-
-
-@dataclass(frozen=True)
-class SamplerConfig:
-    """Per-run sampling choices; None means "the model's own value"."""
-
-    position: int | None = None
-    num_inference_steps: int | None = None
-    guidance_scale: float | None = None
-    seed: int = 0
-    mode: Mode = "fast"
-    progress: bool = True
-
-
-@dataclass
-class SampleResult:
-    frames: torch.Tensor  # [F, 3, H, W] float32 in [0, 1]
-    position: int
-    num_inference_steps: int
-    guidance_scale: float
-    unet_calls: int
-    sigmas: list[float]
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+NOISE_RNG = "torch.Generator('cpu') (mt19937), torch.randn float32"
 
 
 def make_scheduler(refocuser, num_inference_steps: int):
@@ -74,26 +51,12 @@ def initial_noise(shape, seed: int, init_noise_sigma) -> torch.Tensor:
 
 def decode_latents(vae, latents: torch.Tensor, chunk_sizes) -> torch.Tensor:
     """[1, F, C, h, w] latents -> [F, 3, H, W] in [0, 1], decoding chunk by chunk."""
-    flat = latents[0] / vae.config.scaling_factor
     dtype = component_dtype(vae)
-    out, start = [], 0
-    for size in chunk_sizes:
-        chunk = flat[start:start + size].to(dtype)
-        out.append(vae.decode(chunk, num_frames=chunk.shape[0]).sample.float())
-        start += size
-    return (torch.cat(out) / 2 + 0.5).clamp(0, 1)
 
+    def decode(chunk, frames):
+        return vae.decode(chunk.to(dtype), num_frames=frames).sample.float()
 
-def _progress(iterable, enabled: bool, total: int):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc="sampling", unit="step", leave=False)
-
-
-# on_step(step index, sigma, denoised latents [1, F, C, h, w] scaled): a read-only view of each step.
-StepObserver = Callable[[int, float, torch.Tensor], None]
+    return decode_chunks(decode, latents, vae.config.scaling_factor, chunk_sizes)
 
 
 @torch.no_grad()
@@ -101,25 +64,14 @@ def sample_focal_stack(refocuser, image: torch.Tensor, cfg: SamplerConfig = Samp
                        on_step: StepObserver | None = None) -> SampleResult:
     """Generate the focal stack of `image` ([1, 3, H, W] in [-1, 1]).
 
-    `on_step`, when given, sees the scheduler's denoised estimate after every step
-    (diagnostics such as `training.probe`'s trajectory); it cannot change the sample.
+    `on_step`, when given, sees the denoised estimate after every step (diagnostics such as
+    `training.probe`'s trajectory); it cannot change the sample.
     """
     mcfg = refocuser.config
     frames_n = mcfg.num_frames
-    position = mcfg.default_position if cfg.position is None else int(cfg.position)
-    if not 0 <= position < frames_n:
-        raise InvalidArgumentError(f"focal position {position} is outside 0..{frames_n - 1}")
-    steps = mcfg.num_inference_steps if cfg.num_inference_steps is None else int(cfg.num_inference_steps)
-    if steps < 1:
-        raise InvalidArgumentError(f"--steps must be >= 1, got {steps}")
-    guidance = mcfg.guidance_scale if cfg.guidance_scale is None else float(cfg.guidance_scale)
-    if image.ndim != 4 or image.shape[:2] != (1, 3):
-        raise InvalidArgumentError(f"image must be [1, 3, H, W], got {list(image.shape)}")
-    factor = refocuser.vae_scale_factor
-    if image.shape[-1] % factor or image.shape[-2] % factor:
-        raise InvalidArgumentError(f"image sides {list(image.shape[-2:])} must be multiples of {factor}")
+    run = resolve_settings(refocuser, cfg, tuple(image.shape))
+    position, steps, guidance = run.position, run.steps, run.guidance
     literal = cfg.mode == "reference"
-    use_guidance = guidance > 0  # the reference guides whenever the weight is > 0
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -135,41 +87,24 @@ def sample_focal_stack(refocuser, image: torch.Tensor, cfg: SamplerConfig = Samp
     timings["vae_encode"] = time.perf_counter() - t0
 
     scheduler = make_scheduler(refocuser, steps)
+    factor = refocuser.vae_scale_factor
     h, w = image.shape[-2] // factor, image.shape[-1] // factor
     latents = initial_noise((1, frames_n, refocuser.latent_channels, h, w), cfg.seed,
                             scheduler.init_noise_sigma)
     unet_dtype = component_dtype(refocuser.unet)
     time_ids = torch.tensor([mcfg.added_time_ids], dtype=unet_dtype)
-    zero_cond, zero_emb = torch.zeros_like(cond), torch.zeros_like(emb)
 
     def unet(x, t, e, n):
         return refocuser.unet(x.to(unet_dtype), t, encoder_hidden_states=e.to(unet_dtype),
                               added_time_ids=time_ids.repeat(n, 1), return_dict=False)[0].float()
 
-    calls = 0
     t0 = time.perf_counter()
-    shortcut = nullcontext() if literal else single_token_cross_attention(refocuser.unet)
-    with shortcut:
-        timesteps = scheduler.timesteps
-        for i, t in enumerate(_progress(timesteps, cfg.progress, len(timesteps))):
-            scaled = scheduler.scale_model_input(latents, t)
-            if not use_guidance:
-                pred = unet(torch.cat([scaled, cond], dim=2), t, emb, 1)
-                calls += 1
-            elif literal:
-                pred_cond = unet(torch.cat([scaled, cond], dim=2), t, emb, 1)
-                pred_uncond = unet(torch.cat([scaled, zero_cond], dim=2), t, zero_emb, 1)
-                calls += 2
-                pred = pred_uncond + guidance * (pred_cond - pred_uncond)
-            else:
-                x = torch.cat([torch.cat([scaled, zero_cond], dim=2), torch.cat([scaled, cond], dim=2)])
-                pred_uncond, pred_cond = unet(x, t, torch.cat([zero_emb, emb]), 2).chunk(2)
-                calls += 1
-                pred = pred_uncond + guidance * (pred_cond - pred_uncond)
-            out = scheduler.step(pred, t, latents)
-            latents = out.prev_sample
-            if on_step is not None:
-                on_step(i, float(scheduler.sigmas[i]), out.pred_original_sample.clone())
+    if literal:
+        latents, calls = _reference_loop(unet, scheduler, latents, cond, emb, guidance, on_step, cfg.progress)
+    else:
+        with single_token_cross_attention(refocuser.unet):
+            latents, calls = denoise_loop(unet, latents, cond, emb, scheduler.sigmas, scheduler.timesteps,
+                                          guidance, on_step, cfg.progress)
     release(refocuser.unet)
     timings["unet_total"] = time.perf_counter() - t0
     timings["unet_per_step"] = timings["unet_total"] / max(len(scheduler.timesteps), 1)
@@ -181,4 +116,28 @@ def sample_focal_stack(refocuser, image: torch.Tensor, cfg: SamplerConfig = Samp
     timings["total"] = sum(timings[k] for k in ("image_encoder", "vae_encode", "unet_total", "vae_decode"))
     return SampleResult(frames=frames, position=position, num_inference_steps=steps,
                         guidance_scale=guidance, unet_calls=calls,
-                        sigmas=[float(s) for s in scheduler.sigmas], timings=timings)
+                        sigmas=[float(s) for s in scheduler.sigmas], timings=timings,
+                        noise=f"{NOISE_RNG}, seed {cfg.seed}")
+
+
+def _reference_loop(unet, scheduler, latents, cond, emb, guidance, on_step, progress):
+    """The reference's own loop: diffusers' scheduler steps, two batch-1 UNet calls per guided step."""
+    use_guidance = guidance > 0  # the reference guides whenever the weight is > 0
+    zero_cond, zero_emb = torch.zeros_like(cond), torch.zeros_like(emb)
+    calls = 0
+    timesteps = scheduler.timesteps
+    for i, t in enumerate(progress_bar(timesteps, progress, len(timesteps))):
+        scaled = scheduler.scale_model_input(latents, t)
+        if not use_guidance:
+            pred = unet(torch.cat([scaled, cond], dim=2), t, emb, 1)
+            calls += 1
+        else:
+            pred_cond = unet(torch.cat([scaled, cond], dim=2), t, emb, 1)
+            pred_uncond = unet(torch.cat([scaled, zero_cond], dim=2), t, zero_emb, 1)
+            calls += 2
+            pred = pred_uncond + guidance * (pred_cond - pred_uncond)
+        out = scheduler.step(pred, t, latents)
+        latents = out.prev_sample
+        if on_step is not None:
+            on_step(i, float(scheduler.sigmas[i]), out.pred_original_sample.clone())
+    return latents, calls

@@ -15,6 +15,7 @@ import torch
 pytest.importorskip("onnxruntime", reason="needs onnxruntime (pip install -e '.[test]')")
 
 from refocus_edge.runtime.backends import get_backend  # noqa: E402
+from refocus_edge.runtime.backends.base import Runner  # noqa: E402
 from refocus_edge.runtime.backends.finite_guard import (FiniteGuard, NonFiniteOutputError,  # noqa: E402
                                            PrecisionFallbackUnavailableError, PrecisionFallbackWarning,
                                            guard_decoders, load_fp32_fallback)
@@ -201,6 +202,6 @@ def test_non_finite_input_or_fp32_overflow_is_an_error_not_a_silent_nan(runners)
 
     def nan_runner(feeds):
         return {"image": torch.full((1, 3, 64, 64), float("nan"))}
-    broken = type(fp16)(fp16.spec, nan_runner, "broken fp32", check_inputs=False)
+    broken = Runner(fp16.spec, nan_runner, "broken fp32", check_inputs=False)
     with pytest.raises(NonFiniteOutputError, match=rf"{DECODER}: .* still are in fp32"):
         _call(FiniteGuard(fp16, "fp16", lambda: broken), _huge(fp16.spec))

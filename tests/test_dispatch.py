@@ -18,7 +18,7 @@ def _fake_times(table):
     """Replace measurement by fixed times per backend/precision (and count calls)."""
     calls = []
 
-    def fake(runner, spec):
+    def fake(runner, spec, arrays=False):
         calls.append(runner.device)
         backend = "torch" if runner.device.startswith("torch") else "onnxruntime"
         precision = "fp16" if runner.device.endswith("fp16") else "fp32"

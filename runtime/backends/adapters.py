@@ -4,16 +4,18 @@ The sampler calls `unet(sample, t, encoder_hidden_states=..., added_time_ids=...
 return_dict=False)[0]`, `vae.encode(x).latent_dist.mode()`,
 `vae.decode(z, num_frames=n).sample` and `image_encoder(pixels).image_embeds`,
 and reads `.dtype` and `.config`. These adapters provide exactly that, so the
-loop is written once and never chooses a backend. Tensor names come from each
-runner's component spec: the call's arguments are its inputs in spec order (the
-order of runtime/component_modules.py's flat modules), the result its first output.
+loop is written once and never chooses a backend. They pass through whatever
+array kind they are given, torch tensors or numpy arrays (the thin runtime), to
+runners of that kind (runtime/backends/base.py: `load` or `load_arrays`). Tensor
+names come from each runner's component spec: the call's arguments are its inputs
+in spec order (the order of runtime/component_modules.py's flat modules), the
+result its first output.
 """
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-import torch
-
+from refocus_edge.runtime.arrays import as_float32, per_sample
 from refocus_edge.runtime.components import (IMAGE_ENCODER, UNET, VAE_ENCODER, decoder_chunk, decoder_name,
                                              is_decoder)
 from refocus_edge.runtime.errors import InvalidArgumentError
@@ -30,34 +32,39 @@ class AttrConfig(dict):
 
 
 class _Adapter:
-    dtype = torch.float32  # the I/O dtype; a runner casts to its graph's precision itself
-
     def __init__(self, config: dict, runners: dict):
         self.config = AttrConfig(config)
         self.runners = runners
 
     @property
+    def dtype(self):
+        """torch.float32, the I/O dtype the PyTorch sampler casts to (a runner casts to its graph's
+        precision itself); asked only by torch code, so torch is loaded already."""
+        import torch
+
+        return torch.float32
+
+    @property
     def devices(self) -> dict[str, str]:
         return {name: r.device for name, r in self.runners.items()}
 
-    def close(self) -> None:
-        for r in self.runners.values():
-            r.close()
-
-    def _run(self, component: str, *inputs: torch.Tensor) -> torch.Tensor:
+    def _run(self, component: str, *inputs):
         """`component`'s runner on `inputs` (its spec's inputs, in order): its spec's first output."""
         runner = self.runners[component]
         spec = runner.spec
         return runner(dict(zip(spec.input_names, inputs, strict=True)))[spec.output_names[0]]
 
+    def close(self) -> None:
+        for r in self.runners.values():
+            r.close()
+
 
 class UNetAdapter(_Adapter):
     def __call__(self, sample, timestep, encoder_hidden_states=None, added_time_ids=None,
                  return_dict: bool = True, **unused):
-        batch = sample.shape[0]
-        t = torch.as_tensor(timestep, dtype=torch.float32).reshape(-1)
-        t = t.expand(batch) if t.numel() == 1 else t
-        out = self._run(UNET, sample.float(), t.contiguous(), encoder_hidden_states.float(), added_time_ids.float())
+        t = per_sample(as_float32(timestep, sample), sample.shape[0])
+        out = self._run(UNET, as_float32(sample, sample), t, as_float32(encoder_hidden_states, sample),
+                        as_float32(added_time_ids, sample))
         return SimpleNamespace(sample=out) if return_dict else (out,)
 
 
@@ -75,7 +82,7 @@ class VaeAdapter(_Adapter):
     """Encoder runner under "vae_encoder", decoder runners under "vae_decoder_<chunk>"."""
 
     def encode(self, image, return_dict: bool = True):
-        latent = self._run(VAE_ENCODER, image.float())
+        latent = self._run(VAE_ENCODER, as_float32(image, image))
         dist = _Mode(latent)
         return SimpleNamespace(latent_dist=dist) if return_dict else (dist,)
 
@@ -84,11 +91,11 @@ class VaeAdapter(_Adapter):
             chunks = sorted(decoder_chunk(k) for k in self.runners if is_decoder(k))
             raise InvalidArgumentError(f"no VAE decoder for chunks of {num_frames} frames in this bundle "
                                        f"(it has {chunks}); export with matching decode_chunk_sizes")
-        image = self._run(decoder_name(num_frames), latent.float())
+        image = self._run(decoder_name(num_frames), as_float32(latent, latent))
         return SimpleNamespace(sample=image) if return_dict else (image,)
 
 
 class ImageEncoderAdapter(_Adapter):
     def __call__(self, pixel_values, **unused):
-        embeds = self._run(IMAGE_ENCODER, pixel_values.float())
+        embeds = self._run(IMAGE_ENCODER, as_float32(pixel_values, pixel_values))
         return SimpleNamespace(image_embeds=embeds)

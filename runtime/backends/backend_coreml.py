@@ -7,7 +7,8 @@ predict). Compute units: $REFOCUS_COREML_COMPUTE_UNITS (ALL, CPU_ONLY,
 CPU_AND_GPU, CPU_AND_NE), default ALL, letting Core ML place each layer on the
 Neural Engine, GPU or CPU. Feeds are numpy arrays in the dtype each package
 input declares (float32, or float16 for packages exported with fp16 I/O);
-outputs come back as CPU float32 torch tensors named as the spec names them.
+outputs come back as float32 numpy arrays named as the spec names them (`load_arrays`,
+the thin runtime), or as CPU torch tensors through the torch boundary (`load`).
 """
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ import os
 import platform
 
 import numpy as np
-import torch
 
 from refocus_edge.runtime.artifacts import COREML
 from refocus_edge.runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
+from refocus_edge.runtime.backends.boundary import torch_facing
 from refocus_edge.runtime.backends.chain import ChainRunner
 from refocus_edge.runtime.bundle import BundleError, resolve_inside
 from refocus_edge.runtime.errors import InvalidArgumentError
@@ -81,6 +82,9 @@ class CoreMLBackend(Backend):
                             {"coremltools": version, "macos": platform.mac_ver()[0], "compute_units": units})
 
     def load(self, bundle, spec, precision: str) -> Runner:
+        return torch_facing(self.load_arrays(bundle, spec, precision))
+
+    def load_arrays(self, bundle, spec, precision: str) -> Runner:
         if not on_macos():
             raise BackendUnavailableError(f"{spec.name}: {MACOS_ONLY}, this machine runs "
                                           f"{platform.system() or 'another system'}; use the onnxruntime "
@@ -132,10 +136,10 @@ class _PackageRunner:
                 raise InvalidArgumentError(f"{self.path.name}: input '{name}' has shape {list(got)}, the package "
                                            f"was built for {list(shape)}; export with --resolution matching the "
                                            "photo's working size")
-        arrays = {k: np.ascontiguousarray(feeds[k].detach().cpu().numpy().astype(self.types[k], copy=False))
+        arrays = {k: np.ascontiguousarray(np.asarray(feeds[k]).astype(self.types[k], copy=False))
                   for k in self.input_names}
         result = self.model.predict(arrays)
-        return {n: torch.from_numpy(np.asarray(result[n], dtype=np.float32)) for n in self.output_names}
+        return {n: np.asarray(result[n], dtype=np.float32) for n in self.output_names}
 
 
 BACKEND = CoreMLBackend()

@@ -1,7 +1,8 @@
 """ONNX Runtime: runs a bundle's ONNX graphs.
 
 Execution provider: $REFOCUS_ORT_PROVIDER if set (e.g. CUDAExecutionProvider),
-else CUDA when this onnxruntime build has it, else CPU. The provider a session
+else CUDA when this onnxruntime build has it, else OpenVINO when it has that (the
+onnxruntime-openvino build, `pip install 'refocus-edge[openvino]'`), else CPU. The provider a session
 actually uses is reported; if ONNX Runtime falls back from the one asked for, the
 load fails instead of running silently on something slower.
 """
@@ -9,14 +10,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 import numpy as np
-import torch
 
 from refocus_edge.runtime.artifacts import ONNX
 from refocus_edge.runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
+from refocus_edge.runtime.backends.boundary import torch_facing
 
-PREFERENCE = ("CUDAExecutionProvider", "CPUExecutionProvider")
+PREFERENCE = ("CUDAExecutionProvider", "OpenVINOExecutionProvider", "CPUExecutionProvider")
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
@@ -54,23 +56,42 @@ class OnnxRuntimeBackend(Backend):
         return precision != "bf16"
 
     def load(self, bundle, spec, precision: str) -> Runner:
+        return torch_facing(self.load_arrays(bundle, spec, precision))
+
+    def load_arrays(self, bundle, spec, precision: str) -> Runner:
         self.require()
         if not self.supports(precision):
             raise BackendUnavailableError(f"{spec.name}: onnxruntime has no {precision} CPU kernels; "
                                           f"{precision} runs on tensorrt (or choose another precision)")
-        return session_runner(bundle.artifact_path("onnx", precision, spec.name), spec, precision)
+        return array_session_runner(bundle.artifact_path("onnx", precision, spec.name), spec, precision)
 
 
 def session_runner(path, spec, precision: str, provider: str | None = None) -> Runner:
-    """An ONNX Runtime session on `path` behind the Runner interface of `spec`."""
+    """An ONNX Runtime session on `path` behind the Runner interface of `spec`, torch tensors in and out."""
+    return torch_facing(array_session_runner(path, spec, precision, provider))
+
+
+def _threads() -> int:
+    """The same thread budget as PyTorch where it is loaded (OMP_NUM_THREADS / torch.set_num_threads),
+    so that backend timings compare like with like; else $OMP_NUM_THREADS, else ONNX Runtime's own
+    default (0: one thread per physical core)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.get_num_threads()
+    try:
+        return max(int(os.environ.get("OMP_NUM_THREADS", "0")), 0)
+    except ValueError:
+        return 0
+
+
+def array_session_runner(path, spec, precision: str, provider: str | None = None) -> Runner:
+    """An ONNX Runtime session on `path` behind the Runner interface of `spec`, numpy arrays in and out."""
     import onnxruntime as ort
 
     provider = provider or _provider(ort)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    # The same thread budget as PyTorch (OMP_NUM_THREADS / torch.set_num_threads), so that
-    # backend timings compare like with like.
-    options.intra_op_num_threads = torch.get_num_threads()
+    options.intra_op_num_threads = _threads()
     # The exported graphs are constant-folded already; ORT's own fusions still apply here.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if precision == "fp8":
@@ -86,10 +107,10 @@ def session_runner(path, spec, precision: str, provider: str | None = None) -> R
     names = spec.output_names
 
     def run(feeds):
-        arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy().astype(types[k], copy=False))
+        arrays = {k: np.ascontiguousarray(np.asarray(v).astype(types[k], copy=False))
                   for k, v in feeds.items() if k in types}
         outs = session.run(names, arrays)
-        return {n: torch.from_numpy(np.asarray(o, dtype=np.float32)) for n, o in zip(names, outs)}
+        return {n: np.asarray(o, dtype=np.float32) for n, o in zip(names, outs)}
 
     return Runner(spec, run, f"onnxruntime {used} {precision}")
 

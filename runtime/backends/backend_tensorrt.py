@@ -41,14 +41,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from refocus_edge.runtime import artifacts
 from refocus_edge.runtime.artifacts import ONNX, TENSORRT_TWIN
 from refocus_edge.runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
+from refocus_edge.runtime.backends.boundary import numpy_facing
 from refocus_edge.runtime.bundle import BundleError
 from refocus_edge.runtime.publish import cache_entry_lock
 from refocus_edge.runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.importable import importable
 
 MIN_TRT_MAJOR = 10  # execute_async_v3 and the named-tensor API are the only path used here
 TRT_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
@@ -319,6 +319,8 @@ class _Gpu:
 
 
 def _gpu() -> _Gpu:
+    import torch
+
     index = torch.cuda.current_device()
     return _Gpu(index, torch.cuda.get_device_name(index), tuple(torch.cuda.get_device_capability(index)))
 
@@ -436,7 +438,9 @@ def _build_engine(trt, onnx_path: Path, spec, precision: str, gpu: _Gpu, quantiz
     return bytes(serialized)
 
 
-def _torch_dtype(trt, dtype) -> torch.dtype:
+def _torch_dtype(trt, dtype) -> "torch.dtype":
+    import torch
+
     table = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
              trt.DataType.INT32: torch.int32, trt.DataType.INT64: torch.int64, trt.DataType.BOOL: torch.bool}
     if hasattr(trt.DataType, "BF16"):
@@ -455,6 +459,8 @@ class _Execution:
         if self.context is None:
             raise EngineBuildError(f"{spec.name}: TensorRT could not create an execution context "
                                    "(out of GPU memory?); free GPU memory or use another backend")
+        import torch
+
         self.device = torch.device("cuda", gpu.index)
         self.stream = torch.cuda.Stream(device=self.device)
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -467,12 +473,14 @@ class _Execution:
                               f"do not match the manifest's spec; re-export the bundle")
         self.use_graph, self.on_graph_failure = use_graph, on_graph_failure
         self.shapes: dict | None = None
-        self.buffers: dict[str, torch.Tensor] = {}
+        self.buffers: dict = {}  # name -> torch CUDA tensor
         self.graph = None
         self.graph_failed = False
 
     def _bind(self, shapes: dict) -> None:
         """New input shapes: fresh buffers and addresses; any captured graph points at the old ones."""
+        import torch
+
         self.graph, self.shapes, self.buffers = None, None, {}
         for name in self.inputs:
             if not self.context.set_input_shape(name, shapes[name]):
@@ -495,6 +503,8 @@ class _Execution:
     def _capture(self) -> None:
         # Only after one plain run at these shapes: TensorRT does its deferred per-shape
         # setup on the first enqueue, which must not happen inside a capture.
+        import torch
+
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph, stream=self.stream):
@@ -506,11 +516,12 @@ class _Execution:
             return
         self.graph = graph
 
-    @torch.no_grad()
-    def __call__(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def __call__(self, feeds: dict[str, "torch.Tensor"]) -> dict[str, "torch.Tensor"]:
+        import torch
+
         shapes = {n: tuple(feeds[n].shape) for n in self.inputs}
         repeated = shapes == self.shapes
-        with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
+        with torch.no_grad(), torch.cuda.device(self.device), torch.cuda.stream(self.stream):
             if not repeated:
                 self._bind(shapes)
             for name in self.inputs:
@@ -540,6 +551,11 @@ class TensorRTBackend(Backend):
         if not _installed("tensorrt"):
             return Availability(False, "package 'tensorrt' is not installed "
                                        "(pip install tensorrt, on a machine with an NVIDIA GPU)")
+        if not importable("torch"):
+            return Availability(False, "package 'torch' is not installed; this backend runs TensorRT on "
+                                       "torch CUDA buffers (pip install 'refocus-edge[tensorrt]')")
+        import torch
+
         if not torch.cuda.is_available():
             why = "this torch is a CPU-only build" if torch.version.cuda is None else "no CUDA device or driver"
             return Availability(False, f"no CUDA GPU visible to PyTorch ({why}); TensorRT needs an NVIDIA GPU")
@@ -561,6 +577,9 @@ class TensorRTBackend(Backend):
         return ensure_engine(bundle, spec, precision, trt_version=trt.__version__, compute_capability=gpu.cc,
                              build=lambda path: _build_engine(trt, path, spec, precision, gpu, quantized),
                              info={"gpu": gpu.name, "builder_flags": list(builder_flags(precision, quantized))})
+
+    def load_arrays(self, bundle, spec, precision: str) -> Runner:
+        return numpy_facing(self.load(bundle, spec, precision))  # torch computes; numpy at the boundary
 
     def load(self, bundle, spec, precision: str) -> Runner:
         self.require()

@@ -6,11 +6,12 @@ or path, as the manifest records it) and refuses one whose hash changed since.
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 from pathlib import Path
 
-import torch
-
 from refocus_edge.runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
+from refocus_edge.runtime.backends.boundary import numpy_facing
+from refocus_edge.runtime.importable import importable
 
 
 @functools.lru_cache(maxsize=2)
@@ -48,10 +49,20 @@ class TorchBackend(Backend):
     priority = 0
 
     def availability(self) -> Availability:
-        return Availability(True, f"PyTorch {torch.__version__}, CPU, fp32 eager (the reference)",
-                            {"torch": torch.__version__})
+        # Looked up, not imported: a run on another backend should not pay torch's import.
+        if not importable("torch"):
+            return Availability(False, "package 'torch' is not installed (the thin runtime runs bundles "
+                                       "without it; pip install 'refocus-edge[export]' for the reference)")
+        version = importlib.metadata.version("torch")
+        return Availability(True, f"PyTorch {version}, CPU, fp32 eager (the reference)", {"torch": version})
+
+    def load_arrays(self, bundle, spec, precision: str) -> Runner:
+        return numpy_facing(self.load(bundle, spec, precision))  # torch computes; numpy at the boundary
 
     def load(self, bundle, spec, precision: str) -> Runner:
+        self.require()
+        import torch
+
         from refocus_edge.runtime.component_modules import component_module
 
         folder = source_folder(bundle)
@@ -61,9 +72,9 @@ class TorchBackend(Backend):
                 "is not on this machine; the torch backend runs the original PyTorch model")
         module = component_module(_source_refocuser(str(folder), bundle.source.get("hash")), spec)
 
-        @torch.no_grad()
         def run(feeds):
-            out = module(*(feeds[name] for name in spec.input_names))
+            with torch.no_grad():
+                out = module(*(feeds[name] for name in spec.input_names))
             return {spec.output_names[0]: out.float()}
 
         return Runner(spec, run, "torch cpu fp32")

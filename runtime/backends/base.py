@@ -2,9 +2,14 @@
 
 A backend turns one component's artifact (a PyTorch module, an ONNX graph, a
 TensorRT engine, a Core ML package) into a `Runner`: a callable taking the
-spec's inputs by name (torch tensors) and returning the spec's outputs by name.
-The adapters in runtime/backends/adapters.py put the PyTorch call signatures
-back on top of runners, so the sampling loop never knows which backend it runs.
+spec's inputs by name and returning the spec's outputs by name. `load` gives a
+runner of torch tensors (the PyTorch sampler, export and quantization use it),
+`load_arrays` one of numpy arrays (the thin runtime: runtime/array_sampler.py).
+Backends whose own currency is numpy (ONNX Runtime, Core ML) implement
+`load_arrays` and adapt to torch at their boundary for `load`; the torch and
+TensorRT backends do the reverse (runtime/backends/boundary.py). The adapters in
+runtime/backends/adapters.py put the PyTorch call signatures back on top of
+runners of either kind, so the sampling loop never knows which backend it runs.
 
 A backend module `runtime/backends/backend_<name>.py` registers itself by
 defining `BACKEND`, an instance of a `Backend` subclass; nothing else lists them.
@@ -13,8 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Callable
-
-import torch
 
 from refocus_edge.runtime.errors import RefocusError
 
@@ -36,7 +39,7 @@ class Runner:
     def __init__(self, spec, fn: Callable[[dict], dict], device: str, check_inputs: bool = True):
         self.spec, self._fn, self.device, self._check = spec, fn, device, check_inputs
 
-    def __call__(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def __call__(self, feeds: dict) -> dict:
         if self._check:
             self.spec.check_inputs(feeds)
         return self._fn(feeds)
@@ -60,7 +63,12 @@ class Backend:
         return True
 
     def load(self, bundle, spec, precision: str) -> Runner:
-        """Load `spec`'s artifact from `bundle` (a runtime.bundle.Bundle)."""
+        """Load `spec`'s artifact from `bundle` (a runtime.bundle.Bundle): a runner of torch tensors."""
+        raise NotImplementedError
+
+    def load_arrays(self, bundle, spec, precision: str) -> Runner:
+        """The same component as a runner of numpy arrays (runtime/backends/boundary.py converts
+        where the backend computes on torch tensors)."""
         raise NotImplementedError
 
     def require(self) -> Availability:

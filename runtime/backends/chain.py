@@ -6,8 +6,6 @@ piece or the caller provided (the UNet's skip connections cross chunk borders).
 """
 from __future__ import annotations
 
-import torch
-
 
 class ChainRunner:
     """`pieces`: callables with `input_names`, `output_names` and feeds -> outputs by name."""
@@ -23,7 +21,7 @@ class ChainRunner:
         if missing:
             raise ValueError(f"no piece produces {missing}")
 
-    def __call__(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def __call__(self, feeds: dict) -> dict:
         pool = dict(feeds)
         for piece in self.pieces:
             missing = [n for n in piece.input_names if n not in pool]

@@ -23,8 +23,7 @@ from __future__ import annotations
 import warnings
 from typing import Callable
 
-import torch
-
+from refocus_edge.runtime.arrays import is_floating, is_numpy, non_finite, size, sum_is_finite
 from refocus_edge.runtime.backends.base import Runner
 from refocus_edge.runtime.components import is_decoder
 from refocus_edge.runtime.errors import RefocusError
@@ -47,12 +46,13 @@ class NonFiniteOutputError(RefocusError):
     """NaN/inf that fp32 cannot fix: the input itself is non-finite, or fp32 overflows too."""
 
 
-def non_finite_count(tensors: dict[str, torch.Tensor]) -> int:
-    """How many values across `tensors` are NaN or +-inf (only called on a hit: it counts)."""
-    return sum(int((~torch.isfinite(t)).sum()) for t in tensors.values() if t.is_floating_point())
+def non_finite_count(tensors: dict) -> int:
+    """How many values across `tensors` (torch tensors or numpy arrays) are NaN or +-inf (only
+    called on a hit: it counts)."""
+    return sum(non_finite(t) for t in tensors.values() if is_floating(t))
 
 
-def sums_finite(tensors: dict[str, torch.Tensor]) -> bool:
+def sums_finite(tensors: dict) -> bool:
     """The per-call check: is each floating-point tensor's sum finite?
 
     Any NaN or inf makes the sum NaN or inf, so a True is exact. A False can also mean
@@ -60,16 +60,11 @@ def sums_finite(tensors: dict[str, torch.Tensor]) -> bool:
     One reduction without a temporary is ~25x cheaper than isfinite(t).all() on CPU
     (2 vs 48 ms on a full-size 8-frame chunk, one thread).
     """
-    for t in tensors.values():
-        if t.is_floating_point():
-            total = t.sum(dtype=torch.float32) if t.element_size() < 4 else t.sum()
-            if not bool(torch.isfinite(total)):
-                return False
-    return True
+    return all(sum_is_finite(t) for t in tensors.values() if is_floating(t))
 
 
-def _size(tensors: dict[str, torch.Tensor]) -> int:
-    return sum(t.numel() for t in tensors.values())
+def _size(tensors: dict) -> int:
+    return sum(size(t) for t in tensors.values())
 
 
 class FiniteGuard(Runner):
@@ -79,6 +74,7 @@ class FiniteGuard(Runner):
     """
 
     def __init__(self, runner: Runner, precision: str, fallback: Callable[[], Runner]):
+        # The fp32 runner must take and return the same kind of arrays as `runner`.
         super().__init__(runner.spec, runner, f"{runner.device}, fp32 fallback on NaN/inf", check_inputs=False)
         self.inner, self.precision = runner, precision
         self._load_fallback = fallback
@@ -91,7 +87,7 @@ class FiniteGuard(Runner):
     def component(self) -> str:
         return self.spec.name
 
-    def __call__(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def __call__(self, feeds: dict) -> dict:
         out = self.inner(feeds)
         if sums_finite(out):
             return out
@@ -100,8 +96,7 @@ class FiniteGuard(Runner):
             return out
         return self._redo(feeds, out, count)
 
-    def _redo(self, feeds: dict[str, torch.Tensor], bad: dict[str, torch.Tensor],
-              count: int) -> dict[str, torch.Tensor]:
+    def _redo(self, feeds: dict, bad: dict, count: int) -> dict:
         bad_in = non_finite_count(feeds)
         if bad_in:
             raise NonFiniteOutputError(
@@ -111,7 +106,7 @@ class FiniteGuard(Runner):
         out = fallback(feeds)
         still = non_finite_count(out)
         if still:
-            peak = max(float(t.abs().max()) for t in feeds.values() if t.numel())
+            peak = max(float(abs(t).max()) for t in feeds.values() if size(t))
             raise NonFiniteOutputError(
                 f"{self.component}: {count} of {_size(bad)} output values were NaN/inf in {self.precision} and "
                 f"{still} still are in fp32 on {fallback.device}; the input (max |value| "
@@ -124,7 +119,7 @@ class FiniteGuard(Runner):
                 f"of {_size(bad)}; this chunk was re-run in fp32 on {fallback.device}. Later overflowing "
                 "chunks fall back the same way without another warning", PrecisionFallbackWarning, stacklevel=3)
         like = next(iter(bad.values()), None)
-        if like is not None:  # hand back tensors where the reduced-precision runner put them
+        if like is not None and not is_numpy(like):  # hand back tensors where the reduced-precision runner put them
             out = {k: v.to(bad[k].device if k in bad else like.device) for k, v in out.items()}
         return out
 
@@ -148,8 +143,9 @@ class FiniteGuard(Runner):
         super().close()
 
 
-def load_fp32_fallback(bundle, spec, backend_name: str) -> Runner:
-    """An fp32 runner for `spec`: `backend_name`'s fp32 artifact, else ONNX Runtime's, else the torch backend."""
+def load_fp32_fallback(bundle, spec, backend_name: str, arrays: bool = False) -> Runner:
+    """An fp32 runner for `spec`: `backend_name`'s fp32 artifact, else ONNX Runtime's, else the torch
+    backend; of numpy arrays with `arrays` (the thin runtime), else of torch tensors."""
     from refocus_edge.runtime.backends import get_backend, registry
 
     tried = []
@@ -165,14 +161,16 @@ def load_fp32_fallback(bundle, spec, backend_name: str) -> Runner:
             tried.append(f"{name}: {state.reason}")
             continue
         try:
-            return backend.load(bundle, spec, FALLBACK_PRECISION)
+            load = backend.load_arrays if arrays else backend.load
+            return load(bundle, spec, FALLBACK_PRECISION)
         except Exception as exc:  # try the next source; all reasons go into the error
             tried.append(f"{name}: {type(exc).__name__}: {exc}")
     raise PrecisionFallbackUnavailableError(f"{spec.name}: no fp32 runner can be loaded ({'; '.join(tried)})")
 
 
-def guard_decoders(bundle, runners: dict[str, Runner], choices: list) -> dict[str, Runner]:
-    """`runners` with every reduced-precision VAE decoder wrapped in a FiniteGuard.
+def guard_decoders(bundle, runners: dict[str, Runner], choices: list, arrays: bool = False) -> dict[str, Runner]:
+    """`runners` (of numpy arrays with `arrays`, else of torch tensors) with every reduced-precision VAE
+    decoder wrapped in a FiniteGuard.
 
     The matching `choices` (runtime.dispatch.Choice) get the guard's device string, so
     `refocus run` and run.json show the guard.
@@ -187,7 +185,7 @@ def guard_decoders(bundle, runners: dict[str, Runner], choices: list) -> dict[st
         spec = out[name].spec
 
         def fallback(spec=spec, backend=choice.backend) -> Runner:
-            return load_fp32_fallback(bundle, spec, backend)
+            return load_fp32_fallback(bundle, spec, backend, arrays)
 
         out[name] = FiniteGuard(out[name], choice.precision, fallback)
         choice.device = out[name].device
