@@ -186,10 +186,10 @@ def _bundle_jobs(bundle, cfg: BackendBenchConfig) -> tuple[list[Job], dict[str, 
                 raise BackendUnavailableError(f"backend '{name}' is unavailable here: {state.reason}")
             skipped[name] = state.reason
             continue
-        have = bundle.precisions(backend.artifact)
-        precs = [p for p in have if (not cfg.precisions or p in cfg.precisions) and backend.supports(p)]
+        have = backend.precisions(bundle)  # the bundle's tables it supports, and what it derives here
+        precs = [p for p in have if not cfg.precisions or p in cfg.precisions]
         if not precs:
-            why = (f"the bundle has no {backend.artifact} artifacts" if not have else
+            why = (f"the bundle has no {backend.artifact} artifacts it runs here" if not have else
                    f"the bundle's {backend.artifact} precisions are {have}, none of {list(cfg.precisions)}")
             if explicit:
                 raise BackendUnavailableError(f"backend '{name}': {why}")
