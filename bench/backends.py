@@ -849,8 +849,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", nargs="+", default=None, metavar="NAME",
                         help="backends to measure (default: torch + every available one the bundle has "
                              "artifacts for); torch fp32 always runs, as the drift reference")
-    parser.add_argument("--precision", nargs="+", default=None, choices=["fp32", "fp16"],
-                        help="artifact precisions (default: every one the bundle has; torch is fp32)")
+    parser.add_argument("--precision", nargs="+", default=None, choices=["fp32", "fp16", "bf16", "int8", "fp8"],
+                        help="artifact precisions (default: every one the bundle has, and those a backend "
+                             "derives here, e.g. openvino bf16; torch is fp32)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per stage (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before them (default 1)")
     parser.add_argument("--count", type=int, default=2, help="held-out stacks for the drift (default 2)")
