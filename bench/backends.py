@@ -186,10 +186,10 @@ def _bundle_jobs(bundle, cfg: BackendBenchConfig) -> tuple[list[Job], dict[str, 
                 raise BackendUnavailableError(f"backend '{name}' is unavailable here: {state.reason}")
             skipped[name] = state.reason
             continue
-        have = bundle.precisions(backend.artifact)
-        precs = [p for p in have if (not cfg.precisions or p in cfg.precisions) and backend.supports(p)]
+        have = backend.precisions(bundle)  # the bundle's tables it supports, and what it derives here
+        precs = [p for p in have if not cfg.precisions or p in cfg.precisions]
         if not precs:
-            why = (f"the bundle has no {backend.artifact} artifacts" if not have else
+            why = (f"the bundle has no {backend.artifact} artifacts it runs here" if not have else
                    f"the bundle's {backend.artifact} precisions are {have}, none of {list(cfg.precisions)}")
             if explicit:
                 raise BackendUnavailableError(f"backend '{name}': {why}")
@@ -849,8 +849,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", nargs="+", default=None, metavar="NAME",
                         help="backends to measure (default: torch + every available one the bundle has "
                              "artifacts for); torch fp32 always runs, as the drift reference")
-    parser.add_argument("--precision", nargs="+", default=None, choices=["fp32", "fp16"],
-                        help="artifact precisions (default: every one the bundle has; torch is fp32)")
+    parser.add_argument("--precision", nargs="+", default=None, choices=["fp32", "fp16", "bf16", "int8", "fp8"],
+                        help="artifact precisions (default: every one the bundle has, and those a backend "
+                             "derives here, e.g. openvino bf16; torch is fp32)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per stage (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before them (default 1)")
     parser.add_argument("--count", type=int, default=2, help="held-out stacks for the drift (default 2)")

@@ -138,6 +138,16 @@ def dispatch_key(bundle_hash: str, versions: dict, hardware: dict | None = None)
                     "hardware": hardware if hardware is not None else hardware_facts()})
 
 
+def derived_gate_key(backend: str, precision: str, graph_sha256: str, spec, tolerance: float,
+                     versions: dict) -> str:
+    """Cache key of a passed load-time parity gate of a precision a backend derives from a graph on
+    the machine (OpenVINO's bf16 from the fp32 graph): a new graph, bound, shape profile, backend
+    version or CPU checks again."""
+    return _digest({"kind": "derived-gate", "backend": backend, "precision": precision, "graph": graph_sha256,
+                    "component": spec.name, "tolerance": tolerance, "shapes": profile_facts(spec),
+                    "versions": versions, "hardware": hardware_facts()})
+
+
 def cache_dir() -> Path:
     """Machine-local cache (engines, timings): $REFOCUS_CACHE_DIR or ~/.cache/refocus-edge."""
     env = os.environ.get("REFOCUS_CACHE_DIR")

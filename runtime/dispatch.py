@@ -60,10 +60,10 @@ def candidates(bundle, component: str, precision: str | None = None) -> list[tup
             if precision in (None, "fp32"):
                 out.append((name, "fp32"))
             continue
-        for prec in bundle.precisions(backend.artifact):
-            if precision not in (None, prec) or not backend.supports(prec):
+        for prec in backend.precisions(bundle):
+            if precision not in (None, prec):
                 continue
-            if bundle.gate_passed(backend.artifact, prec, component):
+            if backend.gate_passed(bundle, prec, component):
                 out.append((name, prec))
     return out
 
@@ -131,9 +131,8 @@ def load_runners(bundle, requested: str = "auto", precision: str | None = None,
         backend.require()
         for name in names:
             prec = precision or ("fp32" if backend.artifact == "torch" else
-                                 next((p for p in bundle.precisions(backend.artifact) if backend.supports(p)),
-                                      "fp32"))
-            if backend.artifact != "torch" and not bundle.gate_passed(backend.artifact, prec, name):
+                                 next(iter(backend.precisions(bundle)), "fp32"))
+            if backend.artifact != "torch" and not backend.gate_passed(bundle, prec, name):
                 raise BackendUnavailableError(
                     f"{name}: the bundle has no {backend.artifact} {prec} artifact that passed its parity gate")
             runner = load(backend, specs[name], prec)

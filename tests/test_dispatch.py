@@ -1,6 +1,8 @@
 """Backend choice: explicit override (flag, env), measured auto choice, visible fallback."""
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 pytest.importorskip("onnxruntime", reason="needs onnxruntime (pip install -e '.[test]')")
@@ -15,19 +17,40 @@ from refocus_edge.runtime.loading import load_refocuser  # noqa: E402
 
 
 def _fake_times(table):
-    """Replace measurement by fixed times per backend/precision (and count calls)."""
+    """Replace measurement by fixed times per backend/precision (and count calls). A runner's device
+    names its backend first and its precision last ("onnxruntime CPUExecutionProvider fp16")."""
     calls = []
 
     def fake(runner, spec, arrays=False):
         calls.append(runner.device)
-        backend = "torch" if runner.device.startswith("torch") else "onnxruntime"
-        precision = "fp16" if runner.device.endswith("fp16") else "fp32"
-        return table[f"{backend}/{precision}"]
+        words = runner.device.split()
+        return table[f"{words[0]}/{words[-1]}"]
     return fake, calls
 
 
+def _only(monkeypatch, *names):
+    """Dispatch sees only these backends (whatever else is installed here)."""
+    everything = registry()
+    monkeypatch.setattr(dispatch, "registry", lambda: {n: b for n, b in everything.items() if n in names})
+
+
+ORIGINAL = ("torch", "onnxruntime", "tensorrt", "coreml")
+
+
+def _break_unet(monkeypatch, backend, method: str):
+    """`backend.<method>` (load or load_arrays) fails for the UNet alone."""
+    real = getattr(backend, method)
+
+    def broken(bundle, spec, precision):
+        if spec.name == "unet":
+            raise RuntimeError("simulated load failure")
+        return real(bundle, spec, precision)
+
+    monkeypatch.setattr(backend, method, broken)
+
+
 def test_registry_finds_every_backend_by_convention():
-    assert {"torch", "onnxruntime", "tensorrt", "coreml"} <= set(registry())
+    assert {"torch", "onnxruntime", "openvino", "tensorrt", "coreml"} <= set(registry())
     with pytest.raises(InvalidArgumentError, match="unknown backend 'cuda'.*torch"):
         get_backend("cuda")
 
@@ -35,6 +58,7 @@ def test_registry_finds_every_backend_by_convention():
 def test_auto_picks_the_fastest_measured_and_caches_the_timings(tiny_bundle, monkeypatch):
     fake, calls = _fake_times({"torch/fp32": 5.0, "onnxruntime/fp32": 2.0, "onnxruntime/fp16": 3.0})
     monkeypatch.setattr(dispatch, "_time_runner", fake)
+    _only(monkeypatch, *ORIGINAL)
     refocuser = load_refocuser(tiny_bundle)
     assert {(c.backend, c.precision) for c in refocuser.choices} == {("onnxruntime", "fp32")}
     assert "fastest measured (2.0 ms vs onnxruntime/fp16 3.0 ms, torch/fp32 5.0 ms)" in refocuser.choices[0].reason
@@ -47,15 +71,8 @@ def test_auto_picks_the_fastest_measured_and_caches_the_timings(tiny_bundle, mon
 def test_auto_falls_back_visibly_when_the_fastest_fails_to_load(tiny_bundle, monkeypatch):
     fake, _ = _fake_times({"torch/fp32": 5.0, "onnxruntime/fp32": 2.0, "onnxruntime/fp16": 3.0})
     monkeypatch.setattr(dispatch, "_time_runner", fake)
-    ort = get_backend("onnxruntime")
-    real = ort.load
-
-    def broken(bundle, spec, precision):
-        if spec.name == "unet":
-            raise RuntimeError("simulated load failure")
-        return real(bundle, spec, precision)
-
-    monkeypatch.setattr(ort, "load", broken)
+    _only(monkeypatch, *ORIGINAL)
+    _break_unet(monkeypatch, get_backend("onnxruntime"), "load")
     with pytest.warns(dispatch.BackendFallbackWarning, match="unet: backend onnxruntime/fp32 (skipped|failed to load)"):
         refocuser = load_refocuser(tiny_bundle)
     unet = next(c for c in refocuser.choices if c.component == "unet")
@@ -89,3 +106,67 @@ def test_the_timing_cache_key_changes_with_versions_hardware_and_bundle(tiny_bun
     assert base != dispatch_key(bundle.content_hash, {"onnxruntime": "1.32.0"}, {"cpu": "x"})
     assert base != dispatch_key(bundle.content_hash, {"onnxruntime": "1.31.1"}, {"cpu": "y"})
     assert base != dispatch_key("0" * 64, {"onnxruntime": "1.31.1"}, {"cpu": "x"})
+
+
+# ------------------------------------------------------------------ three CPU backends (issue 21)
+needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                                    reason="package 'openvino' is not installed (pip install 'refocus-edge[openvino]')")
+CPU_THREE = ("torch", "onnxruntime", "openvino")
+
+
+def _three(monkeypatch, tmp_path, table):
+    """torch, onnxruntime and openvino alone, with stubbed timings and a fresh timing cache."""
+    monkeypatch.setenv("REFOCUS_CACHE_DIR", str(tmp_path))
+    fake, calls = _fake_times(table)
+    monkeypatch.setattr(dispatch, "_time_runner", fake)
+    _only(monkeypatch, *CPU_THREE)
+    return calls
+
+
+@needs_openvino
+@pytest.mark.parametrize("fastest", CPU_THREE)
+def test_auto_picks_the_fastest_of_three_cpu_backends(tiny_bundle, monkeypatch, tmp_path, fastest):
+    times = {"torch/fp32": 6.0, "onnxruntime/fp32": 4.0, "onnxruntime/fp16": 5.0, "openvino/fp32": 3.0,
+             "openvino/bf16": 3.5}
+    times[f"{fastest}/fp32"] = 1.0
+    calls = _three(monkeypatch, tmp_path, times)
+    _, choices = dispatch.load_runners(read_bundle(tiny_bundle), arrays=True)
+    assert {(c.backend, c.precision) for c in choices} == {(fastest, "fp32")}
+    assert choices[0].reason.startswith("fastest measured (1.0 ms vs ")
+    assert {d.split()[0] for d in calls} == set(CPU_THREE)  # every one was timed
+    bf16 = get_backend("openvino").supports("bf16")
+    assert all(("openvino/bf16" in c.timings_ms) == bf16 for c in choices)  # bf16 competes where the CPU has it
+
+
+@needs_openvino
+def test_three_cpu_backends_override_and_visible_fallback(tiny_bundle, monkeypatch, tmp_path):
+    _three(monkeypatch, tmp_path, {"torch/fp32": 6.0, "onnxruntime/fp32": 4.0, "onnxruntime/fp16": 5.0,
+                                   "openvino/fp32": 1.0, "openvino/bf16": 2.0})
+    bundle = read_bundle(tiny_bundle)
+    # environment, then the flag over it
+    monkeypatch.setenv("REFOCUS_BACKEND", "openvino")
+    _, chosen = dispatch.load_runners(bundle, dispatch.requested_backend(None), "fp32", arrays=True)
+    assert {(c.backend, c.reason) for c in chosen} == {("openvino", "requested explicitly")}
+    _, chosen = dispatch.load_runners(bundle, dispatch.requested_backend("onnxruntime"), "fp32", arrays=True)
+    assert {c.backend for c in chosen} == {"onnxruntime"}
+    monkeypatch.delenv("REFOCUS_BACKEND")
+    # openvino (the fastest) cannot load the UNet: a warning, and the next fastest runs it
+    _break_unet(monkeypatch, get_backend("openvino"), "load_arrays")
+    with pytest.warns(dispatch.BackendFallbackWarning, match="unet: backend openvino/(fp32|bf16) skipped"):
+        _, choices = dispatch.load_runners(bundle, arrays=True)
+    by = {c.component: (c.backend, c.precision) for c in choices}
+    assert by.pop("unet") == ("onnxruntime", "fp32") and set(by.values()) == {("openvino", "fp32")}
+
+
+def test_openvino_enters_the_timing_key(tiny_bundle):
+    """The key holds each backend's availability facts: openvino's version and the device's default
+    inference precision (bf16 on AVX-512 BF16 / AMX CPUs) and capabilities."""
+    bundle = read_bundle(tiny_bundle)
+    facts = {"openvino": "2026.4.1", "device": "CPU", "capabilities": "BF16 FP32 INT8", "default_precision": "bf16"}
+    base = dispatch_key(bundle.content_hash, {"openvino": facts}, {"cpu": "x"})
+    assert base != dispatch_key(bundle.content_hash, {"openvino": {**facts, "openvino": "2026.5.0"}}, {"cpu": "x"})
+    assert base != dispatch_key(bundle.content_hash, {"openvino": {**facts, "default_precision": "f32"}},
+                                {"cpu": "x"})
+    versions = dispatch._versions()
+    if importlib.util.find_spec("openvino") is not None:
+        assert {"openvino", "default_precision", "capabilities"} <= set(versions["openvino"])

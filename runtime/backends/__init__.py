@@ -1,13 +1,13 @@
 """Backend registry: every module `backend_<name>.py` in this package that defines
 `BACKEND` is a backend. Discovery imports only these small modules; each imports
-its heavy package (onnxruntime, tensorrt, coremltools) when a component loads."""
+its heavy package (onnxruntime, openvino, tensorrt, coremltools) when a component loads."""
 from __future__ import annotations
 
 import functools
 import importlib
 import pkgutil
 
-BACKEND_ORDER = ("torch", "onnxruntime", "tensorrt", "coreml")  # listing order only
+BACKEND_ORDER = ("torch", "onnxruntime", "openvino", "tensorrt", "coreml")  # listing order only
 # Convention: backend_<name>.py defines BACKEND with BACKEND.name == <name> (tests/test_cli_help.py checks).
 
 

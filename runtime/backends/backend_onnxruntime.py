@@ -1,24 +1,26 @@
 """ONNX Runtime: runs a bundle's ONNX graphs.
 
-Execution provider: $REFOCUS_ORT_PROVIDER if set (e.g. CUDAExecutionProvider),
-else CUDA when this onnxruntime build has it, else OpenVINO when it has that (the
-onnxruntime-openvino build, `pip install 'refocus-edge[openvino]'`), else CPU. The provider a session
-actually uses is reported; if ONNX Runtime falls back from the one asked for, the
-load fails instead of running silently on something slower.
+Execution provider: $REFOCUS_ORT_PROVIDER if set (e.g. CUDAExecutionProvider, or
+OpenVINOExecutionProvider from an onnxruntime-openvino build), else CUDA when this onnxruntime
+build has it, else CPU. OpenVINO is not preferred on its own: the openvino backend
+(backend_openvino.py) compiles the same graphs with OpenVINO directly, with the precision it
+is asked for, and competes in dispatch under its own name, so "onnxruntime" never silently
+means OpenVINO. The provider a session actually uses is reported; if ONNX Runtime falls back
+from the one asked for, the load fails instead of running silently on something slower.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 
 import numpy as np
 
 from refocus_edge.runtime.artifacts import ONNX
 from refocus_edge.runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
 from refocus_edge.runtime.backends.boundary import torch_facing
+from refocus_edge.runtime.backends.threads import thread_budget
 
-PREFERENCE = ("CUDAExecutionProvider", "OpenVINOExecutionProvider", "CPUExecutionProvider")
+PREFERENCE = ("CUDAExecutionProvider", "CPUExecutionProvider")
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
@@ -71,19 +73,6 @@ def session_runner(path, spec, precision: str, provider: str | None = None) -> R
     return torch_facing(array_session_runner(path, spec, precision, provider))
 
 
-def _threads() -> int:
-    """The same thread budget as PyTorch where it is loaded (OMP_NUM_THREADS / torch.set_num_threads),
-    so that backend timings compare like with like; else $OMP_NUM_THREADS, else ONNX Runtime's own
-    default (0: one thread per physical core)."""
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        return torch.get_num_threads()
-    try:
-        return max(int(os.environ.get("OMP_NUM_THREADS", "0")), 0)
-    except ValueError:
-        return 0
-
-
 def array_session_runner(path, spec, precision: str, provider: str | None = None) -> Runner:
     """An ONNX Runtime session on `path` behind the Runner interface of `spec`, numpy arrays in and out."""
     import onnxruntime as ort
@@ -91,7 +80,7 @@ def array_session_runner(path, spec, precision: str, provider: str | None = None
     provider = provider or _provider(ort)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    options.intra_op_num_threads = _threads()
+    options.intra_op_num_threads = thread_budget()
     # The exported graphs are constant-folded already; ORT's own fusions still apply here.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if precision == "fp8":

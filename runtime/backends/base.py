@@ -62,6 +62,18 @@ class Backend:
         kernels in ONNX Runtime, for one); dispatch skips the pairs it cannot."""
         return True
 
+    def precisions(self, bundle) -> list[str]:
+        """The precisions this backend can run `bundle`'s artifacts at here: by default the bundle's
+        own tables of its artifact kind that it supports. A backend that derives a precision from
+        another table on the machine (OpenVINO's bf16 from the fp32 graphs) adds it."""
+        return [p for p in bundle.precisions(self.artifact) if self.supports(p)]
+
+    def gate_passed(self, bundle, precision: str, component: str) -> bool:
+        """Whether `component`'s artifact at `precision` passed its parity gate: the export's or
+        quantization's record in the manifest. A derived precision answers for the artifact it is
+        built from and checks itself when it loads."""
+        return bundle.gate_passed(self.artifact, precision, component)
+
     def load(self, bundle, spec, precision: str) -> Runner:
         """Load `spec`'s artifact from `bundle` (a runtime.bundle.Bundle): a runner of torch tensors."""
         raise NotImplementedError

@@ -1,0 +1,245 @@
+"""OpenVINO: compiles a bundle's ONNX graphs for Intel CPUs (and GPUs/NPUs) with the `openvino`
+package (`pip install 'refocus-edge[openvino]'`), numpy arrays in and out.
+
+Precisions, each from a graph the bundle already holds:
+  * fp32: onnx/fp32 compiled with INFERENCE_PRECISION_HINT f32. The hint is set explicitly
+    because OpenVINO's CPU plugin otherwise runs bf16 by default on CPUs with AVX-512 BF16 or
+    AMX, which is not what the fp32 gate measured;
+  * bf16: the same fp32 graph (or the bundle's bf16 table, which `refocus quantize --recipe bf16`
+    points at those graphs) compiled with the bf16 hint, offered only where the device lists BF16
+    in OPTIMIZATION_CAPABILITIES. No export ever ran this, so it gates itself at load: its outputs
+    against the gated fp32 graph's on the spec's sample inputs at the min/opt/max shapes, within
+    the spec's bf16 tolerance (runtime/components.py); a failure is a load error, which dispatch
+    reports and skips. Passed gates are remembered per graph, OpenVINO version and device;
+  * int8: the QDQ graphs of `refocus quantize --recipe int8` as they are (OpenVINO folds the Q/DQ
+    pairs into int8 kernels); their float parts run at f32, as ONNX Runtime ran them for the gate.
+
+Shapes: each call's input shapes get their own static compile (reshaped from the graph, which is
+dynamic over the spec's profile), cached per runner; static CPU kernels measured ~2x faster than
+the dynamic graph on the default student's UNet. The opt shapes are compiled at load, so a graph
+OpenVINO cannot compile fails the load, not the first call. Compiled blobs are cached on disk
+(OpenVINO's CACHE_DIR, under runtime.artifacts.cache_dir()), so later runs skip most of a compile.
+
+Device: $REFOCUS_OPENVINO_DEVICE (CPU, GPU, NPU, ...; default CPU). Only the CPU is tested here.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from refocus_edge.runtime import artifacts
+from refocus_edge.runtime.artifacts import ONNX
+from refocus_edge.runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
+from refocus_edge.runtime.backends.boundary import torch_facing
+from refocus_edge.runtime.backends.threads import thread_budget
+
+DEVICE_ENV = "REFOCUS_OPENVINO_DEVICE"
+INSTALL = "pip install 'refocus-edge[openvino]'"
+HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INFERENCE_PRECISION_HINT per precision
+MAX_SHAPES = 4  # static compiles kept per runner (the sampler uses one or two shapes per component)
+
+
+def device() -> str:
+    return os.environ.get(DEVICE_ENV, "CPU").strip().upper() or "CPU"
+
+
+@functools.lru_cache(maxsize=4)
+def device_facts(name: str) -> dict:
+    """What this OpenVINO sees of `name`: version, device model, capabilities and its default
+    inference precision. All of it enters the dispatch timing key (through `versions`): a CPU whose
+    default is bf16 times differently from one whose default is f32. Raises when it is absent."""
+    import openvino as ov
+
+    core = ov.Core()
+    present = core.available_devices
+    if not any(d == name or d.startswith(name + ".") for d in present):
+        raise BackendUnavailableError(f"OpenVINO has no {name} device here (it sees {', '.join(present) or 'none'})")
+    caps = [str(c) for c in core.get_property(name, "OPTIMIZATION_CAPABILITIES")]
+    return {"openvino": ov.get_version().split("-")[0], "device": name,
+            "device_name": str(core.get_property(name, "FULL_DEVICE_NAME")),
+            "capabilities": " ".join(caps),
+            "default_precision": core.get_property(name, "INFERENCE_PRECISION_HINT").to_string()}
+
+
+def _installed() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+    artifact = ONNX
+    priority = 2
+
+    def availability(self) -> Availability:
+        if not _installed():
+            return Availability(False, f"package 'openvino' is not installed ({INSTALL})")
+        try:
+            facts = device_facts(device())
+        except Exception as exc:  # a missing device, or a broken install: say which
+            return Availability(False, f"{type(exc).__name__}: {exc}")
+        bf16 = ", bf16" if self.supports("bf16") else " (no bf16 on this device)"
+        return Availability(True, f"openvino {facts['openvino']}, {facts['device']} {facts['device_name']}, "
+                                  f"fp32, int8{bf16}", facts)
+
+    def supports(self, precision: str) -> bool:
+        if precision == "bf16":  # a device capability, not a graph: ask the device
+            try:
+                return _installed() and "BF16" in device_facts(device())["capabilities"].split()
+            except Exception:
+                return False
+        # fp16 graphs would run with f32 arithmetic on CPUs without native fp16 (a fp16 label on
+        # fp32 work); fp8 has no OpenVINO CPU kernels.
+        return precision in HINTS
+
+    def precisions(self, bundle) -> list[str]:
+        have = super().precisions(bundle)
+        if "fp32" in have and "bf16" not in have and self.supports("bf16"):
+            have.append("bf16")  # derived from the fp32 graphs on this machine
+        return have
+
+    def gate_passed(self, bundle, precision: str, component: str) -> bool:
+        if precision == "bf16":  # the graph it compiles is the fp32 one; the bf16 gate runs at load
+            return bundle.gate_passed(ONNX, "fp32", component)
+        return super().gate_passed(bundle, precision, component)
+
+    def load(self, bundle, spec, precision: str) -> Runner:
+        return torch_facing(self.load_arrays(bundle, spec, precision))
+
+    def load_arrays(self, bundle, spec, precision: str) -> Runner:
+        self.require()
+        if not self.supports(precision):
+            why = ("this device lists no BF16 in OPTIMIZATION_CAPABILITIES" if precision == "bf16"
+                   else f"openvino runs fp32, bf16 and int8 here, not {precision}")
+            raise BackendUnavailableError(f"{spec.name}: {why}")
+        table = precision if precision != "bf16" or "bf16" in bundle.precisions(ONNX) else "fp32"
+        path = bundle.artifact_path(ONNX, table, spec.name)
+        runner = compiled_runner(path, spec, precision)
+        if precision == "bf16":
+            check_against_fp32(runner, compiled_runner(path, spec, "fp32"), spec, bundle.manifest.files.get(
+                bundle.manifest.table(ONNX, table)[spec.name], str(path)))
+        return runner
+
+
+def compile_config(precision: str) -> dict:
+    return {"INFERENCE_PRECISION_HINT": HINTS[precision], "INFERENCE_NUM_THREADS": thread_budget(),
+            "PERFORMANCE_HINT": "LATENCY", "CACHE_DIR": str(artifacts.cache_dir() / "openvino")}
+
+
+class _StaticCompiles:
+    """One graph, compiled for each distinct set of input shapes it is called with."""
+
+    def __init__(self, path, spec, precision: str):
+        import openvino as ov
+
+        self.ov, self.core, self.spec = ov, ov.Core(), spec
+        self.model = self.core.read_model(str(path))
+        self.config, self.dev = compile_config(precision), device()
+        self.types = {n: self.model.input(n).get_element_type().to_dtype() for n in spec.input_names}
+        self.requests: dict[tuple, object] = {}
+        self.dynamic, self.static_failure = None, ""
+
+    def request(self, shapes: tuple):
+        if self.dynamic is not None:
+            return self.dynamic
+        if shapes not in self.requests:
+            if len(self.requests) >= MAX_SHAPES:
+                self.requests.pop(next(iter(self.requests)))  # the oldest shape goes
+            model = self.model.clone()
+            model.reshape({n: self.ov.PartialShape(list(s)) for n, s in zip(self.spec.input_names, shapes)})
+            try:
+                self.requests[shapes] = self.core.compile_model(model, self.dev, self.config).create_infer_request()
+            except Exception as exc:
+                # OpenVINO 2026.4's CPU plugin fails the static compile of the default student's int8 UNet
+                # (an empty edge after fusing a dequantize) yet compiles the dynamic graph: run that one
+                # for every shape, and say so in the runner's device.
+                self.static_failure = _first_line(exc)
+                self.dynamic = self.core.compile_model(self.model, self.dev, self.config).create_infer_request()
+                return self.dynamic
+        return self.requests[shapes]
+
+    def __call__(self, feeds: dict) -> dict:
+        names = self.spec.input_names
+        arrays = {n: np.ascontiguousarray(np.asarray(feeds[n]).astype(self.types[n], copy=False)) for n in names}
+        request = self.request(tuple(arrays[n].shape for n in names))
+        result = request.infer(arrays)
+        # copied: the request's output buffers are overwritten by its next call
+        return {n: np.array(result[n], dtype=np.float32) for n in self.spec.output_names}
+
+
+def compiled_runner(path, spec, precision: str) -> Runner:
+    """`path` compiled by OpenVINO behind the Runner interface of `spec`, numpy arrays in and out."""
+    try:
+        run = _StaticCompiles(path, spec, precision)
+        run.request(tuple(spec.input_shapes("opt")[n] for n in spec.input_names))
+    except BackendUnavailableError:
+        raise
+    except Exception as exc:
+        raise BackendUnavailableError(f"{spec.name}: OpenVINO could not compile {path.name} at {precision}: "
+                                      f"{_first_line(exc)}") from None
+    note = f" (dynamic shapes: static compile failed: {run.static_failure})" if run.dynamic is not None else ""
+    return Runner(spec, run, f"openvino {run.dev} {precision}{note}")
+
+
+def _first_line(exc: Exception) -> str:
+    """The message of an OpenVINO error without its C++ source locations ("Exception from
+    src/...cpp:117:" lines), which say nothing to a user."""
+    lines = [x.strip() for x in str(exc).splitlines() if x.strip() and not x.startswith("Exception from")]
+    return " ".join(lines[-2:]) if lines else type(exc).__name__
+
+
+# ------------------------------------------------------------------ the bf16 load-time gate
+def max_rel_error(got: np.ndarray, ref: np.ndarray) -> float:
+    """max |got - ref| / max |ref|, the export gates' metric (export/parity.py), in numpy."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    if got.shape != ref.shape:
+        return float("inf")
+    return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-12))
+
+
+def _gate_record(graph_sha: str, spec) -> Path:
+    key = artifacts.derived_gate_key("openvino", "bf16", graph_sha, spec, spec.tolerance("bf16"),
+                                     device_facts(device()))
+    return artifacts.cache_dir() / "openvino" / "gates" / f"{spec.name}.bf16.{key}.json"
+
+
+def check_against_fp32(runner: Runner, reference: Runner, spec, graph_sha: str) -> float:
+    """Gate a bf16 compile against the fp32 compile of the same (gated) graph, at the profile's
+    min/opt/max shapes; a pass is recorded so that later loads on this machine skip the check.
+    Raises BackendUnavailableError naming the error and the bound when it fails."""
+    record = _gate_record(graph_sha, spec)
+    try:
+        return float(json.loads(record.read_text())["max_rel_error"])
+    except (OSError, ValueError, KeyError):
+        pass
+    rng, worst, where = np.random.default_rng(0), 0.0, ""
+    seen = set()
+    for corner in ("min", "opt", "max"):
+        shapes = spec.input_shapes(corner)
+        if tuple(shapes.items()) in seen:
+            continue
+        seen.add(tuple(shapes.items()))
+        feeds = spec.sample_arrays(rng, corner)
+        name = spec.output_names[0]
+        err = max_rel_error(runner(feeds)[name], reference(feeds)[name])
+        if not err <= worst:  # NaN included
+            worst, where = err, f"{corner} shapes {dict(shapes)}"
+    reference.close()
+    bound = spec.tolerance("bf16")
+    if not worst <= bound:
+        runner.close()
+        raise BackendUnavailableError(f"{spec.name}: openvino bf16 failed its parity gate: max_rel_error "
+                                      f"{worst:.3g} > {bound:.3g} against the fp32 graph at {where}")
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"max_rel_error": worst, "bound": bound, "at": where}))
+    except OSError:  # a read-only cache only costs the check again next time
+        pass
+    return worst
+
+
+BACKEND = OpenVinoBackend()
