@@ -196,3 +196,18 @@ def test_refocus_backends_lists_openvino(capsys):
         assert " no " in line and "refocus-edge[openvino]" in line
     else:
         assert " yes " in line and "fp32, int8" in line
+
+
+@needs_openvino
+@needs_bf16
+def test_a_bf16_compile_after_an_fp32_one_is_still_bf16(tiny_bundle, random_refocuser, monkeypatch, tmp_path,
+                                                         one_thread):
+    """OpenVINO 2026.4's model-cache key leaves out the precision hint: with one cache folder, a bf16
+    compile of a graph already cached at f32 imported that blob and computed garbage (relative error
+    0.43 on an AMX CPU). The backend keeps a folder per precision; this order used to fail."""
+    monkeypatch.setenv("REFOCUS_CACHE_DIR", str(tmp_path))
+    bundle = read_bundle(tiny_bundle)
+    _worst_against_torch(bundle, random_refocuser, "image_encoder", "fp32")
+    worst, spec = _worst_against_torch(bundle, random_refocuser, "image_encoder", "bf16")
+    assert worst < spec.tolerance("bf16")
+    assert sorted(p.name for p in (tmp_path / "openvino").iterdir() if p.name != "gates") == ["bf16", "fp32"]

@@ -126,8 +126,12 @@ class OpenVinoBackend(Backend):
 
 
 def compile_config(precision: str) -> dict:
+    # One model cache folder per precision: OpenVINO 2026.4's cache key leaves out
+    # INFERENCE_PRECISION_HINT, so a bf16 compile of a graph already compiled at f32 in the same
+    # folder imported the f32 blob and computed wrong results (max relative error 0.43 against a
+    # fresh bf16 compile of the tiny image encoder on an AMX CPU; tests/test_backend_openvino.py).
     return {"INFERENCE_PRECISION_HINT": HINTS[precision], "INFERENCE_NUM_THREADS": thread_budget(),
-            "PERFORMANCE_HINT": "LATENCY", "CACHE_DIR": str(artifacts.cache_dir() / "openvino")}
+            "PERFORMANCE_HINT": "LATENCY", "CACHE_DIR": str(artifacts.cache_dir() / "openvino" / precision)}
 
 
 class _StaticCompiles:
