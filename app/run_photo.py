@@ -7,7 +7,7 @@ After sampling, the stack's depth-of-field views (all-in-focus image, depth map,
 the viewer's precomputed re-renders: refocus_edge.dof.stack_views) are computed
 unless the config turns them off; they are published with the frames, in one go.
 
-A bundle in mode fast samples on the thin runtime (refocus_edge.app.sampling): no
+A bundle in mode fast samples on the thin runtime (refocus_edge.runtime.run_model): no
 torch import for the stack. The depth-of-field views are computed with torch; where
 it is not installed they are skipped with a one-line note (in the log and run.json)
 and the folder holds the frames, the sweep GIF, the stack viewer and run.json.
@@ -46,6 +46,7 @@ class RunConfig:
     precision: str | None = None  # bundles only: fp32|fp16; None: any that passed its gate
     low_memory: bool = False  # one component resident at a time (8 GB boards, phones)
     wait: bool = False  # another process writing out_dir: wait for it (default: fail at once)
+    decoder: str | None = None  # full | tiny | auto (None: full for a model folder, a bundle's own)
     # All-in-focus image, depth map and viewer re-renders; None skips them (`--no-dof`).
     dof_views: StackViewsConfig | None = field(default_factory=StackViewsConfig)
 
@@ -90,7 +91,7 @@ def refocus_photo(cfg: RunConfig, log: Callable[[str], None] = lambda _msg: None
 
 def _refocus_locked(cfg: RunConfig, log: Callable[[str], None]) -> RunReport:
     from refocus_edge.app.outputs import result_bytes_estimate, write_stack
-    from refocus_edge.app.sampling import load_run_model
+    from refocus_edge.runtime.run_model import load_run_model
     from refocus_edge.runtime.image_io import load_photo
     from refocus_edge.runtime.publish import check_free_space
     from refocus_edge.runtime.resize import fit_photo
@@ -103,7 +104,8 @@ def _refocus_locked(cfg: RunConfig, log: Callable[[str], None]) -> RunReport:
     photo = load_photo(cfg.image, max_side_hint=PHOTO_DECODE_SIDE)
     timings["load_photo"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model = load_run_model(cfg.model, cfg.unet, cfg.mode, cfg.backend, cfg.precision, cfg.low_memory)
+    model = load_run_model(cfg.model, cfg.unet, cfg.mode, cfg.backend, cfg.precision, cfg.low_memory,
+                           cfg.decoder)
     refocuser = model.refocuser
     timings["load_model"] = time.perf_counter() - t0
     own = refocuser.config.num_inference_steps

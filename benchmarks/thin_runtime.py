@@ -52,13 +52,13 @@ MINIMAL = ["refocus-edge[onnx]"]
 # Driver for the "before" variant: the same CLI, with the run's model loaded for the PyTorch sampler.
 TORCH_SAMPLER_DRIVER = """
 import sys
-from refocus_edge.app import sampling
+from refocus_edge.runtime import run_model as sampling
 from refocus_edge.cli.main import main
 
-def torch_sampler(model, unet, mode, backend, precision, low_memory):
+def torch_sampler(model, unet, mode, backend, precision, low_memory, decoder=None):
     from refocus_edge.runtime.loading import load_refocuser
     return sampling.RunModel(load_refocuser(model, unet=unet, backend=backend, precision=precision,
-                                            low_memory=low_memory), thin=False)
+                                            low_memory=low_memory, decoder=decoder), thin=False)
 
 sampling.load_run_model = torch_sampler
 sys.exit(main(sys.argv[1:]))

@@ -37,6 +37,9 @@ def register(sub) -> None:
         t.add_argument("--out", type=Path, required=True, metavar="BUNDLE", help="bundle folder to write")
         for option in exporter.options:
             _add_option(t, option)
+        t.add_argument("--decoder", default="full", choices=["full", "tiny"],
+                       help="full: the VAE's temporal decoder (default); tiny: the model's gated tiny decoder "
+                            "(`refocus distill-decoder`), exported as one chunk of all frames")
         t.add_argument("--gate-steps", type=int, default=None,
                        help="Euler steps of the end-to-end gate (default: the model's own)")
         t.add_argument("--force", action="store_true", help="replace an existing bundle")
@@ -55,7 +58,7 @@ def run_target(args) -> int:
 
     exporter = get_target(args.target)
     settings = ExportSettings(model=args.model or default_model_name(), out=args.out, force=args.force,
-                              gate_steps=args.gate_steps)
+                              gate_steps=args.gate_steps, decoder=args.decoder)
     cfg = exporter.config(settings, {o.dest: getattr(args, o.dest) for o in exporter.options})
     exporter.export(cfg, log=lambda msg: print(msg, file=sys.stderr))
     print(args.out)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from refocus_edge.cli.arg_types import positive_int, seed
 from refocus_edge.runtime.backends import backend_names  # module names only: no backend is imported
+from refocus_edge.runtime.component_names import DECODERS
 from refocus_edge.runtime.zoo import DEFAULT_MODEL  # a name only: zoo imports nothing heavy
 
 
@@ -39,6 +40,10 @@ def register(sub) -> None:
     p.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16", "int8", "fp8"],
                    help="bundle artifact precision (default: a quantized bundle's own recipe, else any "
                         "that passed its parity gate)")
+    p.add_argument("--decoder", default=None, choices=list(DECODERS),
+                   help="full: the VAE's temporal decoder (default for a model folder); tiny: the model's "
+                        "gated tiny decoder (`refocus distill-decoder`), 10x+ faster; auto: tiny where the model "
+                        "has one that passed its gate. A bundle runs the decoder it was exported with")
     p.add_argument("--low-memory", action="store_true",
                    help="load each component only for its stage and free it after (8 GB boards, "
                         "phones): lower peak memory, slower")
@@ -61,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = RunConfig(image=args.image, out_dir=out, model=args.model, unet=args.unet,
                     position=args.position, steps=args.steps, seed=args.seed, mode=args.mode,
                     force=args.force, progress=not args.quiet, backend=args.backend,
-                    precision=args.precision, low_memory=args.low_memory, wait=args.wait,
+                    precision=args.precision, low_memory=args.low_memory, wait=args.wait, decoder=args.decoder,
                     dof_views=None if args.no_dof else StackViewsConfig())
     log = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     report = refocus_photo(cfg, log=log)

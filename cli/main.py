@@ -13,7 +13,7 @@ import importlib
 import sys
 
 # Verb modules, in the order `refocus --help` lists them.
-VERBS = ("run", "edit", "models", "lpips", "export", "quantize", "distill", "backends", "bench")
+VERBS = ("run", "edit", "models", "lpips", "export", "quantize", "distill", "distill_decoder", "backends", "bench")
 # The pyproject extra that installs an optional package (anything else heavy comes with [export]).
 EXTRA_OF = {"onnxruntime": "onnx", "coremltools": "coreml", "tensorrt": "tensorrt"}
 

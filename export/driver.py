@@ -73,7 +73,7 @@ def export_bundle(target, cfg, log: Callable[[str], None] = print) -> ExportRepo
 
     target.require(cfg)
     started = time.perf_counter()
-    refocuser = load_refocuser(cfg.model)
+    refocuser = load_refocuser(cfg.model, decoder=cfg.decoder)
     dims = ModelDims.of(refocuser, target.resolutions(cfg))
     specs = component_specs(dims)
     source_hash = model_hash(refocuser.source)

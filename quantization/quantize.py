@@ -358,7 +358,7 @@ def module_runners(model, specs: dict, dtype: torch.dtype, label: str, transform
 def torch_precision_runners(bundle, dtype: torch.dtype) -> dict:
     """Runners that compute each component with the bundle's source model in `dtype`: how bf16,
     which no CPU backend runs, is measured here."""
-    from refocus_edge.runtime.backends.backend_torch import source_folder
+    from refocus_edge.runtime.backends.backend_torch import source_decoder, source_folder
     from refocus_edge.runtime.loading import load_refocuser
 
     folder = source_folder(bundle)
@@ -366,7 +366,7 @@ def torch_precision_runners(bundle, dtype: torch.dtype) -> dict:
         raise InvalidArgumentError(f"the {dtype} gate runs the source model in PyTorch, and the source model "
                                    f"({bundle.source.get('model')}) is not on this machine")
     # fp32; each ModuleRunner holds its own copy cast to `dtype`
-    return module_runners(load_refocuser(folder), bundle.specs, dtype, f"torch cpu {dtype}")
+    return module_runners(load_refocuser(folder, decoder=source_decoder(bundle)), bundle.specs, dtype, f"torch cpu {dtype}")
 
 
 def _quantize_float(cfg, recipe, bundle, refocuser, meter, stage, manifest, report, log) -> dict:

@@ -12,6 +12,11 @@ DECODER_PREFIX = DECODER_FAMILY + "_"
 VAE_PREFIX = "vae_"  # the components the VAE adapter serves: the encoder and every decoder
 
 
+# --decoder: the VAE's temporal decoder, the model's tiny decoder (runtime/tiny_decoder.py), or the tiny
+# one where the model has one that passed its gate.
+DECODERS = ("full", "tiny", "auto")
+
+
 def decoder_name(chunk: int) -> str:
     return f"{DECODER_PREFIX}{int(chunk)}"
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from refocus_edge.runtime.component_names import DECODERS
 from refocus_edge.runtime.errors import ModelLoadError
 from refocus_edge.runtime.importable import importable
 from refocus_edge.runtime.quiet import quiet_libraries
@@ -63,7 +64,8 @@ def _load(cls, folder: Path, what: str, dtype):
 
 def load_refocuser(model: str | Path | None = None, unet: str | Path | None = None,
                    dtype=None, backend: str | None = None,
-                   precision: str | None = None, low_memory: bool = False, arrays: bool = False) -> Refocuser:
+                   precision: str | None = None, low_memory: bool = False, arrays: bool = False,
+                   decoder: str | None = None) -> Refocuser:
     """Load a refocuser by shipped name, model folder or bundle folder.
 
     `unet` overrides the UNet folder (model folders only). `dtype`: the torch dtype of a model
@@ -71,8 +73,13 @@ def load_refocuser(model: str | Path | None = None, unet: str | Path | None = No
     and `precision` apply to bundles; a plain model folder runs on torch only. `low_memory`
     loads each component when its stage starts and frees it when the stage ends
     (runtime/low_memory.py). `arrays`: a bundle's components take numpy arrays (the thin
-    runtime's sampler, runtime/array_sampler.py); a model folder refuses it.
+    runtime's sampler, runtime/array_sampler.py); a model folder refuses it. `decoder`: "full" (the
+    VAE's temporal decoder, the default for model folders), "tiny" (the model's gated tiny decoder,
+    runtime/tiny_decoder.py) or "auto" (tiny where the model has one that passed its gate); a bundle
+    runs the decoder it was exported with and refuses another.
     """
+    if decoder is not None and decoder not in DECODERS:
+        raise ModelLoadError(f"unknown decoder {decoder!r}; choose full, tiny or auto")
     root = resolve_model(model)
     if not root.exists():
         raise ModelLoadError("no such model folder or shipped model name; `refocus models` lists "
@@ -87,7 +94,12 @@ def load_refocuser(model: str | Path | None = None, unet: str | Path | None = No
             raise ModelLoadError("--unet overrides apply to model folders, not to exported bundles", root)
         from refocus_edge.runtime.bundle_loading import load_bundle_refocuser
 
-        return load_bundle_refocuser(root, backend, precision, low_memory=low_memory, arrays=arrays)
+        refocuser = load_bundle_refocuser(root, backend, precision, low_memory=low_memory, arrays=arrays)
+        exported = refocuser.config.extra.get("decoder", "full")
+        if decoder in ("full", "tiny") and decoder != exported:
+            raise ModelLoadError(f"this bundle was exported with the {exported} decoder; export the model again "
+                                 f"with --decoder {decoder}", root)
+        return refocuser
     if arrays:
         raise ModelLoadError("the thin runtime runs exported bundles; this is a model folder, which runs on "
                              f"PyTorch (or export it first: refocus export onnx --model {model or root} --out BUNDLE)",
@@ -169,6 +181,27 @@ def load_refocuser(model: str | Path | None = None, unet: str | Path | None = No
     refocuser.clip_size = (size, size)
     if unet is not None:
         refocuser.notes.append(f"UNet from {unet_dir}")
+    if decoder in ("tiny", "auto"):
+        _use_tiny_decoder(refocuser, root, required=decoder == "tiny", dtype=dtype)
     if low_memory:
         refocuser.notes.append("low-memory mode: one component resident at a time")
     return refocuser
+
+
+def _use_tiny_decoder(refocuser: Refocuser, root: Path, required: bool, dtype) -> None:
+    """Swap the VAE's decoder for the model's gated tiny decoder (one chunk of all frames)."""
+    from dataclasses import replace
+
+    from refocus_edge.runtime.tiny_decoder import TinyDecoderVAE, load_tiny_decoder, tiny_decoder_problem
+
+    problem = tiny_decoder_problem(root)
+    if problem and not required:
+        refocuser.notes.append(f"full decoder ({problem})")
+        return
+    tiny = load_tiny_decoder(root, dtype)  # raises ModelLoadError with the problem
+    refocuser.vae = TinyDecoderVAE(refocuser.vae, tiny)
+    frames = refocuser.config.num_frames
+    refocuser.config = replace(refocuser.config, decode_chunk_sizes=(frames,),
+                               extra={**refocuser.config.extra, "decoder": "tiny"})
+    refocuser.notes.append(f"tiny decoder ({sum(p.numel() for p in tiny.parameters()) / 1e6:.2f} M parameters, "
+                           f"{frames} frames in one chunk)")

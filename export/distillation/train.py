@@ -1,15 +1,10 @@
-"""The student's training loop: deterministic, checkpointed, resumable, with EMA.
-
-A run killed at any point continues from its last checkpoint: the checkpoint
-holds the student, its EMA, the optimiser, the data generator's state, the
-step and the loss history, and is written atomically. Resuming a run whose
-settings differ (steps, batch, lr, ...) is refused rather than mixed.
-"""
+"""The student's training: learning-rate schedule, trainable parameters and the student trainers,
+on the shared checkpointed loop (export/training_loop.py: deterministic, resumable, EMA; a run
+whose settings differ (steps, batch, lr, ...) is refused rather than mixed)."""
 from __future__ import annotations
 
 import copy
 import math
-import time
 from contextlib import nullcontext
 
 import torch
@@ -17,12 +12,12 @@ import torch
 from refocus_edge.export.distillation.config import DistillConfig
 from refocus_edge.export.distillation.objective import regression_loss, step_target
 from refocus_edge.export.distillation.trajectories import Trajectories
+from refocus_edge.export.training_loop import CheckpointedTrainer
 from refocus_edge.runtime.edm import denoise, euler_step
 from refocus_edge.runtime.errors import InvalidArgumentError
 from refocus_edge.runtime.sampler import initial_noise
 
 WARMUP = 50
-SHOW_EVERY = 10
 
 
 def lr_at(step: int, cfg: DistillConfig) -> float:
@@ -55,12 +50,13 @@ def initial_states(traj: Trajectories, init_sigma: float) -> torch.Tensor:
     return torch.cat([initial_noise(shape, int(s), init_sigma) for s in traj.noise_seeds])
 
 
-class TrainerCore:
+class TrainerCore(CheckpointedTrainer):
     """What every student training run shares: the student and its EMA, AdamW with warm-up and
-    cosine lr, one seeded data generator, atomic checkpoints that a resumed run continues exactly,
-    and the progress-bar loop. Subclasses say what one update's loss is (`loss`)."""
+    cosine lr, one seeded data generator, and the checkpointed loop (export/training_loop.py).
+    Subclasses say what one update's loss is (`loss`)."""
 
     desc = "distill"
+    ckpt_key = "student"
 
     def _setup(self, student, teacher_config, cfg: DistillConfig, log) -> None:
         self.cfg, self.log = cfg, log
@@ -73,37 +69,19 @@ class TrainerCore:
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.time_ids = torch.tensor([teacher_config.added_time_ids], dtype=torch.float32, device=self.device)
-        self.step, self.history, self.seconds = 0, [], 0.0
+        self._start_counters()
         self.ckpt = cfg.resolved_run_dir / "student.ckpt"
 
-    # ------------------------------------------------------------ checkpoints
-    def resume(self) -> bool:
-        if not self.ckpt.is_file():
-            return False
-        # On the CPU: the generator state must stay a CPU tensor; load_state_dict moves the weights.
-        state = torch.load(self.ckpt, weights_only=False, map_location="cpu")
-        if state["facts"] != self.cfg.training_facts():
-            changed = sorted(k for k in state["facts"] if state["facts"][k] != self.cfg.training_facts().get(k))
-            raise InvalidArgumentError(f"{self.ckpt} belongs to a run with different settings {changed}; "
-                                       "use another --run-dir, or delete it to start over")
-        self.student.load_state_dict(state["student"])
-        self.ema.load_state_dict(state["ema"])
-        self.opt.load_state_dict(state["opt"])
-        self.gen.set_state(state["gen"])
-        self.step, self.history, self.seconds = state["step"], state["history"], state["seconds"]
-        self.log(f"distill: resumed {self.ckpt} at step {self.step}/{self.cfg.iterations}")
-        return True
+    @property
+    def model(self):
+        return self.student
 
-    def save(self) -> None:
-        self.ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.ckpt.with_suffix(".tmp")
-        torch.save({"student": self.student.state_dict(), "ema": self.ema.state_dict(),
-                    "opt": self.opt.state_dict(), "gen": self.gen.get_state(), "step": self.step,
-                    "history": self.history, "seconds": self.seconds,
-                    "facts": self.cfg.training_facts()}, tmp)
-        tmp.replace(self.ckpt)
+    def lr_at(self, step: int) -> float:
+        return lr_at(step, self.cfg)
 
-    # ------------------------------------------------------------- one update
+    def bar_desc(self) -> str:
+        return f"{self.desc} {self.steps}-step"
+
     def _autocast(self):
         if self.cfg.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -113,52 +91,6 @@ class TrainerCore:
         with self._autocast():
             return denoise(unet, x, sigma, c.latents.to(self.device), c.embeddings.to(self.device),
                            self.time_ids).float()
-
-    def loss(self) -> torch.Tensor:
-        raise NotImplementedError
-
-    def update(self) -> float:
-        """One optimiser step on `loss()`, then the EMA."""
-        cfg = self.cfg
-        lr = lr_at(self.step, cfg)
-        for g in self.opt.param_groups:
-            g["lr"] = lr
-        loss = self.loss()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-        self.opt.step()
-        decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))
-        with torch.no_grad():
-            for pe, pl in zip(self.ema.parameters(), self.student.parameters()):
-                pe.lerp_(pl, 1 - decay)
-        self.step += 1
-        return float(loss.detach())
-
-    # ------------------------------------------------------------------ loop
-    def run(self, stop_after: int | None = None) -> None:
-        """Train to cfg.iterations (or `stop_after` more updates: tests use it to simulate a kill)."""
-        from tqdm.auto import tqdm
-
-        cfg = self.cfg
-        end = cfg.iterations if stop_after is None else min(cfg.iterations, self.step + stop_after)
-        bar = tqdm(total=cfg.iterations, initial=self.step, desc=f"{self.desc} {self.steps}-step", unit="it",
-                   disable=not cfg.progress, mininterval=2)
-        last_save = time.time()
-        while self.step < end:
-            t0 = time.perf_counter()
-            loss = self.update()
-            self.seconds += time.perf_counter() - t0
-            self.history.append((self.step, loss))  # every update: a resumed run continues it exactly
-            if self.step % SHOW_EVERY == 0:
-                recent = [v for _, v in self.history[-SHOW_EVERY:]]
-                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
-            bar.update()
-            if time.time() - last_save > cfg.checkpoint_minutes * 60:
-                self.save()
-                last_save = time.time()
-        bar.close()
-        self.save()
 
 
 class TrajectoryObjective:

@@ -34,6 +34,7 @@ class ExportSettings:
     force: bool = False
     gate_steps: int | None = None  # sampler steps of the end-to-end gate (None: the model's own)
     gate_seed: int = 0
+    decoder: str = "full"  # "full" (the VAE's temporal decoder) or "tiny" (the model's gated tiny decoder)
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ class Exporter:
 
         if variant.precision == "fp32":
             return dict(job.reference)
-        source = load_refocuser(job.cfg.model, dtype=torch.float16)
+        source = load_refocuser(job.cfg.model, dtype=torch.float16, decoder=job.cfg.decoder)
         return {name: component_module(source, spec) for name, spec in job.specs.items()}
 
     def artifact_path(self, component: str, variant: Variant) -> str:

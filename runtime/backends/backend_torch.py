@@ -15,7 +15,7 @@ from refocus_edge.runtime.importable import importable
 
 
 @functools.lru_cache(maxsize=2)
-def _source_refocuser(path: str, expected_hash: str | None):
+def _source_refocuser(path: str, expected_hash: str | None, decoder: str = "full"):
     """The source model, loaded and hash-checked once for all its components (hashing the
     released model reads 6 GB)."""
     from refocus_edge.runtime.artifacts import model_hash
@@ -24,7 +24,7 @@ def _source_refocuser(path: str, expected_hash: str | None):
     if expected_hash and model_hash(Path(path)) != expected_hash:
         raise BackendUnavailableError(f"the source model at {path} changed since the bundle was "
                                       "exported (hash differs); re-export the bundle")
-    return load_refocuser(path)
+    return load_refocuser(path, decoder=decoder)  # the decoder the bundle was exported with
 
 
 def source_folder(bundle) -> Path | None:
@@ -41,6 +41,11 @@ def source_folder(bundle) -> Path | None:
         if folder.is_dir():
             return folder
     return None
+
+
+def source_decoder(bundle) -> str:
+    """The decoder a bundle was exported with ("full" for bundles that predate the tiny one)."""
+    return bundle.source.get("decoder", "full")
 
 
 class TorchBackend(Backend):
@@ -70,7 +75,7 @@ class TorchBackend(Backend):
             raise BackendUnavailableError(
                 f"the source model of this bundle ({bundle.source.get('model') or bundle.source.get('path')}) "
                 "is not on this machine; the torch backend runs the original PyTorch model")
-        module = component_module(_source_refocuser(str(folder), bundle.source.get("hash")), spec)
+        module = component_module(_source_refocuser(str(folder), bundle.source.get("hash"), source_decoder(bundle)), spec)
 
         def run(feeds):
             with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Which sampler a `refocus run` uses, and the model it loads for it.
+"""Which sampler a run uses (`refocus run`, `refocus bench --against-reference`), and the model it loads.
 
 * A bundle in mode fast runs on the thin runtime (refocus_edge.runtime.array_sampler): numpy
   arrays through the bundle's backends, no torch or diffusers import unless a chosen backend
@@ -46,7 +46,8 @@ class RunModel:
         return result
 
 
-def load_run_model(model, unet, mode: str, backend, precision, low_memory: bool) -> RunModel:
+def load_run_model(model, unet, mode: str, backend, precision, low_memory: bool,
+                   decoder: str | None = None) -> RunModel:
     """The refocuser for a run, on the thin runtime where it can run (a bundle, mode fast)."""
     from refocus_edge.runtime.bundle import is_bundle
     from refocus_edge.runtime.loading import load_refocuser
@@ -58,5 +59,5 @@ def load_run_model(model, unet, mode: str, backend, precision, low_memory: bool)
         raise ModelLoadError(f"--mode {mode} is the literal PyTorch loop and needs torch, which is not installed "
                              f"here; run the bundle with --mode fast (the thin runtime) or {INSTALL_TORCH}", root)
     refocuser = load_refocuser(model, unet=unet, backend=backend, precision=precision, low_memory=low_memory,
-                               arrays=thin)
+                               arrays=thin, decoder=decoder)
     return RunModel(refocuser, thin)

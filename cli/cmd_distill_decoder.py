@@ -1,0 +1,69 @@
+"""`refocus distill-decoder`: a tiny temporal decoder distilled from a model's own VAE decoder."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from refocus_edge.cli.arg_types import positive_int, seed
+from refocus_edge.runtime.zoo import DEFAULT_MODEL
+
+
+def register(sub) -> None:
+    from refocus_edge.export.tiny_decoder.config import GATE_LPIPS_MEDIAN, TinyDecoderConfig as D
+
+    p = sub.add_parser(
+        "distill-decoder", help="train the model's tiny temporal decoder (10x+ faster decoding), LPIPS-gated",
+        description="Distil a small convolutional decoder with neighbour-frame mixing from the model's own "
+                    "temporal VAE decoder, on the model's own samples and the VAE latents of training stacks; "
+                    "gate it by LPIPS against the full decoder's frames of held-out stacks and write it into "
+                    "the model folder as tiny_decoder/. Rerun the same command to resume an interrupted run.")
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME_OR_PATH",
+                   help=f"shipped model name or model folder (default: {DEFAULT_MODEL})")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="tiny decoder folder to write (default: MODEL/tiny_decoder, where --decoder tiny finds it)")
+    p.add_argument("--samples", type=positive_int, default=D.samples,
+                   help="training stacks, each giving two latent stacks (default %(default)s)")
+    p.add_argument("--held-out", type=positive_int, default=D.held_out,
+                   help="held-out stacks the gate decodes (default %(default)s)")
+    p.add_argument("--iterations", type=positive_int, default=D.iterations, help="updates (default %(default)s)")
+    p.add_argument("--batch", type=positive_int, default=D.batch, help="stacks per update (default %(default)s)")
+    p.add_argument("--lr", type=float, default=D.lr, help="peak AdamW learning rate (default %(default)s)")
+    p.add_argument("--ema", type=float, default=D.ema_decay, help="EMA decay of the shipped weights (default %(default)s)")
+    p.add_argument("--perceptual-weight", type=float, default=D.perceptual_weight,
+                   help="weight of LPIPS (alex) beside the L1 (default %(default)s)")
+    p.add_argument("--channels", type=positive_int, nargs="+", default=list(D.channels),
+                   help="feature channels per level, latent resolution first (default %(default)s)")
+    p.add_argument("--blocks", type=positive_int, nargs="+", default=list(D.blocks),
+                   help="residual blocks per level (default %(default)s)")
+    p.add_argument("--data", default=D.data, help="'synthetic' (training split), a .npy stack cache or a "
+                                                   "learn2refocus dataset folder (default %(default)s)")
+    p.add_argument("--gate", type=float, default=GATE_LPIPS_MEDIAN,
+                   help="largest median LPIPS to the full decoder's frames that passes (default %(default)s)")
+    p.add_argument("--seed", type=seed, default=D.seed, help="seeds data, initial weights and order (default 0)")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="pairs cache and checkpoints (default runs/tiny-decoder/<model name>)")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    p.add_argument("--force", action="store_true", help="replace an existing tiny decoder folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from refocus_edge.export.tiny_decoder.config import TinyDecoderConfig
+    from refocus_edge.export.tiny_decoder.pipeline import run_decoder_distillation
+    from refocus_edge.runtime.errors import InvalidArgumentError
+
+    if len(args.blocks) != len(args.channels):
+        raise InvalidArgumentError(f"--blocks needs one count per level of --channels ({len(args.channels)}), "
+                                   f"got {len(args.blocks)}")
+    if not 0 < args.ema < 1 or args.lr <= 0 or args.perceptual_weight < 0 or args.gate <= 0:
+        raise InvalidArgumentError("--ema must be in (0, 1), --lr and --gate > 0, --perceptual-weight >= 0")
+    cfg = TinyDecoderConfig(model=args.model, out=args.out, samples=args.samples, held_out=args.held_out,
+                            iterations=args.iterations, batch=args.batch, lr=args.lr, ema_decay=args.ema,
+                            perceptual_weight=args.perceptual_weight, channels=tuple(args.channels),
+                            blocks=tuple(args.blocks), seed=args.seed, data=args.data, gate_threshold=args.gate,
+                            run_dir=args.run_dir, device=args.device, force=args.force, progress=not args.quiet)
+    command = "refocus distill-decoder " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else ""
+    out = run_decoder_distillation(cfg, log=lambda msg: print(msg, file=sys.stderr), command=command)
+    print(out)
+    return 0

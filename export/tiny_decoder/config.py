@@ -1,0 +1,42 @@
+"""Settings of a tiny-decoder distillation run (the CLI builds one; tests build small ones)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# The gate (issue 21): the tiny decoder's frames may differ from the full decoder's by at most this
+# LPIPS (alex), median over the frames of the held-out stacks.
+GATE_LPIPS_MEDIAN = 0.03
+
+
+@dataclass(frozen=True)
+class TinyDecoderConfig:
+    model: str | Path  # shipped name or model folder whose VAE decoder is distilled
+    out: Path | None = None  # the tiny_decoder folder to write (default: <model>/tiny_decoder)
+    samples: int = 256  # training stacks; each gives the model's own latents and the true frames' latents
+    held_out: int = 8  # held-out stacks (the renderer's held-out split) for the gate
+    iterations: int = 3000
+    batch: int = 2  # stacks (of 9 frames) per update
+    lr: float = 1e-3
+    ema_decay: float = 0.999
+    perceptual_weight: float = 0.5  # LPIPS beside the L1 to the full decoder's frames
+    channels: tuple[int, ...] = (64, 48, 32)
+    blocks: tuple[int, ...] = (2, 1, 1)
+    seed: int = 0
+    data: str = "synthetic"  # FocalStackSource spec (export/distillation/data.py)
+    gate_threshold: float = GATE_LPIPS_MEDIAN
+    run_dir: Path | None = None
+    checkpoint_minutes: float = 5.0
+    device: str = "cpu"
+    force: bool = False
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def training_facts(self) -> dict:
+        """What a resumed run must share with the checkpoint it continues."""
+        keep = ("samples", "batch", "lr", "ema_decay", "perceptual_weight", "channels", "blocks", "seed", "data",
+                "iterations")
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keep}
+
+    def resolved_run_dir(self, model_folder: Path) -> Path:
+        return Path(self.run_dir) if self.run_dir else Path("runs") / "tiny-decoder" / Path(model_folder).name

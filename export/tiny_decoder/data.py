@@ -1,0 +1,116 @@
+"""What the tiny decoder learns from: latents the model really decodes, and its decoder's frames.
+
+Two kinds of latents per training stack, so that the tiny decoder sees both what the sampler
+produces and the clean latent manifold: the model's own sample of the stack (fast sampler, input
+frame at a seeded position, the model's steps), and the VAE encoding of the true frames. The
+target of each is the full temporal decoder's output, decoded in the model's own chunks, exactly
+as `refocus run` decodes. Built once into atomic shards under the run folder, so a killed build
+resumes; a build for another model or settings is refused, not mixed in.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from refocus_edge.runtime.errors import InvalidArgumentError
+
+SHARD = 16  # stacks per shard file
+
+
+@dataclass
+class DecoderPairs:
+    latents: torch.Tensor  # [N, F, C, h, w] float32, unscaled (the decoder's input)
+    frames: torch.Tensor  # [N, F, 3, H, W] float16 in [-1, 1]: the full decoder's output
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+
+@torch.no_grad()
+def model_sample_latents(refocuser, image: torch.Tensor, position: int, seed: int):
+    """(unscaled final latents [F, C, h, w], the full decoder's frames [F, 3, H, W] in [-1, 1]) of one
+    fast-mode stack. The last Euler step ends at sigma 0, where the latents equal the last denoised
+    estimate, so observing the steps gives the latents the decoder is handed."""
+    from refocus_edge.runtime.sampler import sample_focal_stack
+    from refocus_edge.runtime.sampler_config import SamplerConfig
+
+    seen = {}
+    result = sample_focal_stack(refocuser, image, SamplerConfig(position=position, seed=seed, progress=False),
+                                on_step=lambda i, s, d: seen.update(last=d, sigma=s))
+    if result.sigmas[-1] != 0:
+        raise InvalidArgumentError("the model's sampler does not end at sigma 0; its final latents are not "
+                                   "its last denoised estimate")
+    latents = seen["last"][0] / refocuser.vae.config.scaling_factor
+    return latents.float(), (result.frames * 2 - 1).float()
+
+
+@torch.no_grad()
+def true_frame_latents(refocuser, frames01: torch.Tensor):
+    """(unscaled VAE posterior modes of the true frames, the full decoder's frames of them)."""
+    from refocus_edge.runtime.sampler import decode_latents
+
+    latents = refocuser.vae.encode(frames01 * 2 - 1).latent_dist.mode()
+    decoded = decode_latents(refocuser.vae, latents[None] * refocuser.vae.config.scaling_factor,
+                             refocuser.config.decode_chunk_sizes)
+    return latents.float(), (decoded * 2 - 1).float()
+
+
+def _pairs_of_stack(refocuser, source, index: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    frames = source.frames(index)
+    position = int(np.random.default_rng([seed, index]).integers(0, frames.shape[0]))
+    return [model_sample_latents(refocuser, frames[position:position + 1] * 2 - 1, position, seed + index),
+            true_frame_latents(refocuser, frames)]
+
+
+def build_pairs(refocuser, source, folder: Path, count: int, facts: dict, seed: int, progress: bool = True,
+                log=print) -> DecoderPairs:
+    """`count` stacks of `source` -> 2 x count (latents, frames) pairs, cached in `folder`."""
+    from tqdm.auto import tqdm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    facts_path = folder / "facts.json"
+    if facts_path.is_file():
+        old = json.loads(facts_path.read_text())
+        if old != facts:
+            changed = sorted(k for k in set(old) | set(facts) if old.get(k) != facts.get(k))
+            raise InvalidArgumentError(f"{folder} holds decoder pairs built with other settings {changed}; "
+                                       "use another --run-dir or delete it")
+    else:
+        facts_path.write_text(json.dumps(facts, indent=2))
+    shards = range(0, count, SHARD)
+    missing = [s for s in shards if not (folder / f"pairs-{s:05d}.pt").is_file()]
+    if missing:
+        todo = sum(min(SHARD, count - s) for s in missing)
+        log(f"distill-decoder: building {todo} of {count} training stacks' decoder pairs "
+            f"(the model's sample + the true frames' latents, full-decoder frames) in {folder}")
+    bar = tqdm(total=sum(min(SHARD, count - s) for s in missing), desc="decoder pairs", unit="stack", disable=not progress, mininterval=2)
+    for start in missing:
+        pairs = []
+        for i in range(start, min(start + SHARD, count)):
+            pairs += _pairs_of_stack(refocuser, source, i, seed)
+            bar.update()
+        tmp = folder / f".pairs-{start:05d}.tmp"
+        torch.save({"latents": torch.stack([p[0] for p in pairs]),
+                    "frames": torch.stack([p[1] for p in pairs]).half()}, tmp)
+        tmp.replace(folder / f"pairs-{start:05d}.pt")  # atomic: a killed build leaves whole shards only
+    bar.close()
+    parts = [torch.load(folder / f"pairs-{s:05d}.pt", weights_only=True) for s in shards]
+    return DecoderPairs(torch.cat([p["latents"] for p in parts]), torch.cat([p["frames"] for p in parts]))
+
+
+def held_out_latents(refocuser, count: int, size: tuple[int, int], seed: int):
+    """The model's own samples of `count` stacks of the renderer's held-out split (never trained on),
+    at input positions 0, 4, 8 in turn: (latents [N, F, C, h, w], full-decoder frames [N, F, 3, H, W])."""
+    from refocus_edge.focalstacks.synthetic import SyntheticFocalStacks
+
+    stacks = SyntheticFocalStacks("heldout", size=(size[1], size[0]), length=count)
+    out = []
+    for i in range(count):
+        frames = stacks[i]["frames"]
+        position = (0, 4, 8)[i % 3] if frames.shape[0] == 9 else i % frames.shape[0]
+        out.append(model_sample_latents(refocuser, frames[position:position + 1] * 2 - 1, position, seed + i))
+    return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])

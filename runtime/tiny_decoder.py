@@ -1,0 +1,161 @@
+"""The tiny temporal decoder: a small convolutional stand-in for the VAE's temporal decoder.
+
+The temporal VAE decoder is half or more of every few-step stack (issue 21: 0.45-1.6 s of a
+0.6-1.9 s stack here; 40-71 % of the FLOPs of a 1- to 4-step stack at full size), and step
+distillation cannot touch it. The edge generators this project learns from got their speed back
+with a decoder two orders of magnitude smaller (TAESD / TAESDV, about 1.2-1.6 M parameters):
+plain 3x3 convolutions, ReLU, nearest upsampling, no attention, no group norm. This one follows
+that recipe at the refocuser's latent size and adds light temporal mixing: at the two coarsest
+levels each frame is mixed with its neighbours in the chunk by a 1x1 convolution over
+[previous, self, next] (zero at the ends), built from slicing and concatenation only, so every
+export target (ONNX, Core ML, ExecuTorch) takes it unchanged.
+
+It maps the VAE's unscaled latents [frames, C, h, w] to frames [frames, 3, H, W] in [-1, 1],
+the contract of `vae.decode(z, num_frames).sample`, and decodes a whole stack in one chunk.
+It is trained by `refocus distill-decoder` (export/tiny_decoder/) to reproduce the model's own
+decoder, and ships in the model folder as `tiny_decoder/` with its gate record.
+"""
+from __future__ import annotations
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.autoencoders.vae import DecoderOutput
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+FOLDER = "tiny_decoder"  # inside a model folder
+GATE_FILE = "gate.json"  # inside FOLDER: the LPIPS gate against the full decoder, with the weights' hash
+
+
+class _Block(nn.Module):
+    """Two 3x3 convolutions with a residual connection."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv2(torch.relu(self.conv1(torch.relu(x))))
+
+
+class _TemporalMix(nn.Module):
+    """x + W [x(t-1), x(t), x(t+1)] over the frames of one chunk (frames are the batch axis)."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.mix = nn.Conv2d(3 * ch, ch, 1)
+        nn.init.zeros_(self.mix.weight)  # starts as the identity: the spatial path trains first
+        nn.init.zeros_(self.mix.bias)
+
+    def forward(self, x):
+        zero = torch.zeros_like(x[:1])
+        previous = torch.cat([zero, x[:-1]], 0)
+        following = torch.cat([x[1:], zero], 0)
+        return x + self.mix(torch.cat([previous, x, following], 1))
+
+
+class TinyTemporalDecoder(ModelMixin, ConfigMixin):
+    """latents [frames, C, h, w] (unscaled) -> frames [frames, 3, 2^L h, 2^L w] in [-1, 1], where
+    L = len(channels) - 1 upsamplings; `channels` runs from the latent resolution to the output."""
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, latent_channels: int = 16, channels: tuple = (64, 48, 32), blocks: tuple = (2, 1, 1),
+                 temporal_levels: tuple = (0, 1), shuffle: int = 2, num_frames: int = 9):
+        super().__init__()
+        channels = [int(c) for c in channels]
+        self.conv_in = nn.Conv2d(latent_channels, channels[0], 3, padding=1)
+        self.levels = nn.ModuleList(nn.Sequential(*(_Block(c) for _ in range(int(n))))
+                                    for c, n in zip(channels, blocks))
+        self.mixes = nn.ModuleDict({str(i): _TemporalMix(channels[i]) for i in temporal_levels})
+        self.ups = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(channels, channels[1:]))
+        # The last 2x (or `shuffle`x) comes from a sub-pixel convolution: full-resolution feature maps
+        # would cost more than every other level together.
+        self.conv_out = nn.Conv2d(channels[-1], 3 * shuffle * shuffle, 3, padding=1)
+        self.to_pixels = nn.PixelShuffle(shuffle)
+
+    @property
+    def scale_factor(self) -> int:
+        return 2 ** (len(self.config.channels) - 1) * int(self.config.shuffle)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        x = self.conv_in(latents)
+        for level, blocks in enumerate(self.levels):
+            x = blocks(x)
+            if str(level) in self.mixes:
+                x = self.mixes[str(level)](x)
+            if level < len(self.ups):
+                x = self.ups[level](nn.functional.interpolate(torch.relu(x), scale_factor=2.0, mode="nearest"))
+        return self.to_pixels(self.conv_out(torch.relu(x)))
+
+
+class TinyDecoderVAE(nn.Module):
+    """The refocuser's `vae` slot with the tiny decoder: encodes with the model's VAE (conditioning
+    latents are unchanged) and decodes with the tiny one, with the VAE's call signatures and config,
+    so the sampler, the component specs and every exporter see an ordinary VAE."""
+
+    def __init__(self, vae, tiny: TinyTemporalDecoder):
+        super().__init__()
+        self.vae, self.tiny = vae, tiny
+
+    @property
+    def config(self):
+        return self.vae.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.tiny.dtype
+
+    def encode(self, *args, **kwargs):
+        return self.vae.encode(*args, **kwargs)
+
+    def decode(self, z: torch.Tensor, num_frames: int | None = None, return_dict: bool = True):
+        # num_frames is the chunk: the tiny decoder mixes frames inside the chunk it is given
+        frames = self.tiny(z)
+        return DecoderOutput(sample=frames) if return_dict else (frames,)
+
+
+def tiny_decoder_problem(root) -> str | None:
+    """Why the model folder `root` has no usable tiny decoder (None: it has one): missing, its gate
+    failed or is unrecorded, its weights changed since the gate, or it was trained for another VAE."""
+    import json
+    from pathlib import Path
+
+    from refocus_edge.runtime.artifacts import file_sha256, model_hash
+
+    folder = Path(root) / FOLDER
+    if not (folder / "config.json").is_file():
+        return (f"this model has no tiny decoder (no {FOLDER}/ folder with a config.json); train one with "
+                f"`refocus distill-decoder --model {root}`")
+    try:
+        record = json.loads((folder / GATE_FILE).read_text())
+        passed, sums, vae = record["gate"]["passed"], record["weights_sha256"], record["vae_hash"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{folder / GATE_FILE} is missing or unreadable: the tiny decoder has no recorded gate"
+    if not passed:
+        return f"the tiny decoder in {folder} failed its gate ({record['gate'].get('metric')})"
+    for name, digest in sums.items():
+        if not (folder / name).is_file() or file_sha256(folder / name) != digest:
+            return (f"{folder / name} changed since it passed its gate (SHA-256 differs); "
+                    f"run `refocus distill-decoder --model {root} --force` again")
+    if model_hash(Path(root) / "vae") != vae:
+        return f"the tiny decoder in {folder} was trained for another VAE than {Path(root) / 'vae'}"
+    return None
+
+
+def load_tiny_decoder(root, dtype=None) -> TinyTemporalDecoder:
+    """The gated tiny decoder of model folder `root`; ModelLoadError says why not."""
+    from pathlib import Path
+
+    from refocus_edge.runtime.errors import ModelLoadError
+    from refocus_edge.runtime.quiet import quiet_libraries
+
+    problem = tiny_decoder_problem(root)
+    if problem:
+        raise ModelLoadError(problem, Path(root) / FOLDER)
+    with quiet_libraries():
+        tiny = TinyTemporalDecoder.from_pretrained(Path(root) / FOLDER, use_safetensors=True,
+                                                   torch_dtype=dtype or torch.float32)
+    return tiny.eval()
