@@ -36,6 +36,8 @@ FIT_SIZES = ((256, 256), (512, 320), (512, 512))  # (W, H)
 CHECK_SIZE = (1024, 576)
 REPORT_SIZES = ((256, 256), (512, 320), (512, 512), (1024, 576))
 STACKS = {"reference (25 guided steps)": 50, "4-step student": 4, "1-step student": 1}
+TINY = "tiny_decoder_stack"  # the tiny decoder over a whole stack, one chunk
+TINY_STACK = "1-step student, tiny decoder"
 
 
 def meta_full_size_refocuser(scheduler_folder: Path):
@@ -89,6 +91,24 @@ def component_flops(refocuser, size: tuple[int, int]) -> dict[str, float]:
     return out
 
 
+def tiny_decoder_flops(refocuser, size: tuple[int, int]) -> float:
+    """FLOPs of the tiny temporal decoder (runtime/tiny_decoder.py, default architecture, built for this
+    model's latent channels and VAE factor) decoding one whole stack in one chunk at `size` (W, H)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from refocus_edge.runtime.tiny_decoder import TinyTemporalDecoder
+
+    f, frames = refocuser.vae_scale_factor, refocuser.config.num_frames
+    tiny = TinyTemporalDecoder(latent_channels=refocuser.latent_channels, num_frames=frames,
+                               shuffle=f // 4).eval()  # default channels: 2 upsamplings, then the sub-pixel f/4
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        z = torch.empty(frames, refocuser.latent_channels, size[1] // f, size[0] // f)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            tiny(z)
+    return float(counter.get_total_flops())
+
+
 def fit_quadratic(pixels: list[float], flops: list[float]) -> tuple[float, float, float]:
     """(a, b, c) of a + b P + c P^2 through three points, exactly."""
     a = np.vander(np.asarray(pixels, dtype=np.float64), 3, increasing=True)
@@ -122,6 +142,7 @@ def model_report(name: str, refocuser, log) -> dict:
     for size in (*FIT_SIZES, CHECK_SIZE):
         t0 = time.perf_counter()
         measured[size] = component_flops(refocuser, size)
+        measured[size][TINY] = tiny_decoder_flops(refocuser, size)
         log(f"{name} {size[0]}x{size[1]}: unet {measured[size]['unet'] / 1e12:.3f} TFLOP per call "
             f"({time.perf_counter() - t0:.0f} s to count)")
     components = list(measured[FIT_SIZES[0]])
@@ -137,6 +158,9 @@ def model_report(name: str, refocuser, log) -> dict:
     for w, h in REPORT_SIZES:
         per_call = {comp: evaluate(fits[comp], w * h) for comp in components}
         stacks = {label: stack_flops(per_call, calls, cfg.num_frames, chunks) for label, calls in STACKS.items()}
+        one = stacks["1-step student"]
+        tiny = {**one, "decoder": per_call[TINY]}
+        stacks[TINY_STACK] = tiny | {"total": sum(v for k, v in tiny.items() if k != "total")}
         rows.append({"size": [w, h], "per_call": per_call, "stacks": stacks})
     return {"model": name, "frames": cfg.num_frames, "decode_chunks": list(chunks),
             "fit": {c: list(v) for c, v in fits.items()}, "check": {"size": list(CHECK_SIZE), **check},
@@ -161,16 +185,20 @@ def markdown(res: dict) -> str:
                   + " relative error (the counts are exact polynomials in P when both sides scale, so an "
                     "exact fit predicts every size).", "",
                   "| size | UNet / call | decoder / frame | VAE encoder | image encoder | "
-                  + " | ".join(f"{k}: FLOPs, decoder share" for k in STACKS) + " |",
-                  "|---|---|---|---|---|" + "---|" * len(STACKS)]
+                  + " | ".join(f"{k}: FLOPs, decoder share" for k in (*STACKS, TINY_STACK)) + " |",
+                  "|---|---|---|---|---|" + "---|" * (len(STACKS) + 1)]
         for r in m["rows"]:
             pc = r["per_call"]
             dec_frame = r["stacks"][next(iter(STACKS))]["decoder"] / m["frames"]
             cells = [f"{_g(s['total'])}FLOP, {s['decoder'] / s['total']:.0%}" for s in r["stacks"].values()]
             lines.append(f"| {r['size'][0]}x{r['size'][1]} | {_g(pc['unet'])}FLOP | {_g(dec_frame)}FLOP | "
                          f"{_g(pc['vae_encoder'])}FLOP | {_g(pc['image_encoder'])}FLOP | " + " | ".join(cells) + " |")
+        r = m["rows"][-1]
+        ratio = r["stacks"]["1-step student"]["decoder"] / r["per_call"][TINY]
         lines += ["", f"Decoder per frame: the {chunks} chunks of a {m['frames']}-frame stack, divided by "
-                      f"{m['frames']}.", ""]
+                      f"{m['frames']}. Tiny decoder (runtime/tiny_decoder.py, default architecture at this "
+                      f"model's latent channels): {_g(r['per_call'][TINY] / m['frames'])}FLOP per frame at "
+                      f"{r['size'][0]}x{r['size'][1]}, {ratio:.0f}x fewer than the full decoder.", ""]
     return "\n".join(lines) + "\n"
 
 
