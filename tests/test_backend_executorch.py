@@ -221,3 +221,11 @@ def test_a_graph_that_cannot_export_names_the_op_and_the_line(random_model_dir, 
     text = str(err.value)
     assert text.startswith("executorch export of toy failed in ") and "test_backend_executorch.py:" in text
     assert "nonzero" in text
+
+
+def test_the_int8_gate_uses_the_project_int8_budget():
+    """export may not import quantization (tests/test_layout.py): its copy of the budget is held equal here."""
+    from refocus_edge.export.executorch.int8_gate import int8_budget
+    from refocus_edge.quantization.recipes import get_recipe
+
+    assert int8_budget() == get_recipe("int8").drift_budget

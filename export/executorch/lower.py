@@ -1,7 +1,7 @@
 """One component module -> an ExecuTorch program (.pte bytes), lowered to XNNPACK.
 
-torch.export at the program's static shapes (runtime/program_shapes.py), then
-`to_edge_transform_and_lower` with the delegates' partitioners (XNNPACK; Core ML first on macOS
+torch.export at the program's static shapes (runtime/program_shapes.py), the graph rewrites that
+let XNNPACK take more of it (rewrites.py), then `to_edge_transform_and_lower` with the delegates' partitioners (XNNPACK; Core ML first on macOS
 when asked), then `to_executorch`. What the partitioners left to ExecuTorch's portable kernels is
 counted per op, so the manifest says how much of each graph XNNPACK runs. A graph that fails to
 export or lower raises ProgramExportError naming the component, the stage, the op the error names
@@ -99,12 +99,19 @@ def explain(component: str, stage: str, exc: BaseException) -> ProgramExportErro
 
 
 def export_graph(module: torch.nn.Module, args: tuple, component: str):
-    """torch.export of `module` at the static shapes of `args` (an ExportedProgram)."""
+    """torch.export of `module` at the static shapes of `args`, rewritten for XNNPACK (rewrites.py):
+    an ExportedProgram."""
+    from refocus_edge.export.executorch.rewrites import rewrite_for_xnnpack
+
     try:
         with torch.no_grad():
-            return torch.export.export(module, args, strict=False)
+            exported = torch.export.export(module, args, strict=False)
     except Exception as exc:
         raise explain(component, "torch.export", exc) from exc
+    try:
+        return rewrite_for_xnnpack(exported)
+    except Exception as exc:
+        raise explain(component, "the XNNPACK graph rewrites", exc) from exc
 
 
 def xnnpack_partitioner():
@@ -133,10 +140,7 @@ def lower(exported, component: str, delegate: str = "xnnpack") -> tuple[bytes, D
     """An ExportedProgram -> (.pte bytes, its delegation counts)."""
     from executorch.exir import to_edge_transform_and_lower
 
-    from refocus_edge.export.executorch.rewrites import rewrite_for_xnnpack
-
     try:
-        exported = rewrite_for_xnnpack(exported)
         edge = to_edge_transform_and_lower(exported, partitioner=partitioners(delegate))
         counts = delegation(edge.exported_program().graph_module)
     except Exception as exc:

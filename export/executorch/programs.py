@@ -26,12 +26,11 @@ def write_program(job, variant, spec, module, path: Path) -> dict:
     example = example_args(spec, dtype)
     with warnings.catch_warnings():  # torch.export's and ExecuTorch's deprecation chatter is not the user's
         warnings.simplefilter("ignore")
+        exported = export_graph(module, example, spec.name)
         if variant.recipe == "int8":
             calls = job.state["calibration"].get(spec.name, [])
             calibration = [args for feeds in calls for args in split_items(feeds, spec.input_names, axis is not None)]
-            exported = quantize_int8(module, example, calibration, spec.name)
-        else:
-            exported = export_graph(module, example, spec.name)
+            exported = quantize_int8(exported, example, calibration, spec.name)
         data, counts = lower(exported, spec.name, job.cfg.delegate)
     del exported
     path.parent.mkdir(parents=True, exist_ok=True)

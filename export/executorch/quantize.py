@@ -1,11 +1,15 @@
 """int8 programs: XNNPACK's quantizer through PyTorch's PT2E flow, calibrated on recorded calls.
 
-    torch.export -> prepare_pt2e(XNNPACKQuantizer) -> run the calibration feeds -> convert_pt2e
-    -> torch.export again -> lowered like any other program (lower.py).
+    torch.export -> the XNNPACK rewrites (rewrites.py) -> prepare_pt2e(XNNPACKQuantizer) -> run the
+    calibration feeds -> convert_pt2e -> torch.export again -> lowered like any other program (lower.py).
+
+The rewrites come first: the quantizer then sees the temporal convolutions as the 2-D ones they
+become (and quantizes them), and the quantized graph is not rewritten again (XNNPACK's layout pass
+failed on group norms rewritten between quantize/dequantize pairs).
 
 Weights: per-channel symmetric int8; activations: per-tensor int8 from the observed ranges. The
 calibration feeds are the calls the model's own sampler makes on calibration photos
-(quantization/calibration.py, the same data `refocus quantize` calibrates ONNX graphs on), split
+(export/calibration.py, the same data `refocus quantize` calibrates ONNX graphs on), split
 into single items when the program runs one item per call (runtime/program_shapes.py).
 """
 from __future__ import annotations
@@ -50,17 +54,17 @@ def split_items(feeds: dict, names: list[str], per_item: bool) -> list[tuple]:
     return [tuple(feeds[n][i:i + 1] for n in names) for i in range(count)]
 
 
-def quantize_int8(module: torch.nn.Module, example: tuple, calibration: list[tuple], component: str,
+def quantize_int8(exported, example: tuple, calibration: list[tuple], component: str,
                   cfg: Int8Config = Int8Config()):
-    """`module` with int8 weights and activations, as an ExportedProgram ready to lower."""
+    """`exported` (the float program, already rewritten for XNNPACK: lower.py) with int8 weights and
+    activations, as an ExportedProgram ready to lower."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     if not calibration:
         raise explain(component, "int8 calibration", ValueError("no calibration calls were recorded for it"))
     try:
         with torch.no_grad():
-            graph = torch.export.export(module, example, strict=False).module()
-            prepared = prepare_pt2e(graph, _quantizer(cfg))
+            prepared = prepare_pt2e(exported.module(), _quantizer(cfg))
             for args in calibration:
                 prepared(*args)
             converted = convert_pt2e(prepared)

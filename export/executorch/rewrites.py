@@ -73,8 +73,12 @@ def rewrite_for_xnnpack(exported):
     """`exported` (an ExportedProgram) with (k, 1, 1) Conv3d as Conv2d over frames and group and layer
     norms as means. The weight reshapes are folded into constants: XNNPACK takes a convolution only when its
     weight is one."""
+    from executorch.exir.operator.util import _QUANT_PRIMITIVES
     from executorch.exir.passes.constant_prop_pass import constant_prop_pass
 
     table = {aten.conv3d.default: conv3d_as_conv2d, aten.group_norm.default: group_norm_as_means,
              aten.layer_norm.default: layer_norm_as_means}
-    return constant_prop_pass(exported.run_decompositions(table))
+    # This graph is ATen, not yet edge: the pass's own skip list names the edge quantize/dequantize ops,
+    # so the ATen ones are named here; folded, an int8 weight's dequantize would store it as float again.
+    keep = {*_QUANT_PRIMITIVES, aten.full.default}
+    return constant_prop_pass(exported.run_decompositions(table), custom_skip_targets=keep)

@@ -6,7 +6,7 @@ Per component (every spec: image encoder, VAE encoder, UNet, each decoder):
      one item on the batch/frames axis; a call with n items runs the program n times, so one
      UNet program serves the guided fast mode's batch-2 calls and reference mode's batch-1 calls);
      int8 programs go through XNNPACK's PT2E quantizer first, calibrated on the calls the model's
-     own sampler makes on calibration photos (quantization/calibration.py);
+     own sampler makes on calibration photos (export/calibration.py, shared with `refocus quantize`);
   2. lowered with the XNNPACK partitioner (export/executorch/lower.py), the share of the graph it
      took recorded; a graph that fails says which op and which model line;
   3. gated: the program, run by `executorch.runtime` exactly as the backend runs it, against the
@@ -122,12 +122,12 @@ class ExecuTorchExporter(Exporter):
                                        "and iOS have; the XNNPACK programs (the default) run on iOS, Android and here")
         BACKEND.require()  # one line naming the extra when executorch is missing
         if cfg.quantize == INT8:
-            from refocus_edge.quantization.calibration import check_calibration_source
+            from refocus_edge.export.calibration import check_calibration_source
 
             check_calibration_source(self._calibration(cfg))
 
     def _calibration(self, cfg):
-        from refocus_edge.quantization.calibration import CalibrationConfig
+        from refocus_edge.export.calibration import CalibrationConfig
 
         return CalibrationConfig(samples=cfg.calibration_samples, progress=False)
 
@@ -141,10 +141,10 @@ class ExecuTorchExporter(Exporter):
     def variants(self, cfg: ExecuTorchExportConfig) -> list[Variant]:
         out = [Variant(_variant_name(cfg.precision, cfg.delegate), cfg.precision)]
         if cfg.quantize == INT8:
-            from refocus_edge.quantization.recipes import get_recipe
+            from refocus_edge.export.executorch.int8_gate import int8_budget
 
             # Worst frame within the project's int8 budget (median checked per component, and by the benchmark).
-            out.append(Variant(_variant_name(INT8, cfg.delegate), "fp32", get_recipe(INT8).drift_budget[1], INT8))
+            out.append(Variant(_variant_name(INT8, cfg.delegate), "fp32", int8_budget()[1], INT8))
         return out
 
     def tool_versions(self) -> dict:
