@@ -168,7 +168,7 @@ def report(res: dict) -> str:
              f"{res['width']}x{res['height']}, 9 frames, one item per program call (batch 1); memory limit "
              f"{res['limit_gib']} GiB per child (RSS sampled every 0.2 s); load: start `{res['uptime_start']}`; "
              f"end `{res['uptime_end']}`", "",
-             "| precision | reached | export peak | export time | .pte | XNNPACK share | call peak | call time | note |",
+             "| precision | last stage done | export peak | export time | .pte | XNNPACK share | call peak | call time | note |",
              "|---|---|---|---|---|---|---|---|---|"]
     for a in res["attempts"]:
         ex = a["export"]

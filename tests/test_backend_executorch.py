@@ -89,7 +89,7 @@ def test_export_writes_one_gated_program_per_component(et_bundle):
         assert gates[name]["passed"] and gates[name]["metric"] == "max_rel_error" and gates[name]["value"] < 1e-4
         rec = m.executorch["fp32"]["components"][name]
         assert (out / rec["path"]).stat().st_size == rec["bytes"] > 0
-        assert 0.9 <= rec["xnnpack_share"] <= 1.0  # nearly every op runs in XNNPACK
+        assert 0.8 <= rec["xnnpack_share"] <= 1.0  # most ops run in XNNPACK (copies and attention masks do not)
     assert gates["end_to_end"]["passed"] and gates["end_to_end"]["value"] <= 1e-3
     recs = m.executorch["fp32"]["components"]
     # static shapes: one item on the batch/frames axes, the working size (64x64 -> 8x8 latents)
@@ -145,6 +145,22 @@ def test_whole_stack_on_the_backend_matches_pytorch(et_bundle, random_refocuser,
     assert {c.device for c in model.choices} == {"executorch XNNPACK fp32"}
     got = sample_focal_stack(model, image, cfg).frames
     assert float((got - ref).abs().max()) < 1e-4
+
+
+@needs_executorch
+def test_dispatch_times_executorch_beside_the_other_cpu_backends(et_bundle, monkeypatch, tmp_path, one_thread):
+    """Real timings (no stubs) on the bundle holding both the ONNX graphs and the programs: executorch
+    competes for every component and the pick is the fastest measured of the candidates."""
+    from refocus_edge.runtime import dispatch
+
+    monkeypatch.setenv("REFOCUS_CACHE_DIR", str(tmp_path))
+    runners, choices = dispatch.load_runners(read_bundle(et_bundle[0]), "auto", "fp32", arrays=True)
+    for c in choices:
+        timed = {k: v for k, v in c.timings_ms.items() if isinstance(v, float)}
+        assert {"torch/fp32", "onnxruntime/fp32", "executorch/fp32"} <= set(timed)
+        assert timed[f"{c.backend}/{c.precision}"] == min(timed.values())
+    for r in runners.values():
+        r.close()
 
 
 @needs_executorch
