@@ -18,8 +18,8 @@ import torch
 
 from refocus_edge.runtime.errors import RefocusError
 
-# Frames of these packages are "where" in the model a failure happened (not torch's internals).
-_MODEL_SOURCES = ("diffusers", "transformers", "refocus_edge", "export/", "runtime/")
+# Frames of these packages are the toolchain, not "where" in the model a failure happened.
+_TOOLCHAIN = ("/torch/", "/torchao/", "/executorch/", "/_dynamo/", "/export/executorch/", "/contextlib.py")
 
 
 class ProgramExportError(RefocusError):
@@ -68,13 +68,13 @@ def delegation(graph_module) -> Delegation:
 
 
 def _where(exc: BaseException) -> str:
-    """The innermost model source line in the traceback chain, e.g. 'attention_processor.py:1234 in
-    forward: hidden_states = ...'."""
+    """The innermost model source line in the traceback chain (diffusers', transformers', ours or the
+    caller's module), e.g. 'attention_processor.py:1234 in forward: hidden_states = ...'."""
     found = ""
     while exc is not None:
         for frame in traceback.extract_tb(exc.__traceback__):
             path = frame.filename.replace("\\", "/")
-            if any(s in path for s in _MODEL_SOURCES) and "/torch/" not in path and "/executorch/" not in path:
+            if not any(part in path for part in _TOOLCHAIN) and not path.startswith("<"):
                 found = f"{path.rsplit('/', 1)[-1]}:{frame.lineno} in {frame.name}: {(frame.line or '').strip()}"
         exc = exc.__cause__ or exc.__context__
     return found
@@ -98,9 +98,9 @@ def explain(component: str, stage: str, exc: BaseException) -> ProgramExportErro
     return ProgramExportError("; ".join(parts))
 
 
-def export_graph(module: torch.nn.Module, args: tuple, component: str):
-    """torch.export of `module` at the static shapes of `args`, rewritten for XNNPACK (rewrites.py):
-    an ExportedProgram."""
+def export_graph(module: torch.nn.Module, args: tuple, component: str, for_int8: bool = False):
+    """torch.export of `module` at the static shapes of `args`, rewritten for XNNPACK (rewrites.py;
+    without the group-norm rewrite when the graph is to be quantized): an ExportedProgram."""
     from refocus_edge.export.executorch.rewrites import rewrite_for_xnnpack
 
     try:
@@ -109,7 +109,7 @@ def export_graph(module: torch.nn.Module, args: tuple, component: str):
     except Exception as exc:
         raise explain(component, "torch.export", exc) from exc
     try:
-        return rewrite_for_xnnpack(exported)
+        return rewrite_for_xnnpack(exported, group_norms=not for_int8)
     except Exception as exc:
         raise explain(component, "the XNNPACK graph rewrites", exc) from exc
 

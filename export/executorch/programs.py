@@ -26,7 +26,7 @@ def write_program(job, variant, spec, module, path: Path) -> dict:
     example = example_args(spec, dtype)
     with warnings.catch_warnings():  # torch.export's and ExecuTorch's deprecation chatter is not the user's
         warnings.simplefilter("ignore")
-        exported = export_graph(module, example, spec.name)
+        exported = export_graph(module, example, spec.name, for_int8=variant.recipe == "int8")
         if variant.recipe == "int8":
             calls = job.state["calibration"].get(spec.name, [])
             calibration = [args for feeds in calls for args in split_items(feeds, spec.input_names, axis is not None)]

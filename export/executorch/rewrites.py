@@ -69,15 +69,18 @@ def layer_norm_as_means(x, normalized_shape, weight=None, bias=None, eps=1e-5, c
     return y
 
 
-def rewrite_for_xnnpack(exported):
+def rewrite_for_xnnpack(exported, group_norms: bool = True):
     """`exported` (an ExportedProgram) with (k, 1, 1) Conv3d as Conv2d over frames and group and layer
-    norms as means. The weight reshapes are folded into constants: XNNPACK takes a convolution only when its
+    norms as means. `group_norms=False` for graphs headed for int8: quantized after this rewrite, the
+    UNet's failed XNNPACK's channels-last pass (ExecuTorch 1.5.1; the VAE encoder's passed), so int8
+    programs keep their group norms on portable kernels. The weight reshapes are folded into constants: XNNPACK takes a convolution only when its
     weight is one."""
     from executorch.exir.operator.util import _QUANT_PRIMITIVES
     from executorch.exir.passes.constant_prop_pass import constant_prop_pass
 
-    table = {aten.conv3d.default: conv3d_as_conv2d, aten.group_norm.default: group_norm_as_means,
-             aten.layer_norm.default: layer_norm_as_means}
+    table = {aten.conv3d.default: conv3d_as_conv2d, aten.layer_norm.default: layer_norm_as_means}
+    if group_norms:
+        table[aten.group_norm.default] = group_norm_as_means
     # This graph is ATen, not yet edge: the pass's own skip list names the edge quantize/dequantize ops,
     # so the ATen ones are named here; folded, an int8 weight's dequantize would store it as float again.
     keep = {*_QUANT_PRIMITIVES, aten.full.default}

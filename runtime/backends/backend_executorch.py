@@ -62,7 +62,7 @@ class ExecuTorchBackend(Backend):
 
 
 class _Program:
-    """One .pte file: its `forward` method, loaded now or on first call (low-memory mode)."""
+    """One .pte file: its `forward` method, loaded on the first call (and again after an unload)."""
 
     def __init__(self, path, spec):
         self.path, self.spec = path, spec
@@ -94,7 +94,11 @@ class _Program:
         if self.method is None:
             if self.slot is not None:
                 self.slot.take(self)
-            self.method = _runtime().load_program(str(self.path)).load_method("forward")
+            try:
+                self.method = _runtime().load_program(str(self.path)).load_method("forward")
+            except Exception as exc:  # a broken delegate blob shows here: one line naming the program
+                raise BackendUnavailableError(f"{self.spec.name}: ExecuTorch could not load the method of "
+                                              f"{self.path.name}: {type(exc).__name__}: {exc}") from None
         return self.method
 
     def unload(self) -> None:
@@ -150,9 +154,10 @@ class ProgramRunner(Runner):
 def program_runner(path, spec, precision: str) -> ProgramRunner:
     """The .pte at `path` as a runner of `spec` (what the backend and the export gates run)."""
     try:
-        runner = ProgramRunner(path, spec, precision)
-        runner.program.forward()  # load the method now: a broken program fails the load, not the first call
-        return runner
+        # The file, its method and input metadata are read and checked now; the method itself (its
+        # memory plan, XNNPACK's packed weights) loads on the first call, so that in low-memory mode
+        # loading a component group makes none of its programs resident.
+        return ProgramRunner(path, spec, precision)
     except BackendUnavailableError:
         raise
     except Exception as exc:
