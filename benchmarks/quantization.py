@@ -102,7 +102,7 @@ def run_bench(bundle_path: Path, repeats: int, photos: int, jump_stacks: int, co
               coreml_bundle: Path | None = None, log=print) -> dict:
     from refocus_edge.focalstacks.synthetic import SyntheticFocalStacks
     from refocus_edge.quantization.drift import DriftConfig, DriftMeter
-    from refocus_edge.quantization.runner_swap import component_runners
+    from refocus_edge.export.runner_swap import component_runners
     from refocus_edge.export.onnx_graphs import graphs_mib
     from refocus_edge.quantization.quantize import torch_precision_runners
     from refocus_edge.runtime.backends.backend_torch import source_folder

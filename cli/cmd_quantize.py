@@ -46,7 +46,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from refocus_edge.quantization.calibration import CalibrationConfig
+    from refocus_edge.export.calibration import CalibrationConfig
     from refocus_edge.quantization.drift import DriftConfig
     from refocus_edge.quantization.quantize import QuantizeConfig, quantize_model
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .runner_swap import swapped_runners
+from refocus_edge.export.runner_swap import swapped_runners
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ quantized recipe, calibrated, scanned for sensitive blocks and gated end to end.
 Steps, all inside the bundle writer's staging folder (a failed gate leaves nothing):
  1. the fp32 ONNX bundle (exported and gated by export/targets/target_onnx.py, or copied);
  2. calibration: the fp32 bundle samples calibration stacks and every component
-    call is recorded (calibration.py);
+    call is recorded (export/calibration.py, shared with the ExecuTorch exporter);
  3. qdq recipes: ranges computed once per component, then the sensitivity scan
     (sensitivity.py) decides which blocks stay float, then the final graphs;
     float recipes: the reduced-precision graphs (fp16) or emulation (bf16);
@@ -31,7 +31,7 @@ import torch
 from refocus_edge.export.bundle_writer import staged_bundle
 from refocus_edge.export.onnx_graphs import graphs_mib
 from refocus_edge.export.parity import GateResult
-from refocus_edge.quantization.calibration import CalibrationConfig, check_calibration_source, collect_calibration
+from refocus_edge.export.calibration import CalibrationConfig, check_calibration_source, collect_calibration
 from refocus_edge.quantization.drift import DriftConfig, DriftMeter
 from refocus_edge.quantization.report import QuantizeReport
 from refocus_edge.quantization.recipes import get_recipe, quantized_components

@@ -20,6 +20,8 @@ PRECISIONS = ("fp32", "fp16")
 # Artifact kinds: the manifest's artifacts[kind][precision][component] tables.
 ONNX = "onnx"
 COREML = "coreml"
+# ExecuTorch programs (.pte), static-shaped, lowered to XNNPACK (export/targets/target_executorch.py).
+EXECUTORCH = "executorch"
 # Gate kind (no artifact) of the Core ML conversion-ready rewrites, checked against the originals in fp32.
 COREML_REWRITE = "coreml-rewrite"
 # The TensorRT-ready int8 twin graphs `refocus quantize` writes (int8 QDQ, zero point 0).
@@ -86,6 +88,11 @@ def sensitivity_folder(recipe: str) -> str:
 def coreml_artifact(component: str, precision: str) -> str:
     """A component's Core ML package; `precision` is the recipe name (fp16, fp16-p6, ...)."""
     return artifact_path(COREML, component, precision, ".mlpackage")
+
+
+def executorch_artifact(component: str, precision: str) -> str:
+    """A component's ExecuTorch program; `precision` is the variant (fp32, fp16, int8)."""
+    return artifact_path(EXECUTORCH, component, precision, ".pte")
 
 
 def coreml_chunk_folder(component: str, precision: str) -> str:

@@ -71,11 +71,14 @@ def load_bundle_refocuser(path: Path, backend: str | None = None, precision: str
               "image_encoder": (ImageEncoderAdapter, ["image_encoder"])}
     choices: list = []
     if low_memory:
-        from refocus_edge.runtime.low_memory import LazyComponent
+        from refocus_edge.runtime.low_memory import LazyComponent, ResidentSlot, load_on_demand
+
+        slot = ResidentSlot()  # one program resident across every group, for runners that load on demand
 
         def loader(part):
             cls, names = groups[part]
             runners, picked = load_runners(bundle, requested, precision, components=names, arrays=arrays)
+            runners = load_on_demand(runners, slot)
             runners = guard_decoders(bundle, runners, picked, arrays)
             known = {c.component for c in choices}
             choices.extend(c for c in picked if c.component not in known)

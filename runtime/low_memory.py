@@ -61,5 +61,29 @@ def release(component) -> None:
         component.release()
 
 
+class ResidentSlot:
+    """The one artifact kept loaded among runners that load on demand: loading another drops it."""
+
+    def __init__(self):
+        self.holder = None
+
+    def take(self, holder) -> None:
+        if self.holder is not None and self.holder is not holder:
+            self.holder.unload()
+        self.holder = holder
+
+
+def load_on_demand(runners: dict, slot: ResidentSlot) -> dict:
+    """Runners that can load their artifact on their first call (ExecuTorch programs: an `on_demand`
+    method) are told to, sharing `slot`, so that inside a component group (the VAE's encoder and
+    decoders) only the program being called is resident. Other runners are left as they are."""
+    for runner in runners.values():
+        while not hasattr(runner, "on_demand") and hasattr(runner, "inner"):
+            runner = runner.inner  # behind a numpy/torch boundary
+        if hasattr(runner, "on_demand"):
+            runner.on_demand(slot)
+    return runners
+
+
 def low_memory_mode(refocuser) -> bool:
     return any(isinstance(c, LazyComponent) for c in (refocuser.unet, refocuser.vae, refocuser.image_encoder))

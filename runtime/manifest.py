@@ -11,6 +11,8 @@ Tables (all JSON objects):
   gates[kind][precision][component]     = GateResult.to_json()      plus "end_to_end" per precision
   files[path]                            = sha256, every file but the manifest
   quantization[recipe], coreml[recipe][component]: what quantize and the Core ML exporter record
+  executorch[variant][component]: the program's static input shapes, whether it runs one item of a
+    batch per call, the share of its graph delegated to XNNPACK and its size (the ExecuTorch exporter)
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ class ManifestError(BundleError):
 # field -> JSON type every manifest must have; the order is the order written.
 REQUIRED = {"format": int, "created_by": str, "source": dict, "dims": dict, "components": dict,
             "configs": dict, "clip": dict, "sampler": dict, "tools": dict, "artifacts": dict, "gates": dict}
-OPTIONAL = {"default_precision": str, "quantization": dict, "coreml": dict, "export_seconds": (int, float)}
+OPTIONAL = {"default_precision": str, "quantization": dict, "coreml": dict, "executorch": dict,
+            "export_seconds": (int, float)}
 
 
 def checksums(root: Path) -> dict[str, str]:
@@ -58,6 +61,7 @@ class Manifest:
     default_precision: str | None = None
     quantization: dict = field(default_factory=dict)
     coreml: dict = field(default_factory=dict)
+    executorch: dict = field(default_factory=dict)  # [variant][component]: static shapes, XNNPACK share, size
     export_seconds: float | None = None
     format: int = BUNDLE_FORMAT
 

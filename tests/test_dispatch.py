@@ -50,7 +50,7 @@ def _break_unet(monkeypatch, backend, method: str):
 
 
 def test_registry_finds_every_backend_by_convention():
-    assert {"torch", "onnxruntime", "openvino", "tensorrt", "coreml"} <= set(registry())
+    assert {"torch", "onnxruntime", "openvino", "tensorrt", "coreml", "executorch"} <= set(registry())
     with pytest.raises(InvalidArgumentError, match="unknown backend 'cuda'.*torch"):
         get_backend("cuda")
 
@@ -170,3 +170,69 @@ def test_openvino_enters_the_timing_key(tiny_bundle):
     versions = dispatch._versions()
     if importlib.util.find_spec("openvino") is not None:
         assert {"openvino", "default_precision", "capabilities"} <= set(versions["openvino"])
+
+
+# ------------------------------------------------------------------ executorch among them (issue 22)
+def _bundle_with_executorch_table(tiny_bundle, tmp_path):
+    """A copy of the tiny bundle whose manifest also lists ExecuTorch fp32 artifacts (the ONNX files,
+    checksummed like any other) with passed gates: dispatch's bookkeeping, without executorch installed."""
+    import shutil
+
+    from refocus_edge.runtime.manifest import Manifest
+
+    root = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, root)
+    manifest = Manifest.read(root)
+    manifest.set_table("executorch", "fp32", manifest.table("onnx", "fp32"))
+    manifest.set_gates("executorch", "fp32", manifest.gate_table("onnx", "fp32"))
+    manifest.write(root)
+    return read_bundle(root)
+
+
+def _stand_in_executorch(monkeypatch):
+    """The executorch backend, available, loading the ONNX Runtime runner under its own name."""
+    from refocus_edge.runtime.backends.base import Availability
+
+    et, ort = get_backend("executorch"), get_backend("onnxruntime")
+
+    def load_arrays(bundle, spec, precision):
+        runner = ort.load_arrays(bundle, spec, precision)
+        runner.device = f"executorch XNNPACK {precision}"
+        return runner
+
+    monkeypatch.setattr(et, "availability", lambda: Availability(True, "stand-in", {"executorch": "test"}))
+    monkeypatch.setattr(et, "load_arrays", load_arrays)
+    return et
+
+
+@pytest.mark.parametrize("fastest", ["executorch", "onnxruntime", "torch"])
+def test_auto_picks_the_fastest_among_cpu_backends_and_executorch(tiny_bundle, monkeypatch, tmp_path, fastest):
+    bundle = _bundle_with_executorch_table(tiny_bundle, tmp_path)
+    _stand_in_executorch(monkeypatch)
+    monkeypatch.setenv("REFOCUS_CACHE_DIR", str(tmp_path / "cache"))
+    times = {"torch/fp32": 6.0, "onnxruntime/fp32": 4.0, "onnxruntime/fp16": 5.0, "executorch/fp32": 3.0}
+    times[f"{fastest}/fp32"] = 1.0
+    fake, calls = _fake_times(times)
+    monkeypatch.setattr(dispatch, "_time_runner", fake)
+    _only(monkeypatch, "torch", "onnxruntime", "executorch")
+    _, choices = dispatch.load_runners(bundle, arrays=True)
+    assert {(c.backend, c.precision) for c in choices} == {(fastest, "fp32")}
+    assert all("executorch/fp32" in c.timings_ms for c in choices)  # it competed for every component
+    assert {d.split()[0] for d in calls} == {"torch", "onnxruntime", "executorch"}
+
+
+def test_executorch_override_and_visible_fallback(tiny_bundle, monkeypatch, tmp_path):
+    bundle = _bundle_with_executorch_table(tiny_bundle, tmp_path)
+    et = _stand_in_executorch(monkeypatch)
+    monkeypatch.setenv("REFOCUS_CACHE_DIR", str(tmp_path / "cache"))
+    fake, _ = _fake_times({"torch/fp32": 6.0, "onnxruntime/fp32": 4.0, "onnxruntime/fp16": 5.0,
+                           "executorch/fp32": 1.0})
+    monkeypatch.setattr(dispatch, "_time_runner", fake)
+    _only(monkeypatch, "torch", "onnxruntime", "executorch")
+    _, chosen = dispatch.load_runners(bundle, dispatch.requested_backend("executorch"), arrays=True)
+    assert {(c.backend, c.precision, c.reason) for c in chosen} == {("executorch", "fp32", "requested explicitly")}
+    _break_unet(monkeypatch, et, "load_arrays")
+    with pytest.warns(dispatch.BackendFallbackWarning, match="unet: backend executorch/fp32 skipped"):
+        _, choices = dispatch.load_runners(bundle, arrays=True)
+    by = {c.component: c.backend for c in choices}
+    assert by.pop("unet") == "onnxruntime" and set(by.values()) == {"executorch"}

@@ -62,20 +62,21 @@ def _subcommands(parser, *path) -> list[str]:
     return list(next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices)
 
 
-def test_the_registry_lists_onnx_and_coreml_and_the_cli_builds_export_from_it():
-    assert target_names()[:2] == ["onnx", "coreml"]
+def test_the_registry_lists_onnx_coreml_and_executorch_and_the_cli_builds_export_from_it():
+    assert target_names()[:3] == ["onnx", "coreml", "executorch"]
     assert list(registry()) == target_names()  # the module-name convention holds for every target
     for name, exporter in registry().items():
         assert exporter.name == name and exporter.help
     assert _subcommands(build_parser(), "export") == [*registry(), "tensorrt"]
-    with pytest.raises(InvalidArgumentError, match="unknown export target 'openvino'; choose one of: onnx, coreml"):
+    with pytest.raises(InvalidArgumentError, match="unknown export target 'openvino'; choose one of: onnx, coreml, executorch"):
         get_target("openvino")
 
 
 def test_target_configs_come_from_the_same_flags_as_before(tmp_path):
-    """`refocus export onnx|coreml` flags -> each target's typed config (no export is run)."""
+    """`refocus export onnx|coreml|executorch` flags -> each target's typed config (no export is run)."""
     from refocus_edge.export.coreml.recipes import CoreMLRecipe
     from refocus_edge.export.targets.target_coreml import CoreMLExportConfig
+    from refocus_edge.export.targets.target_executorch import ExecuTorchExportConfig
     from refocus_edge.export.targets.target_onnx import OnnxExportConfig
 
     def config(argv):
@@ -94,6 +95,10 @@ def test_target_configs_come_from_the_same_flags_as_before(tmp_path):
         model="m", out=out, recipes=(CoreMLRecipe("fp32", "p6"), CoreMLRecipe("fp32")), resolution=(64, 48),
         max_package_mb=5.0)
     assert config(["export", "coreml", "--out", str(out)]) == CoreMLExportConfig(model=None, out=out)
+    assert config(["export", "executorch", "--model", "m", "--out", str(out), "--precision", "fp16", "--quantize",
+                   "int8", "--resolution", "64x48", "--calibration-samples", "3"]) == ExecuTorchExportConfig(
+        model="m", out=out, precision="fp16", quantize="int8", resolution=(64, 48), calibration_samples=3)
+    assert config(["export", "executorch", "--out", str(out)]) == ExecuTorchExportConfig(model=None, out=out)
 
 
 @pytest.fixture
@@ -112,7 +117,7 @@ def test_a_new_target_file_plugs_into_the_driver_gated_and_published(toy_target,
                                                                       capsys, one_thread):
     from refocus_edge.runtime.bundle import read_bundle
 
-    assert list(registry()) == ["onnx", "coreml", "toy"]
+    assert list(registry()) == ["onnx", "coreml", "executorch", "toy"]
     out = tmp_path / "toy-bundle"
     assert main(["export", "toy", "--model", str(random_model_dir), "--out", str(out), "--gate-steps", "1"]) == 0
     err = capsys.readouterr().err

@@ -23,7 +23,7 @@ onnx = pytest.importorskip("onnx", reason="needs onnx (pip install -e '.[test]')
 
 from refocus_edge.export.parity import ParityError  # noqa: E402
 from refocus_edge.quantization import recipes as recipes_mod  # noqa: E402
-from refocus_edge.quantization.calibration import CalibrationConfig, collect_calibration  # noqa: E402
+from refocus_edge.export.calibration import CalibrationConfig, collect_calibration  # noqa: E402
 from refocus_edge.quantization.drift import Drift, DriftConfig  # noqa: E402
 from refocus_edge.quantization.qdq import quantized_node_count  # noqa: E402
 from refocus_edge.quantization.quantize import QuantizationError, QuantizeConfig, quantize_model  # noqa: E402
@@ -630,7 +630,7 @@ def test_bad_calibration_configs_are_one_line_errors(fp32_refocuser, cfg, messag
 
 
 def test_an_empty_real_data_folder_is_an_error(tmp_path):
-    from refocus_edge.quantization.calibration import calibration_photos
+    from refocus_edge.export.calibration import calibration_photos
 
     with pytest.raises(InvalidArgumentError, match="contains no complete scene"):
         calibration_photos(CalibrationConfig(samples=1, data=str(tmp_path)), (SIZE, SIZE))

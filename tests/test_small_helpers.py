@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from refocus_edge.quantization.runner_swap import swapped_runners
+from refocus_edge.export.runner_swap import swapped_runners
 from refocus_edge.runtime.disk_usage import disk_bytes, disk_mib
 
 

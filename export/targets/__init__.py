@@ -8,7 +8,7 @@ import functools
 import importlib
 import pkgutil
 
-TARGET_ORDER = ("onnx", "coreml")  # listing order only
+TARGET_ORDER = ("onnx", "coreml", "executorch")  # listing order only
 # Convention: target_<name>.py defines EXPORTER with EXPORTER.name == <name> (tests/test_export_driver.py checks).
 
 

@@ -7,7 +7,7 @@ import functools
 import importlib
 import pkgutil
 
-BACKEND_ORDER = ("torch", "onnxruntime", "openvino", "tensorrt", "coreml")  # listing order only
+BACKEND_ORDER = ("torch", "onnxruntime", "openvino", "tensorrt", "coreml", "executorch")  # listing order only
 # Convention: backend_<name>.py defines BACKEND with BACKEND.name == <name> (tests/test_cli_help.py checks).
 
 

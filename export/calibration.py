@@ -21,7 +21,7 @@ import torch
 
 from refocus_edge.runtime.errors import InvalidArgumentError
 
-from .runner_swap import swapped_runners
+from refocus_edge.export.runner_swap import swapped_runners
 
 
 @dataclass(frozen=True)
