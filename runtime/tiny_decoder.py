@@ -142,6 +142,9 @@ def tiny_decoder_problem(root) -> str | None:
                     f"run `refocus distill-decoder --model {root} --force` again")
     if model_hash(Path(root) / "vae") != vae:
         return f"the tiny decoder in {folder} was trained for another VAE than {Path(root) / 'vae'}"
+    if "unet_hash" in record and model_hash(Path(root) / "unet") != record["unet_hash"]:
+        return (f"the tiny decoder in {folder} passed its gate on another UNet's samples; run "
+                f"`refocus distill-decoder --model {root} --force` again")
     return None
 
 

@@ -35,6 +35,13 @@ def _pairs(n=4, frames=9) -> DecoderPairs:
     return DecoderPairs(latents, target.half())
 
 
+def _zero_last_bytes(path: Path) -> None:
+    """Change a weights file after the fact (its last 8 bytes: inside the last tensor)."""
+    data = bytearray(path.read_bytes())
+    data[-8:] = bytes(8)
+    path.write_bytes(bytes(data))
+
+
 def _cfg(tmp_path, **kw) -> TinyDecoderConfig:
     base = dict(model="unused", iterations=40, batch=2, lr=3e-3, perceptual_weight=0.0, channels=SMALL["channels"],
                 blocks=SMALL["blocks"], run_dir=tmp_path / "run", progress=False)
@@ -154,10 +161,7 @@ def test_selection_and_load_time_checks(model_with_tiny, random_model_dir, tmp_p
     # weights changed after the gate: refused, and auto does not take them
     copy = tmp_path / "model"
     shutil.copytree(model_with_tiny, copy)
-    weights = next((copy / FOLDER).glob("*.safetensors"))
-    data = bytearray(weights.read_bytes())
-    data[-8:] = bytes(8)
-    weights.write_bytes(bytes(data))
+    _zero_last_bytes(next((copy / FOLDER).glob("*.safetensors")))
     with pytest.raises(ModelLoadError, match="changed since it passed its gate"):
         load_refocuser(copy, decoder="tiny")
     assert load_refocuser(copy, decoder="auto").config.decode_chunk_sizes == (8, 1)
@@ -213,3 +217,14 @@ def test_the_default_model_ships_a_gated_tiny_decoder():
     assert record["gate"]["passed"] and record["gate"]["value"] <= 0.03 and record["gate"]["threshold"] == 0.03
     refocuser = load_refocuser(DEFAULT_MODEL, decoder="auto")
     assert refocuser.config.decode_chunk_sizes == (9,) and refocuser.vae.tiny.scale_factor == refocuser.vae_scale_factor
+
+
+def test_a_new_unet_needs_the_gate_again(model_with_tiny, tmp_path):
+    """The gate was measured on the model's own samples: after the UNet changes, `tiny` is refused with
+    the command to run and `auto` falls back to the full decoder."""
+    copy = tmp_path / "model"
+    shutil.copytree(model_with_tiny, copy)
+    _zero_last_bytes(next((copy / "unet").glob("*.safetensors")))
+    with pytest.raises(ModelLoadError, match="another UNet's samples.*distill-decoder"):
+        load_refocuser(copy, decoder="tiny")
+    assert load_refocuser(copy, decoder="auto").config.decode_chunk_sizes == (8, 1)

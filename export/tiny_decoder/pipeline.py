@@ -102,7 +102,9 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
         with publishing(out) as stage:
             trainer.ema.save_pretrained(stage, safe_serialization=True)
             weights = sorted(stage.glob("*.safetensors"))
+            # the gate was measured on this UNet's samples: another UNet needs the gate again
             record = {"gate": gate.to_json(), "stats": stats, "vae_hash": _folder_hash(Path(refocuser.source) / "vae"),
+                      "unet_hash": _folder_hash(Path(refocuser.source) / "unet"),
                       "weights_sha256": {w.name: file_sha256(w) for w in weights},
                       "training": {**cfg.training_facts(), "updates": trainer.step, "seconds": trainer.seconds,
                                    "final_loss": trainer.history[-1][1] if trainer.history else None},
