@@ -52,7 +52,7 @@ def _stage_times(result, wall: float) -> dict:
     return t
 
 
-def _quality(model, count: int, positions, seed: int, size) -> dict:
+def _quality(model, mode: str, count: int, positions, seed: int, size) -> dict:
     """Mean LPIPS to the truth per |j - k| bucket over held-out synthetic stacks."""
     import torch
 
@@ -62,20 +62,19 @@ def _quality(model, count: int, positions, seed: int, size) -> dict:
 
     lpips = LPIPS("alex")
     stacks = SyntheticFocalStacks("heldout", size=(size[1], size[0]), length=count)
-    large, own, per_input = [], [], []
+    large, own = [], []
     for i in range(count):
         truth = stacks[i]["frames"]  # [F, 3, H, W] in [0, 1]
         for k in positions:
             rgb = truth[k].permute(1, 2, 0).numpy()
-            result = model.sample(rgb, SamplerConfig(position=k, seed=seed + i, progress=False))
+            result = model.sample(rgb, SamplerConfig(position=k, seed=seed + i, mode=mode, progress=False))
             frames = torch.from_numpy(np.asarray(result.frames, np.float32))
             with torch.no_grad():
                 d = lpips(frames * 2 - 1, truth * 2 - 1).flatten().tolist()
             large += [v for j, v in enumerate(d) if abs(j - k) >= LARGE_JUMP]
             own.append(d[k])
-            per_input.append(float(np.mean([v for j, v in enumerate(d) if abs(j - k) >= LARGE_JUMP])))
     return {"lpips_large_jumps": float(np.mean(large)), "lpips_own_frame": float(np.mean(own)),
-            "inputs": len(per_input)}
+            "inputs": len(own)}
 
 
 def run_edge_bench(cfg: EdgeBenchConfig, log=print) -> dict:
@@ -124,7 +123,7 @@ def run_edge_bench(cfg: EdgeBenchConfig, log=print) -> dict:
         size = rgb_ref.shape[1], rgb_ref.shape[0]
         for name, (model, _, mode) in runs.items():
             log(f"quality: {name} on {cfg.count} held-out stacks x positions {list(cfg.positions)}")
-            quality[name] = _quality(_Moded(model, mode), cfg.count, cfg.positions, cfg.seed, size)
+            quality[name] = _quality(model, mode, cfg.count, cfg.positions, cfg.seed, size)
     choices = [{"component": c.component, "backend": c.backend, "device": c.device, "reason": c.reason}
                for c in getattr(edge.refocuser, "choices", [])]
     result = {
@@ -136,24 +135,12 @@ def run_edge_bench(cfg: EdgeBenchConfig, log=print) -> dict:
         "reference": {"model": str(ref.refocuser.source), "mode": "reference", "backend": "torch fp32",
                       "unet_calls": times["reference"][0]["unet_calls"], "load_s": ref_load},
         "edge": {"model": str(edge.refocuser.source), "runtime": edge.runtime, "choices": choices,
-                 "notes": list(edge.refocuser.notes), "decoder": edge.refocuser.config.extra.get("decoder", "full"),
+                 "notes": list(edge.refocuser.notes), "decoder": edge.refocuser.config.decoder,
                  "unet_calls": times["edge"][0]["unet_calls"], "load_s": edge_load},
         "rounds": times, "median": median, "speedup": speedup, "quality": quality,
     }
     result["bars"] = bars(result)
     return result
-
-
-class _Moded:
-    """A RunModel whose every sample runs in one sampler mode (the reference's literal loop)."""
-
-    def __init__(self, model, mode: str):
-        self.model, self.mode = model, mode
-
-    def sample(self, rgb, cfg):
-        from dataclasses import replace
-
-        return self.model.sample(rgb, replace(cfg, mode=self.mode))
 
 
 def bars(result: dict) -> dict:

@@ -69,44 +69,39 @@ def _call_sizes(spec) -> dict[str, int]:
     return sizes
 
 
-def component_flops(refocuser, size: tuple[int, int]) -> dict[str, float]:
-    """FLOPs of one call of every component at working size `size` (W, H): UNet per batch-1 call,
-    VAE encoder per frame, each decoder chunk per call."""
+def _fake_flops(module, shapes) -> float:
+    """FLOPs of one forward of `module` on empty inputs of `shapes`, under FakeTensorMode (no memory,
+    no arithmetic: the released model's counts take seconds)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils.flop_counter import FlopCounterMode
 
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        inputs = [torch.empty(s) for s in shapes]
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            module(*inputs)
+    return float(counter.get_total_flops())
+
+
+def component_flops(refocuser, size: tuple[int, int]) -> dict[str, float]:
+    """FLOPs of one call of every component at working size `size` (W, H): UNet per batch-1 call,
+    VAE encoder per frame, each decoder chunk per call."""
     from refocus_edge.runtime.component_modules import component_module
     from refocus_edge.runtime.components import ModelDims, component_specs
 
     specs = component_specs(ModelDims.of(refocuser, resolutions=(size,)))
-    out = {}
-    for name, spec in specs.items():
-        module = component_module(refocuser, spec)
-        sizes = _call_sizes(spec)
-        with FakeTensorMode(allow_non_fake_inputs=True):
-            inputs = [torch.empty(t.shape(sizes)) for t in spec.inputs]
-            with FlopCounterMode(display=False) as counter, torch.no_grad():
-                module(*inputs)
-        out[name] = float(counter.get_total_flops())
-    return out
+    return {name: _fake_flops(component_module(refocuser, spec), [t.shape(_call_sizes(spec)) for t in spec.inputs])
+            for name, spec in specs.items()}
 
 
 def tiny_decoder_flops(refocuser, size: tuple[int, int]) -> float:
     """FLOPs of the tiny temporal decoder (runtime/tiny_decoder.py, default architecture, built for this
     model's latent channels and VAE factor) decoding one whole stack in one chunk at `size` (W, H)."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.utils.flop_counter import FlopCounterMode
-
     from refocus_edge.runtime.tiny_decoder import TinyTemporalDecoder
 
     f, frames = refocuser.vae_scale_factor, refocuser.config.num_frames
     tiny = TinyTemporalDecoder(latent_channels=refocuser.latent_channels, num_frames=frames,
                                shuffle=f // 4).eval()  # default channels: 2 upsamplings, then the sub-pixel f/4
-    with FakeTensorMode(allow_non_fake_inputs=True):
-        z = torch.empty(frames, refocuser.latent_channels, size[1] // f, size[0] // f)
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            tiny(z)
-    return float(counter.get_total_flops())
+    return _fake_flops(tiny, [(frames, refocuser.latent_channels, size[1] // f, size[0] // f)])
 
 
 def fit_quadratic(pixels: list[float], flops: list[float]) -> tuple[float, float, float]:

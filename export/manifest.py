@@ -31,7 +31,7 @@ def base_manifest(refocuser, model_arg, dims, specs, created_by: str, tools: dic
         created_by=created_by,
         source={"model": str(model_arg), "path": str(Path(refocuser.source).resolve()),
                 "hash": source_hash or model_hash(refocuser.source),
-                "decoder": cfg.extra.get("decoder", "full")},
+                "decoder": cfg.decoder},
         dims=dims.to_json(),
         components={name: spec.to_json() for name, spec in specs.items()},
         configs={"unet": plain_config(refocuser.unet.config), "vae": plain_config(refocuser.vae.config),

@@ -8,6 +8,7 @@ set up the module, optimiser and generator and say what one update's loss is.
 """
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -15,6 +16,16 @@ import torch
 from refocus_edge.runtime.errors import InvalidArgumentError
 
 SHOW_EVERY = 10
+
+
+def warmup_cosine(step: int, iterations: int, peak: float, warmup: int, floor: float) -> float:
+    """Linear warm-up over min(warmup, iterations / 10) updates to `peak`, then a cosine down to
+    `floor` x peak at the last update."""
+    warm = min(warmup, max(iterations // 10, 1))
+    if step < warm:
+        return peak * (step + 1) / warm
+    progress = min((step - warm) / max(iterations - warm, 1), 1.0)
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 class CheckpointedTrainer:

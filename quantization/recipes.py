@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from refocus_edge.export.drift_budget import QUANTIZED_DRIFT_LPIPS
 from refocus_edge.runtime.component_names import component_family
 from refocus_edge.runtime.errors import InvalidArgumentError
 
@@ -40,7 +41,7 @@ class QuantRecipe:
     # takes only zero-point-0 int8 QDQ, while ONNX Runtime's x86 kernels want uint8).
     tensorrt_activation_type: str = ""
     # End-to-end LPIPS (alex) drift against the fp32 model: (median frame, worst frame).
-    drift_budget: tuple[float, float] = (0.02, 0.05)
+    drift_budget: tuple[float, float] = QUANTIZED_DRIFT_LPIPS
     # A block quantized alone may drift this much (median frame) before it stays in float.
     unit_budget: float = 0.004
     # The scan grows the keep list until the drift is within this fraction of the budget, not
@@ -79,10 +80,9 @@ RECIPES: dict[str, QuantRecipe] = {r.name: r for r in (
                "rounding), which is how its drift is measured without a GPU",
                "UNet only; the VAE and image encoder stay in the bundle's fp32 graphs (fp16 engines on "
                "TensorRT)")),
-    QuantRecipe("fp16", "float", "fp16 graphs (ONNX Runtime, Core ML) and fp16 TensorRT engines",
-                drift_budget=(0.02, 0.05)),
+    QuantRecipe("fp16", "float", "fp16 graphs (ONNX Runtime, Core ML) and fp16 TensorRT engines"),
     QuantRecipe("bf16", "float", "bf16 TensorRT engines (Ampere and newer), built from the fp32 graphs",
-                drift_budget=(0.02, 0.05), backends=("tensorrt",),
+                backends=("tensorrt",),
                 notes=("no CPU backend runs bf16 graphs; the gate runs the PyTorch modules in bf16 "
                        "(the same rounding of weights and activations a bf16 engine applies)",)),
     QuantRecipe("w8", "coreml", "Core ML: 8-bit linear (symmetric per-channel) UNet weights, fp16 compute",

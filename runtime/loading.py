@@ -95,7 +95,7 @@ def load_refocuser(model: str | Path | None = None, unet: str | Path | None = No
         from refocus_edge.runtime.bundle_loading import load_bundle_refocuser
 
         refocuser = load_bundle_refocuser(root, backend, precision, low_memory=low_memory, arrays=arrays)
-        exported = refocuser.config.extra.get("decoder", "full")
+        exported = refocuser.config.decoder
         if decoder in ("full", "tiny") and decoder != exported:
             raise ModelLoadError(f"this bundle was exported with the {exported} decoder; export the model again "
                                  f"with --decoder {decoder}", root)
@@ -192,13 +192,15 @@ def _use_tiny_decoder(refocuser: Refocuser, root: Path, required: bool, dtype) -
     """Swap the VAE's decoder for the model's gated tiny decoder (one chunk of all frames)."""
     from dataclasses import replace
 
-    from refocus_edge.runtime.tiny_decoder import TinyDecoderVAE, load_tiny_decoder, tiny_decoder_problem
+    from refocus_edge.runtime.tiny_decoder import TinyDecoderVAE, load_tiny_decoder
 
-    problem = tiny_decoder_problem(root)
-    if problem and not required:
-        refocuser.notes.append(f"full decoder ({problem})")
+    try:
+        tiny = load_tiny_decoder(root, dtype)  # checks its gate record once (hashes the VAE and UNet)
+    except ModelLoadError as exc:
+        if required:
+            raise
+        refocuser.notes.append(f"full decoder ({exc})")
         return
-    tiny = load_tiny_decoder(root, dtype)  # raises ModelLoadError with the problem
     refocuser.vae = TinyDecoderVAE(refocuser.vae, tiny)
     frames = refocuser.config.num_frames
     refocuser.config = replace(refocuser.config, decode_chunk_sizes=(frames,),

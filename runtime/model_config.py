@@ -51,6 +51,12 @@ class RefocusModelConfig:
         return tuple(self.fixed_size) if self.fixed_size else (512, 320)
 
     @property
+    def decoder(self) -> str:
+        """The decoder this config runs: "tiny" once runtime/loading.py swapped in the model's tiny
+        decoder (and in a bundle exported with it), else "full"."""
+        return self.extra.get("decoder", "full")
+
+    @property
     def uses_guidance(self) -> bool:
         # The reference applies guidance whenever the weight is > 0 (stock diffusers: > 1).
         return self.guidance_scale > 0

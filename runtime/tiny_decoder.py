@@ -17,6 +17,9 @@ decoder, and ships in the model folder as `tiny_decoder/` with its gate record.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.autoencoders.vae import DecoderOutput
@@ -120,9 +123,6 @@ class TinyDecoderVAE(nn.Module):
 def tiny_decoder_problem(root) -> str | None:
     """Why the model folder `root` has no usable tiny decoder (None: it has one): missing, its gate
     failed or is unrecorded, its weights changed since the gate, or it was trained for another VAE."""
-    import json
-    from pathlib import Path
-
     from refocus_edge.runtime.artifacts import file_sha256, model_hash
 
     folder = Path(root) / FOLDER
@@ -150,8 +150,6 @@ def tiny_decoder_problem(root) -> str | None:
 
 def load_tiny_decoder(root, dtype=None) -> TinyTemporalDecoder:
     """The gated tiny decoder of model folder `root`; ModelLoadError says why not."""
-    from pathlib import Path
-
     from refocus_edge.runtime.errors import ModelLoadError
     from refocus_edge.runtime.quiet import quiet_libraries
 

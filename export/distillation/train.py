@@ -4,7 +4,6 @@ whose settings differ (steps, batch, lr, ...) is refused rather than mixed)."""
 from __future__ import annotations
 
 import copy
-import math
 from contextlib import nullcontext
 
 import torch
@@ -12,7 +11,7 @@ import torch
 from refocus_edge.export.distillation.config import DistillConfig
 from refocus_edge.export.distillation.objective import regression_loss, step_target
 from refocus_edge.export.distillation.trajectories import Trajectories
-from refocus_edge.export.training_loop import CheckpointedTrainer
+from refocus_edge.export.training_loop import CheckpointedTrainer, warmup_cosine
 from refocus_edge.runtime.edm import denoise, euler_step
 from refocus_edge.runtime.errors import InvalidArgumentError
 from refocus_edge.runtime.sampler import initial_noise
@@ -21,11 +20,7 @@ WARMUP = 50
 
 
 def lr_at(step: int, cfg: DistillConfig) -> float:
-    warm = min(WARMUP, max(cfg.iterations // 10, 1))
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    progress = (step - warm) / max(cfg.iterations - warm, 1)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+    return warmup_cosine(step, cfg.iterations, cfg.lr, WARMUP, floor=0.1)
 
 
 def trainable_parameters(unet, which: str) -> list[torch.nn.Parameter]:

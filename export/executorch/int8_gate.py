@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import torch
 
+from refocus_edge.export.drift_budget import QUANTIZED_DRIFT_LPIPS
 from refocus_edge.export.emulation import ModuleRunner, emulated_refocuser
 from refocus_edge.export.parity import GateResult, gate_image, gate_sample, max_rel_error
 from refocus_edge.runtime.artifacts import EXECUTORCH
 from refocus_edge.runtime.errors import InvalidArgumentError
 
 
-# The project's int8 drift budget (quantization/recipes.py, recipe "int8": LPIPS median frame, worst
-# frame), which export may not import; tests/test_backend_executorch.py holds the two equal.
-INT8_BUDGET = (0.02, 0.05)
-
-
 def int8_budget() -> tuple[float, float]:
-    return INT8_BUDGET
+    """(median, worst frame) LPIPS an int8 program may add: the project's one quantization budget,
+    the same `refocus quantize` gates its int8 recipe with."""
+    return QUANTIZED_DRIFT_LPIPS
 
 
 def _torch_runners(job) -> dict:

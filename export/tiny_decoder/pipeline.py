@@ -13,15 +13,11 @@ from refocus_edge.runtime.errors import InvalidArgumentError
 HELD_OUT_SEED = 100_000  # noise seeds of the held-out samples: never those of training samples
 
 
-def _folder_hash(folder: Path) -> str:
-    from refocus_edge.runtime.artifacts import model_hash
-
-    return model_hash(folder)
-
-
 def pair_facts(root: Path, cfg: TinyDecoderConfig, size) -> dict:
     """What the cached pairs depend on: the model's VAE and UNet (its samples), data, size, seed."""
-    return {"vae": _folder_hash(root / "vae"), "unet": _folder_hash(root / "unet"), "data": str(cfg.data),
+    from refocus_edge.runtime.artifacts import model_hash
+
+    return {"vae": model_hash(root / "vae"), "unet": model_hash(root / "unet"), "data": str(cfg.data),
             "size": list(size), "seed": cfg.seed}
 
 
@@ -80,8 +76,8 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
     torch.manual_seed(cfg.seed)  # the initial weights
     run_dir = cfg.resolved_run_dir(Path(refocuser.source))
     source = FocalStackSource(cfg.data, size)
-    pairs = build_pairs(refocuser, source, run_dir / "pairs", cfg.samples, pair_facts(Path(refocuser.source), cfg, size),
-                        cfg.seed, cfg.progress, log)
+    facts = pair_facts(Path(refocuser.source), cfg, size)
+    pairs = build_pairs(refocuser, source, run_dir / "pairs", cfg.samples, facts, cfg.seed, cfg.progress, log)
     trainer = TinyDecoderTrainer(tiny, pairs, cfg, run_dir / "tiny_decoder.ckpt", log)
     trainer.resume()
     trainer.run()
@@ -99,12 +95,13 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
             "gate": gate.to_json()}
     with output_lock(out):
         recover(out)
+        if out.exists() and not cfg.force:  # again, under the lock: another writer may have been faster
+            raise InvalidArgumentError(f"{out} already exists; pass --force to replace it")
         with publishing(out) as stage:
             trainer.ema.save_pretrained(stage, safe_serialization=True)
             weights = sorted(stage.glob("*.safetensors"))
             # the gate was measured on this UNet's samples: another UNet needs the gate again
-            record = {"gate": gate.to_json(), "stats": stats, "vae_hash": _folder_hash(Path(refocuser.source) / "vae"),
-                      "unet_hash": _folder_hash(Path(refocuser.source) / "unet"),
+            record = {"gate": gate.to_json(), "stats": stats, "vae_hash": facts["vae"], "unet_hash": facts["unet"],
                       "weights_sha256": {w.name: file_sha256(w) for w in weights},
                       "training": {**cfg.training_facts(), "updates": trainer.step, "seconds": trainer.seconds,
                                    "final_loss": trainer.history[-1][1] if trainer.history else None},

@@ -4,24 +4,19 @@ shipped; atomic checkpoints that a resumed run continues exactly; a progress bar
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 
 import torch
 
 from refocus_edge.export.tiny_decoder.config import TinyDecoderConfig
 from refocus_edge.export.tiny_decoder.data import DecoderPairs
-from refocus_edge.export.training_loop import CheckpointedTrainer
+from refocus_edge.export.training_loop import CheckpointedTrainer, warmup_cosine
 
 WARMUP = 100
 
 
 def lr_at(step: int, cfg: TinyDecoderConfig) -> float:
-    warm = min(WARMUP, max(cfg.iterations // 10, 1))
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    progress = min((step - warm) / max(cfg.iterations - warm, 1), 1.0)
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return warmup_cosine(step, cfg.iterations, cfg.lr, WARMUP, floor=0.05)
 
 
 class TinyDecoderTrainer(CheckpointedTrainer):

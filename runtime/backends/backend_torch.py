@@ -75,7 +75,8 @@ class TorchBackend(Backend):
             raise BackendUnavailableError(
                 f"the source model of this bundle ({bundle.source.get('model') or bundle.source.get('path')}) "
                 "is not on this machine; the torch backend runs the original PyTorch model")
-        module = component_module(_source_refocuser(str(folder), bundle.source.get("hash"), source_decoder(bundle)), spec)
+        source = _source_refocuser(str(folder), bundle.source.get("hash"), source_decoder(bundle))
+        module = component_module(source, spec)
 
         def run(feeds):
             with torch.no_grad():
