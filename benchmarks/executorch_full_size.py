@@ -16,34 +16,14 @@ loads the program with executorch.runtime and makes one call.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
+from benchmarks.watched_child import stage as _stage, uptime, watch
+
+MODULE = "benchmarks.executorch_full_size"
+
 LATENT = 8  # the VAE's spatial factor
-
-
-def _rss_mib(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def _stage(name: str, **facts) -> None:
-    """One JSON line per stage on stdout, read by the watching parent."""
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"stage": name, "peak_rss_mib": round(peak), **facts}), flush=True)
 
 
 def _unet_module(dtype):
@@ -109,57 +89,16 @@ def child_call(pte: Path, width: int, height: int, precision: str) -> None:
            output_shape=list(out.shape))
 
 
-def watch(argv: list[str], limit_mib: float, timeout_s: float, log: Path) -> dict:
-    """Run a child stage, sampling its RSS; kill it past the limit or the timeout. Its stderr goes to
-    `log` (a pipe nobody reads could fill and stall it)."""
-    t0 = time.perf_counter()
-    with open(log, "w") as err_file:
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.executorch_full_size", *argv],
-                                stdout=subprocess.PIPE, stderr=err_file, text=True)
-    stages: list[dict] = []
-
-    def read() -> None:  # a thread: the child's stage lines, while this one samples its memory
-        for line in proc.stdout:
-            if line.startswith("{"):
-                stages.append(json.loads(line))
-                print(line.strip(), flush=True)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    peak, killed = 0.0, ""
-    while proc.poll() is None:
-        peak = max(peak, _rss_mib(proc.pid))
-        if peak > limit_mib:
-            proc.kill()
-            killed = f"killed at {peak / 1024:.1f} GiB resident (limit {limit_mib / 1024:.0f} GiB)"
-        elif time.perf_counter() - t0 > timeout_s:
-            proc.kill()
-            killed = f"killed after {timeout_s:.0f} s (timeout)"
-        time.sleep(0.2)
-    reader.join(timeout=10)
-    err = log.read_text(errors="replace")
-    failure = "" if proc.returncode == 0 or killed else (err.strip().splitlines() or ["?"])[-1][:500]
-    return {"stages": stages, "peak_rss_mib_sampled": round(peak), "returncode": proc.returncode,
-            "killed": killed, "error": failure, "wall_s": round(time.perf_counter() - t0, 1)}
-
-
 def attempt(precision: str, work: Path, width: int, height: int, limit_mib: float, timeout_s: float) -> dict:
     pte = work / f"unet_full_{precision}.pte"
     common = ["--width", str(width), "--height", str(height), "--pte", str(pte), "--precision", precision]
     res = {"precision": precision,
-           "export": watch(["--child", "export", *common], limit_mib, timeout_s, work / f"export_{precision}.err")}
+           "export": watch(MODULE, ["--child", "export", *common], limit_mib, timeout_s, work / f"export_{precision}.err")}
     if pte.exists() and res["export"]["returncode"] == 0:
         res["pte_mib"] = round(pte.stat().st_size / 2 ** 20, 1)
-        res["call"] = watch(["--child", "call", *common], limit_mib, timeout_s, work / f"call_{precision}.err")
+        res["call"] = watch(MODULE, ["--child", "call", *common], limit_mib, timeout_s, work / f"call_{precision}.err")
         pte.unlink()
     return res
-
-
-def _uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except OSError:
-        return str(os.getloadavg())
 
 
 def report(res: dict) -> str:
@@ -206,11 +145,11 @@ def main(argv=None) -> None:
 
     args.work.mkdir(parents=True, exist_ok=True)
     res = {"command": command_line("executorch_full_size", argv), "width": args.width, "height": args.height,
-           "limit_gib": args.limit_gib, "uptime_start": _uptime(), "attempts": []}
+           "limit_gib": args.limit_gib, "uptime_start": uptime(), "attempts": []}
     for precision in args.precision:
         res["attempts"].append(attempt(precision, args.work, args.width, args.height, args.limit_gib * 1024,
                                        args.timeout))
-    res["uptime_end"] = _uptime()
+    res["uptime_end"] = uptime()
     write_results(args.out, "full_size", res, report(res))
 
 
