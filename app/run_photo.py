@@ -179,7 +179,7 @@ def _refocus_locked(cfg: RunConfig, log: Callable[[str], None]) -> RunReport:
         "input": str(cfg.image), "model": str(refocuser.source), "position": position,
         "size": [w, h], "steps": result.num_inference_steps, "guidance": result.guidance_scale,
         "seed": cfg.seed, "mode": cfg.mode, "unet_calls": result.unet_calls,
-        "runtime": model.runtime, "noise": result.noise,
+        "runtime": model.runtime, "noise": result.noise, "decoder": refocuser.config.decoder,
         "sigmas": result.sigmas, "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "notes": notes,
         "backends": ({c.component: {"backend": c.backend, "precision": c.precision, "device": c.device,

@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from refocus_edge.bench.models import load, working_size
+from refocus_edge.bench.models import working_size
+from refocus_edge.runtime.loading import Refocuser, load_refocuser
 
 LARGE_JUMP = 4  # |j - k| at or above which a cell counts as a large focal jump
 LPIPS_NET = "alex"
@@ -127,7 +128,8 @@ def _eval_stacks(eval_set: str, size_hw: tuple[int, int], count: int):
 
 @torch.no_grad()
 def evaluate_quality(model, count: int = 8, positions=(0, 4, 8), seed: int = 0, mode: str = "fast",
-                     progress: bool = True, eval_set: str = "synthetic", size: tuple[int, int] | None = None) -> dict:
+                     progress: bool = True, eval_set: str = "synthetic", size: tuple[int, int] | None = None,
+                     decoder: str | None = None) -> dict:
     """LPIPS tables (model, identity baseline, VAE floor) and depth-from-focus rank correlations
     (model's stacks, ground-truth stacks) over the first `count` stacks of `eval_set`, rendered at
     `size` (W, H; default: the model's working size). The lens blur scales with the width, so a
@@ -138,7 +140,13 @@ def evaluate_quality(model, count: int = 8, positions=(0, 4, 8), seed: int = 0, 
     from refocus_edge.runtime.metrics.lpips import LPIPS
     from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
 
-    refocuser = load(model)
+    if decoder is None and mode == "reference" and not isinstance(model, Refocuser):
+        decoder = "full"  # as `refocus run --mode reference` decodes
+    refocuser = model if isinstance(model, Refocuser) else load_refocuser(model, decoder=decoder)
+    # The autoencoder floor is the model's own VAE (encoder + its temporal decoder, in the model's
+    # chunks): a photo-guided decoder needs a photo, which a round trip of the true frames has not.
+    floor_model = (load_refocuser(refocuser.source, decoder="full") if getattr(refocuser.vae, "takes_guide", False)
+                   else refocuser)
     frames_n = refocuser.config.num_frames
     positions = [int(k) for k in positions]
     if not positions or any(not 0 <= k < frames_n for k in positions):
@@ -169,7 +177,7 @@ def evaluate_quality(model, count: int = 8, positions=(0, 4, 8), seed: int = 0, 
         seeds.append(int(item["seed"]))
         gt, true_depth = item["frames"], item["depth"].numpy()  # [9, 3, H, W] in [0, 1]; [H, W] diopters
         gt_pm1 = gt * 2 - 1
-        vae_d[i] = lpips(_vae_roundtrip(refocuser, gt_pm1) * 2 - 1, gt_pm1).numpy()
+        vae_d[i] = lpips(_vae_roundtrip(floor_model, gt_pm1) * 2 - 1, gt_pm1).numpy()
         gt_index = _depth_from_focus(gt)
         rank_gt[i] = _depth_rank(gt_index, true_depth)
         if i == 0:
@@ -210,6 +218,7 @@ def evaluate_quality(model, count: int = 8, positions=(0, 4, 8), seed: int = 0, 
         "benchmark": "quality",
         "model": name,
         "model_path": str(refocuser.source),
+        "decoder": refocuser.config.decoder,
         "set": eval_set,
         "mode": mode,
         "count": count,
@@ -289,7 +298,7 @@ def _markdown(res: dict) -> str:
     lines = [
         f"# Quality: {Path(res['model_path']).name}", "",
         f"- command: `{res['command']}`",
-        f"- model: `{res['model_path']}`",
+        f"- model: `{res['model_path']}`, {res.get('decoder', 'full')} decoder",
         f"- {_stacks_line(res)}, {w}x{h}, sampler seed {res['seed']} + stack index",
         f"- sampler: mode {res['mode']}, {res['num_inference_steps']} steps, guidance {res['guidance_scale']},"
         f" {res['unet_calls_per_stack']} UNet calls per stack, {res['sampler_seconds_mean']:.2f} s per stack",
@@ -401,13 +410,16 @@ def main(argv=None) -> int:
                         "trained on (focalstacks.photo_stacks)")
     parser.add_argument("--size", type=size_wxh, default=None, metavar="WxH",
                         help="evaluation size (default: the model's working size, 128x128 for refocus-tiny*)")
+    parser.add_argument("--decoder", choices=("full", "tiny", "guided", "auto"), default=None,
+                        help="the model folder's decoder (default: as `refocus run`: its gated photo-guided "
+                        "decoder where it has one, else the full one; the full one in reference mode)")
     parser.add_argument("--out", type=Path, default=Path("out/quality"))
     args = parser.parse_args(argv)
     from refocus_edge.runtime.errors import RefocusError
 
     try:
         result = evaluate_quality(args.model, args.count, args.positions, args.seed, args.mode,
-                                  eval_set=args.eval_set, size=args.size)
+                                  eval_set=args.eval_set, size=args.size, decoder=args.decoder)
     except RefocusError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

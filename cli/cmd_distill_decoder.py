@@ -9,18 +9,25 @@ from refocus_edge.runtime.zoo import DEFAULT_MODEL
 
 
 def register(sub) -> None:
-    from refocus_edge.export.tiny_decoder.config import GATE_LPIPS_MEDIAN, TinyDecoderConfig as D
+    from refocus_edge.export.tiny_decoder.config import GATE_LPIPS_MEDIAN, GUIDED_GATE_MARGIN, TinyDecoderConfig as D
 
     p = sub.add_parser(
         "distill-decoder", help="train the model's tiny temporal decoder (10x+ faster decoding), LPIPS-gated",
         description="Distil a small convolutional decoder with neighbour-frame mixing from the model's own "
                     "temporal VAE decoder, on the model's own samples and the VAE latents of training stacks; "
                     "gate it by LPIPS against the full decoder's frames of held-out stacks and write it into "
-                    "the model folder as tiny_decoder/. Rerun the same command to resume an interrupted run.")
+                    "the model folder as tiny_decoder/. With --guided: the photo-guided decoder instead (the same "
+                    "architecture, also given the input photo and each frame's focus offset), trained toward the "
+                    "true frames and gated against the full decoder's distance to them; written as guided_decoder/, "
+                    "which `refocus run` then uses by default. Rerun the same command to resume an interrupted run.")
     p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME_OR_PATH",
                    help=f"shipped model name or model folder (default: {DEFAULT_MODEL})")
+    p.add_argument("--guided", action="store_true",
+                   help="train the photo-guided decoder toward the true frames (default: the tiny decoder, "
+                        "toward the full decoder's frames)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="tiny decoder folder to write (default: MODEL/tiny_decoder, where --decoder tiny finds it)")
+                   help="decoder folder to write (default: MODEL/tiny_decoder, or MODEL/guided_decoder with "
+                        "--guided, where `refocus run` finds them)")
     p.add_argument("--samples", type=positive_int, default=D.samples,
                    help="training stacks, each giving two latent stacks (default %(default)s)")
     p.add_argument("--held-out", type=positive_int, default=D.held_out,
@@ -37,11 +44,14 @@ def register(sub) -> None:
                    help="residual blocks per level (default %(default)s)")
     p.add_argument("--data", default=D.data, help="'synthetic' (training split), a .npy stack cache or a "
                                                    "learn2refocus dataset folder (default %(default)s)")
-    p.add_argument("--gate", type=float, default=GATE_LPIPS_MEDIAN,
-                   help="largest median LPIPS to the full decoder's frames that passes (default %(default)s)")
+    p.add_argument("--gate", type=float, default=None,
+                   help=f"largest median LPIPS to the full decoder's frames that passes (default {GATE_LPIPS_MEDIAN}); "
+                        f"with --guided: the largest excess of its median LPIPS to the true frames over the full "
+                        f"decoder's (default {GUIDED_GATE_MARGIN})")
     p.add_argument("--seed", type=seed, default=D.seed, help="seeds data, initial weights and order (default 0)")
     p.add_argument("--run-dir", type=Path, default=None,
-                   help="pairs cache and checkpoints (default runs/tiny-decoder/<model name>)")
+                   help="pairs cache and checkpoints (default runs/tiny-decoder/<model name>, or "
+                        "runs/guided-decoder/<model name>)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     p.add_argument("--force", action="store_true", help="replace an existing tiny decoder folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -56,12 +66,15 @@ def run(args) -> int:
     if len(args.blocks) != len(args.channels):
         raise InvalidArgumentError(f"--blocks needs one count per level of --channels ({len(args.channels)}), "
                                    f"got {len(args.blocks)}")
-    if not 0 < args.ema < 1 or args.lr <= 0 or args.perceptual_weight < 0 or args.gate <= 0:
+    from refocus_edge.export.tiny_decoder.config import GATE_LPIPS_MEDIAN, GUIDED_GATE_MARGIN
+
+    gate = args.gate if args.gate is not None else (GUIDED_GATE_MARGIN if args.guided else GATE_LPIPS_MEDIAN)
+    if not 0 < args.ema < 1 or args.lr <= 0 or args.perceptual_weight < 0 or (gate <= 0 and not args.guided):
         raise InvalidArgumentError("--ema must be in (0, 1), --lr and --gate > 0, --perceptual-weight >= 0")
     cfg = TinyDecoderConfig(model=args.model, out=args.out, samples=args.samples, held_out=args.held_out,
                             iterations=args.iterations, batch=args.batch, lr=args.lr, ema_decay=args.ema,
                             perceptual_weight=args.perceptual_weight, channels=tuple(args.channels),
-                            blocks=tuple(args.blocks), seed=args.seed, data=args.data, gate_threshold=args.gate,
+                            blocks=tuple(args.blocks), seed=args.seed, data=args.data, gate_threshold=gate, guided=args.guided,
                             run_dir=args.run_dir, device=args.device, force=args.force, progress=not args.quiet)
     command = "refocus distill-decoder " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else ""
     out = run_decoder_distillation(cfg, log=lambda msg: print(msg, file=sys.stderr), command=command)

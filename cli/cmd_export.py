@@ -37,9 +37,10 @@ def register(sub) -> None:
         t.add_argument("--out", type=Path, required=True, metavar="BUNDLE", help="bundle folder to write")
         for option in exporter.options:
             _add_option(t, option)
-        t.add_argument("--decoder", default="full", choices=["full", "tiny"],
+        t.add_argument("--decoder", default="full", choices=["full", "tiny", "guided"],
                        help="full: the VAE's temporal decoder (default); tiny: the model's gated tiny decoder "
-                            "(`refocus distill-decoder`), exported as one chunk of all frames")
+                            "(`refocus distill-decoder`), exported as one chunk of all frames; guided: its gated "
+                            "photo-guided decoder (`refocus distill-decoder --guided`), which also takes the photo")
         t.add_argument("--gate-steps", type=int, default=None,
                        help="Euler steps of the end-to-end gate (default: the model's own)")
         t.add_argument("--force", action="store_true", help="replace an existing bundle")

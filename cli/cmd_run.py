@@ -41,9 +41,12 @@ def register(sub) -> None:
                    help="bundle artifact precision (default: a quantized bundle's own recipe, else any "
                         "that passed its parity gate)")
     p.add_argument("--decoder", default=None, choices=list(DECODERS),
-                   help="full: the VAE's temporal decoder (default for a model folder); tiny: the model's "
-                        "gated tiny decoder (`refocus distill-decoder`), 10x+ faster; auto: tiny where the model "
-                        "has one that passed its gate. A bundle runs the decoder it was exported with")
+                   help="full: the VAE's temporal decoder; tiny: the model's gated tiny decoder (`refocus "
+                        "distill-decoder`), 10x+ faster; guided: its gated photo-guided decoder (`refocus "
+                        "distill-decoder --guided`: also sees the photo, trained toward true focal stacks); "
+                        "auto: guided, else tiny, where the model has one that passed its gate. Default for a "
+                        "model folder: guided where it has one, else full (full in --mode reference). A bundle "
+                        "runs the decoder it was exported with")
     p.add_argument("--low-memory", action="store_true",
                    help="load each component only for its stage and free it after (8 GB boards, "
                         "phones): lower peak memory, slower")

@@ -50,8 +50,11 @@ class VaeDecoderComponent(torch.nn.Module):
         super().__init__()
         self.vae, self.num_frames = vae, int(num_frames)
 
-    def forward(self, latent):
-        return self.vae.decode(latent, num_frames=self.num_frames).sample
+    def forward(self, latent, photo=None, frame_offsets=None):
+        if photo is None:
+            return self.vae.decode(latent, num_frames=self.num_frames).sample
+        # a photo-guided decoder (the spec then has these inputs; runtime/tiny_decoder.py)
+        return self.vae.decode(latent, num_frames=self.num_frames, guide=(photo, frame_offsets)).sample
 
 
 def component_module(refocuser, spec) -> torch.nn.Module:

@@ -12,9 +12,10 @@ DECODER_PREFIX = DECODER_FAMILY + "_"
 VAE_PREFIX = "vae_"  # the components the VAE adapter serves: the encoder and every decoder
 
 
-# --decoder: the VAE's temporal decoder, the model's tiny decoder (runtime/tiny_decoder.py), or the tiny
-# one where the model has one that passed its gate.
-DECODERS = ("full", "tiny", "auto")
+# --decoder: the VAE's temporal decoder; the model's tiny decoder (runtime/tiny_decoder.py, distilled
+# from the full one); its photo-guided decoder (the tiny architecture that also sees the input photo,
+# trained toward the true frames); or auto: guided, else tiny, where the model has one that passed its gate.
+DECODERS = ("full", "tiny", "guided", "auto")
 
 
 def decoder_name(chunk: int) -> str:

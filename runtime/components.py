@@ -56,8 +56,10 @@ def _input_range(name: str) -> tuple[str, object, object]:
         return "uniform", 0.25 * math.log(0.002), 0.25 * math.log(700.0)
     if name == "added_time_ids":  # fps id 6, motion bucket 0, noise aug 0
         return "fixed", [6.0, 0.0, 0.0], None
-    if name in ("image", "pixel_values"):  # [-1, 1] pixels
+    if name in ("image", "pixel_values", "photo"):  # [-1, 1] pixels
         return "pixels", -1.0, 1.0
+    if name == "frame_offsets":  # (j - k) / (frames - 1) of a photo-guided decoder
+        return "uniform", -1.0, 1.0
     return "normal", None, None
 
 
@@ -190,6 +192,9 @@ class ModelDims:
     # distilled student (guidance 0) on batch 1. That is the UNet's "opt" batch, the
     # shape TensorRT tunes for and Core ML packages are built at.
     guided: bool = True
+    # The decoder is photo-guided (runtime/tiny_decoder.py): besides the latents it takes the input
+    # photo and each frame's focus offset.
+    photo_guided_decoder: bool = False
 
     @classmethod
     def of(cls, refocuser, resolutions=None) -> "ModelDims":
@@ -206,6 +211,7 @@ class ModelDims:
             num_time_ids=len(cfg.added_time_ids),
             resolutions=tuple((int(w), int(h)) for w, h in resolutions),
             guided=cfg.guidance_scale > 0,
+            photo_guided_decoder=bool(getattr(refocuser.vae, "takes_guide", False)),
         )
 
     def validate(self) -> None:
@@ -258,11 +264,19 @@ def component_specs(dims: ModelDims) -> dict[str, ComponentSpec]:
             notes="v-prediction; sample = scaled noisy latents ++ conditioning latents on channels"),
     }
     for chunk in dims.decode_chunk_sizes:
+        latent = TensorSpec("latent", (chunk, c, "latent_height", "latent_width"), "model")
+        if dims.photo_guided_decoder:  # + the input photo and the chunk's focus offsets (euler_loop.frame_offsets)
+            inputs = (latent, TensorSpec("photo", (1, 3, "height", "width"), "model"),
+                      TensorSpec("frame_offsets", (chunk,), "model"))
+            profile = {**latent_profile, **pixel_profile}
+        else:
+            inputs, profile = (latent,), dict(latent_profile)
         specs[decoder_name(chunk)] = ComponentSpec(
             decoder_name(chunk),
-            inputs=(TensorSpec("latent", (chunk, c, "latent_height", "latent_width"), "model"),),
+            inputs=inputs,
             outputs=(TensorSpec("image", (chunk, 3, "height", "width"), "model"),),
-            profile=dict(latent_profile),
+            profile=profile,
             num_frames=chunk,
-            notes="temporal decoder over one chunk of frames; input already divided by the scaling factor")
+            notes="temporal decoder over one chunk of frames; input already divided by the scaling factor"
+                  + ("; guided by the input photo" if dims.photo_guided_decoder else ""))
     return specs

@@ -3,7 +3,7 @@
 Both run on numpy arrays (the thin runtime: runtime/array_sampler.py, any bundle backend) and
 on torch tensors (runtime/sampler.py's fast mode on a PyTorch model) with the same operations:
 the EDM arithmetic of runtime/edm.py, diffusers' Euler step operation for operation. The caller
-supplies the UNet as `unet(x, t, emb, batch) -> v` and the decoder as `decode(z, frames) -> image`,
+supplies the UNet as `unet(x, t, emb, batch) -> v` and the decoder as `decode(z, frames, start) -> image`,
 already cast to whatever its component computes in; the loop never chooses a backend.
 
 Guidance (weight > 0) batches both branches into one UNet call: [unconditional, conditional],
@@ -60,10 +60,19 @@ def denoise_loop(unet: Callable, latents, cond, emb, sigmas: Sequence, timesteps
 
 def decode_chunks(decode: Callable, latents, scaling_factor: float, chunk_sizes: Sequence[int]):
     """[1, F, C, h, w] latents -> [F, 3, H, W] in [0, 1], decoding `chunk_sizes` frames at a time
-    (the temporal decoder mixes frames inside a chunk only, so the chunking is part of the result)."""
+    (the temporal decoder mixes frames inside a chunk only, so the chunking is part of the result).
+    `decode(z, frames, start)` gets each chunk with its first frame's index in the stack."""
     flat = latents[0] / scaling_factor
     out, start = [], 0
     for size in chunk_sizes:
-        out.append(decode(flat[start:start + size], size))
+        out.append(decode(flat[start:start + size], size, start))
         start += size
     return clip01(concat(out, 0) / 2 + 0.5)
+
+
+def frame_offsets(start: int, size: int, position: int, num_frames: int):
+    """(j - position) / (num_frames - 1) for the frames j of a chunk starting at `start`: how far
+    each output frame's focus is from the input photo's, what a photo-guided decoder is told."""
+    import numpy as np
+
+    return ((np.arange(start, start + size) - position) / max(num_frames - 1, 1)).astype(np.float32)

@@ -74,12 +74,14 @@ def load_refocuser(model: str | Path | None = None, unet: str | Path | None = No
     loads each component when its stage starts and frees it when the stage ends
     (runtime/low_memory.py). `arrays`: a bundle's components take numpy arrays (the thin
     runtime's sampler, runtime/array_sampler.py); a model folder refuses it. `decoder`: "full" (the
-    VAE's temporal decoder, the default for model folders), "tiny" (the model's gated tiny decoder,
-    runtime/tiny_decoder.py) or "auto" (tiny where the model has one that passed its gate); a bundle
-    runs the decoder it was exported with and refuses another.
+    VAE's temporal decoder), "tiny" (the model's gated tiny decoder, runtime/tiny_decoder.py),
+    "guided" (its gated photo-guided decoder), "auto" (guided, else tiny, where the model has one
+    that passed its gate) or None, the default for model folders: guided where the model has one
+    that passed its gate (it is trained toward the true frames), else full. A bundle runs the
+    decoder it was exported with and refuses another.
     """
     if decoder is not None and decoder not in DECODERS:
-        raise ModelLoadError(f"unknown decoder {decoder!r}; choose full, tiny or auto")
+        raise ModelLoadError(f"unknown decoder {decoder!r}; choose {', '.join(DECODERS)}")
     root = resolve_model(model)
     if not root.exists():
         raise ModelLoadError("no such model folder or shipped model name; `refocus models` lists "
@@ -96,7 +98,7 @@ def load_refocuser(model: str | Path | None = None, unet: str | Path | None = No
 
         refocuser = load_bundle_refocuser(root, backend, precision, low_memory=low_memory, arrays=arrays)
         exported = refocuser.config.decoder
-        if decoder in ("full", "tiny") and decoder != exported:
+        if decoder in ("full", "tiny", "guided") and decoder != exported:
             raise ModelLoadError(f"this bundle was exported with the {exported} decoder; export the model again "
                                  f"with --decoder {decoder}", root)
         return refocuser
@@ -181,29 +183,43 @@ def load_refocuser(model: str | Path | None = None, unet: str | Path | None = No
     refocuser.clip_size = (size, size)
     if unet is not None:
         refocuser.notes.append(f"UNet from {unet_dir}")
-    if decoder in ("tiny", "auto"):
-        _use_tiny_decoder(refocuser, root, required=decoder == "tiny", dtype=dtype)
+    missing = []  # why each small decoder tried is not used
+    for kind in _decoder_preference(decoder):
+        problem = _use_tiny_decoder(refocuser, root, kind, required=decoder == kind, dtype=dtype)
+        if problem is None:
+            break
+        missing.append(problem)
+    else:
+        if missing and decoder is not None:  # asked for auto: say why it is the full decoder
+            refocuser.notes.append(f"full decoder ({'; '.join(missing)})")
     if low_memory:
         refocuser.notes.append("low-memory mode: one component resident at a time")
     return refocuser
 
 
-def _use_tiny_decoder(refocuser: Refocuser, root: Path, required: bool, dtype) -> None:
-    """Swap the VAE's decoder for the model's gated tiny decoder (one chunk of all frames)."""
+def _decoder_preference(decoder: str | None) -> tuple[str, ...]:
+    """The small decoders to try, in order, for a --decoder choice (none left: the full decoder)."""
+    return {"tiny": ("tiny",), "guided": ("guided",), "auto": ("guided", "tiny"), None: ("guided",)}.get(decoder, ())
+
+
+def _use_tiny_decoder(refocuser: Refocuser, root: Path, kind: str, required: bool, dtype) -> str | None:
+    """Swap the VAE's decoder for the model's gated tiny or guided decoder (one chunk of all frames);
+    None when done, else why not (it was not required: a required one raises)."""
     from dataclasses import replace
 
     from refocus_edge.runtime.tiny_decoder import TinyDecoderVAE, load_tiny_decoder
 
     try:
-        tiny = load_tiny_decoder(root, dtype)  # checks its gate record once (hashes the VAE and UNet)
+        tiny = load_tiny_decoder(root, dtype, kind)  # checks its gate record once (hashes the VAE and UNet)
     except ModelLoadError as exc:
         if required:
             raise
-        refocuser.notes.append(f"full decoder ({exc})")
-        return
+        return str(exc)
     refocuser.vae = TinyDecoderVAE(refocuser.vae, tiny)
     frames = refocuser.config.num_frames
     refocuser.config = replace(refocuser.config, decode_chunk_sizes=(frames,),
-                               extra={**refocuser.config.extra, "decoder": "tiny"})
-    refocuser.notes.append(f"tiny decoder ({sum(p.numel() for p in tiny.parameters()) / 1e6:.2f} M parameters, "
-                           f"{frames} frames in one chunk)")
+                               extra={**refocuser.config.extra, "decoder": kind})
+    guided = ", guided by the input photo" if tiny.guided else ""
+    refocuser.notes.append(f"{kind} decoder ({sum(p.numel() for p in tiny.parameters()) / 1e6:.2f} M parameters, "
+                           f"{frames} frames in one chunk{guided})")
+    return None

@@ -58,6 +58,8 @@ def load_run_model(model, unet, mode: str, backend, precision, low_memory: bool,
     if is_bundle(root) and not thin and not importable("torch"):
         raise ModelLoadError(f"--mode {mode} is the literal PyTorch loop and needs torch, which is not installed "
                              f"here; run the bundle with --mode fast (the thin runtime) or {INSTALL_TORCH}", root)
+    if mode == "reference" and decoder is None and not is_bundle(root):
+        decoder = "full"  # the reference decodes with the model's own VAE decoder (../shared/reference)
     refocuser = load_refocuser(model, unet=unet, backend=backend, precision=precision, low_memory=low_memory,
                                arrays=thin, decoder=decoder)
     return RunModel(refocuser, thin)

@@ -24,7 +24,8 @@ import torch
 
 from refocus_edge.runtime.conditioning import (component_dtype, conditioning_latents, conditioning_latents_literal,
                                   image_embedding)
-from refocus_edge.runtime.euler_loop import StepObserver, decode_chunks, denoise_loop, progress_bar
+from refocus_edge.runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.euler_loop import StepObserver, decode_chunks, denoise_loop, frame_offsets, progress_bar
 from refocus_edge.runtime.fast_attention import single_token_cross_attention
 from refocus_edge.runtime.low_memory import release
 from refocus_edge.runtime.sampler_config import Mode, SampleResult, SamplerConfig, resolve_settings  # noqa: F401
@@ -49,23 +50,33 @@ def initial_noise(shape, seed: int, init_noise_sigma) -> torch.Tensor:
     return torch.randn(shape, generator=generator, dtype=torch.float32) * init_noise_sigma
 
 
-def decode_latents(vae, latents: torch.Tensor, chunk_sizes) -> torch.Tensor:
-    """[1, F, C, h, w] latents -> [F, 3, H, W] in [0, 1], decoding chunk by chunk."""
+def decode_latents(vae, latents: torch.Tensor, chunk_sizes, guide: tuple | None = None) -> torch.Tensor:
+    """[1, F, C, h, w] latents -> [F, 3, H, W] in [0, 1], decoding chunk by chunk. `guide` =
+    (input photo [1, 3, H, W] in [-1, 1], its focal position) goes to a photo-guided decoder
+    (runtime/tiny_decoder.py; `vae.takes_guide`), which needs it; other decoders ignore it."""
     dtype = component_dtype(vae)
+    guided = getattr(vae, "takes_guide", False)
+    if guided and guide is None:
+        raise InvalidArgumentError("this model's decoder is guided by the input photo: pass guide=(photo, position)")
+    frames_n = latents.shape[1]
 
-    def decode(chunk, frames):
-        return vae.decode(chunk.to(dtype), num_frames=frames).sample.float()
+    def decode(chunk, frames, start):
+        if not guided:
+            return vae.decode(chunk.to(dtype), num_frames=frames).sample.float()
+        offsets = torch.from_numpy(frame_offsets(start, frames, guide[1], frames_n)).to(dtype)
+        return vae.decode(chunk.to(dtype), num_frames=frames, guide=(guide[0].to(dtype), offsets)).sample.float()
 
     return decode_chunks(decode, latents, vae.config.scaling_factor, chunk_sizes)
 
 
 @torch.no_grad()
 def sample_focal_stack(refocuser, image: torch.Tensor, cfg: SamplerConfig = SamplerConfig(),
-                       on_step: StepObserver | None = None) -> SampleResult:
+                       on_step: StepObserver | None = None, decode: bool = True) -> SampleResult:
     """Generate the focal stack of `image` ([1, 3, H, W] in [-1, 1]).
 
     `on_step`, when given, sees the denoised estimate after every step (diagnostics such as
-    `training.probe`'s trajectory); it cannot change the sample.
+    `training.probe`'s trajectory); it cannot change the sample. `decode=False` stops before the
+    decoder: the result holds the final latents and no frames (training data for decoders).
     """
     mcfg = refocuser.config
     frames_n = mcfg.num_frames
@@ -109,8 +120,12 @@ def sample_focal_stack(refocuser, image: torch.Tensor, cfg: SamplerConfig = Samp
     timings["unet_total"] = time.perf_counter() - t0
     timings["unet_per_step"] = timings["unet_total"] / max(len(scheduler.timesteps), 1)
 
+    if not decode:
+        return SampleResult(frames=None, position=position, num_inference_steps=steps, guidance_scale=guidance,
+                            unet_calls=calls, sigmas=[float(s) for s in scheduler.sigmas], timings=timings,
+                            noise=f"{NOISE_RNG}, seed {cfg.seed}", latents=latents)
     t0 = time.perf_counter()
-    frames = decode_latents(refocuser.vae, latents, mcfg.decode_chunk_sizes)
+    frames = decode_latents(refocuser.vae, latents, mcfg.decode_chunk_sizes, guide=(image, position))
     release(refocuser.vae)
     timings["vae_decode"] = time.perf_counter() - t0
     timings["total"] = sum(timings[k] for k in ("image_encoder", "vae_encode", "unet_total", "vae_decode"))

@@ -32,6 +32,7 @@ class SampleResult:
     sigmas: list[float]
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     noise: str = ""  # where the initial noise came from (the generator and the seed), for run.json
+    latents: object = None  # [1, F, C, h, w] scaled final latents, kept only by sample_focal_stack(decode=False)
 
 
 @dataclass(frozen=True)

@@ -67,3 +67,17 @@ def test_default_model_refocuses_better_than_copying_the_input():
     large, own = res["large_jump"], res["own_frame"]
     assert large["model"] < large["baseline"], large
     assert own["model"] - own["vae_roundtrip"] < 0.1, own
+
+
+def test_default_model_beats_copying_the_input_on_photos():
+    """On stacks rendered from whole photographs the training scenes never used, the default (the
+    1-step student with its photo-guided decoder) is closer to the truth at large focal jumps than
+    the photo copied to every frame, and reproduces its own frame. Full numbers:
+    benchmarks/results/refocus-tiny-1step-photos/."""
+    from benchmarks.quality import evaluate_quality
+
+    res = evaluate_quality(DEFAULT_MODEL, count=3, positions=(0, 8), progress=False, eval_set="photos")
+    assert res["decoder"] == "guided"
+    large, own = res["large_jump"], res["own_frame"]
+    assert large["model"] < large["baseline"], large
+    assert own["model"] < own["vae_roundtrip"], own

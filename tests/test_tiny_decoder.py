@@ -207,7 +207,7 @@ def test_spec_driven_export_carries_the_tiny_decoder(model_with_tiny, tmp_path, 
 
 def test_the_default_model_ships_a_gated_tiny_decoder():
     """The shipped default carries its tiny decoder with a passed gate at the issue's bar, unchanged
-    weights and its own VAE; `--decoder auto` takes it."""
+    weights and its own VAE; `--decoder tiny` takes it."""
     from refocus_edge.runtime.tiny_decoder import GATE_FILE, tiny_decoder_problem
     from refocus_edge.runtime.zoo import DEFAULT_MODEL, resolve_model
 
@@ -215,8 +215,9 @@ def test_the_default_model_ships_a_gated_tiny_decoder():
     assert tiny_decoder_problem(root) is None
     record = json.loads((root / FOLDER / GATE_FILE).read_text())
     assert record["gate"]["passed"] and record["gate"]["value"] <= 0.03 and record["gate"]["threshold"] == 0.03
-    refocuser = load_refocuser(DEFAULT_MODEL, decoder="auto")
+    refocuser = load_refocuser(DEFAULT_MODEL, decoder="tiny")
     assert refocuser.config.decode_chunk_sizes == (9,) and refocuser.vae.tiny.scale_factor == refocuser.vae_scale_factor
+    assert not refocuser.vae.takes_guide
 
 
 def test_a_new_unet_needs_the_gate_again(model_with_tiny, tmp_path):

@@ -28,6 +28,7 @@ SUPPORTED_OPS = frozenset({
     "reshape", "transpose", "concat", "split", "slice_by_index", "slice_by_size", "squeeze",
     "expand_dims", "tile", "gather", "pad", "upsample_nearest_neighbor", "identity", "select",
     "maximum", "minimum", "clip", "abs", "floor", "ceil", "range_1d", "shape", "fill",
+    "relu", "pixel_shuffle",  # the tiny and photo-guided decoders (runtime/tiny_decoder.py), iOS 15 ops
 })
 
 

@@ -33,15 +33,18 @@ def rewrite_modules(refocuser, specs) -> dict[str, torch.nn.Module]:
     """The conversion-ready module of each component, sharing the refocuser's weights' values."""
     from refocus_edge.export.coreml.rewrites.unet import ConvertibleUNet
     from refocus_edge.export.coreml.rewrites.vae import ConvertibleVAE
-    from refocus_edge.runtime.component_modules import ImageEncoderComponent
+    from refocus_edge.runtime.component_modules import ImageEncoderComponent, VaeDecoderComponent
 
-    vae = ConvertibleVAE.from_diffusers(refocuser.vae).eval()
+    small = getattr(refocuser.vae, "tiny", None)  # the tiny or photo-guided decoder (runtime/tiny_decoder.py)
+    vae = ConvertibleVAE.from_diffusers(refocuser.vae.vae if small is not None else refocuser.vae).eval()
     modules = {IMAGE_ENCODER: ImageEncoderComponent(refocuser.image_encoder).eval(),  # CLIP converts as is
                VAE_ENCODER: vae.encoder_module(),
                UNET: ConvertibleUNet.from_diffusers(refocuser.unet).eval()}
     for name, spec in specs.items():
         if spec.num_frames is not None:
-            modules[name] = vae.decoder_module(spec.num_frames)
+            # the small decoders are plain convolutions and concatenations: they convert as they are
+            modules[name] = (VaeDecoderComponent(refocuser.vae, spec.num_frames).eval() if small is not None
+                             else vae.decoder_module(spec.num_frames))
     return modules
 
 

@@ -34,7 +34,7 @@ class ExportSettings:
     force: bool = False
     gate_steps: int | None = None  # sampler steps of the end-to-end gate (None: the model's own)
     gate_seed: int = 0
-    decoder: str = "full"  # "full" (the VAE's temporal decoder) or "tiny" (the model's gated tiny decoder)
+    decoder: str = "full"  # "full" (the VAE's temporal decoder), "tiny" or "guided" (the model's gated small decoders)
 
 
 @dataclass(frozen=True)

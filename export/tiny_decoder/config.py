@@ -7,6 +7,10 @@ from pathlib import Path
 # The gate (issue 21): the tiny decoder's frames may differ from the full decoder's by at most this
 # LPIPS (alex), median over the frames of the held-out stacks.
 GATE_LPIPS_MEDIAN = 0.03
+# The photo-guided decoder's gate (issue 23): against the true frames of the held-out stacks, its
+# median per-frame LPIPS may exceed the full decoder's (same latents) by at most this; 0 = it must
+# be at least as close to the truth as the decoder it replaces.
+GUIDED_GATE_MARGIN = 0.0
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,7 @@ class TinyDecoderConfig:
     seed: int = 0
     data: str = "synthetic"  # FocalStackSource spec (export/distillation/data.py)
     gate_threshold: float = GATE_LPIPS_MEDIAN
+    guided: bool = False  # the photo-guided decoder, trained toward the true frames (gate: GUIDED_GATE_MARGIN)
     run_dir: Path | None = None
     checkpoint_minutes: float = 5.0
     device: str = "cpu"
@@ -35,8 +40,9 @@ class TinyDecoderConfig:
     def training_facts(self) -> dict:
         """What a resumed run must share with the checkpoint it continues."""
         keep = ("samples", "batch", "lr", "ema_decay", "perceptual_weight", "channels", "blocks", "seed", "data",
-                "iterations")
+                "iterations") + (("guided",) if self.guided else ())
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keep}
 
     def resolved_run_dir(self, model_folder: Path) -> Path:
-        return Path(self.run_dir) if self.run_dir else Path("runs") / "tiny-decoder" / Path(model_folder).name
+        kind = "guided-decoder" if self.guided else "tiny-decoder"
+        return Path(self.run_dir) if self.run_dir else Path("runs") / kind / Path(model_folder).name

@@ -1,11 +1,13 @@
-"""What the tiny decoder learns from: latents the model really decodes, and its decoder's frames.
+"""What the tiny decoders learn from: latents the model really decodes, and their targets.
 
-Two kinds of latents per training stack, so that the tiny decoder sees both what the sampler
-produces and the clean latent manifold: the model's own sample of the stack (fast sampler, input
-frame at a seeded position, the model's steps), and the VAE encoding of the true frames. The
-target of each is the full temporal decoder's output, decoded in the model's own chunks, exactly
-as `refocus run` decodes. Built once into atomic shards under the run folder, so a killed build
-resumes; a build for another model or settings is refused, not mixed in.
+Two kinds of latents per training stack, so that a decoder sees both what the sampler produces
+and the clean latent manifold: the model's own sample of the stack (fast sampler, input frame at
+a seeded position, the model's steps), and the VAE encoding of the true frames. The target of
+each is, for the tiny decoder (target "model"), the full temporal decoder's output, decoded in the
+model's own chunks exactly as `refocus run` decodes; for the photo-guided decoder (target
+"truth"), the true frames themselves, with the input position (the true frame at that position
+is the input photo, the guide). Built once into atomic shards under the run folder, so a killed
+build resumes; a build for another model or settings is refused, not mixed in.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ SHARD = 16  # stacks per shard file
 @dataclass
 class DecoderPairs:
     latents: torch.Tensor  # [N, F, C, h, w] float32, unscaled (the decoder's input)
-    frames: torch.Tensor  # [N, F, 3, H, W] float16 in [-1, 1]: the full decoder's output
+    frames: torch.Tensor  # [N, F, 3, H, W] float16 in [-1, 1]: the full decoder's output, or the true frames
+    positions: torch.Tensor | None = None  # [N] int: the input photo's position (target "truth" only)
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -49,6 +52,17 @@ def model_sample_latents(refocuser, image: torch.Tensor, position: int, seed: in
 
 
 @torch.no_grad()
+def model_final_latents(refocuser, image: torch.Tensor, position: int, seed: int) -> torch.Tensor:
+    """The unscaled final latents [F, C, h, w] of one fast-mode stack, not decoded."""
+    from refocus_edge.runtime.sampler import sample_focal_stack
+    from refocus_edge.runtime.sampler_config import SamplerConfig
+
+    result = sample_focal_stack(refocuser, image, SamplerConfig(position=position, seed=seed, progress=False),
+                                decode=False)
+    return (result.latents[0] / refocuser.vae.config.scaling_factor).float()
+
+
+@torch.no_grad()
 def true_frame_latents(refocuser, frames01: torch.Tensor):
     """(unscaled VAE posterior modes of the true frames, the full decoder's frames of them)."""
     from refocus_edge.runtime.sampler import decode_latents
@@ -59,16 +73,23 @@ def true_frame_latents(refocuser, frames01: torch.Tensor):
     return latents.float(), (decoded * 2 - 1).float()
 
 
-def _pairs_of_stack(refocuser, source, index: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _pairs_of_stack(refocuser, source, index: int, seed: int, target: str) -> list[tuple]:
     frames = source.frames(index)
     position = int(np.random.default_rng([seed, index]).integers(0, frames.shape[0]))
-    return [model_sample_latents(refocuser, frames[position:position + 1] * 2 - 1, position, seed + index),
-            true_frame_latents(refocuser, frames)]
+    photo = frames[position:position + 1] * 2 - 1
+    if target == "truth":  # no full decode: the true frames are the target
+        truth = frames * 2 - 1
+        encoded = refocuser.vae.encode(truth).latent_dist.mode().float()
+        return [(model_final_latents(refocuser, photo, position, seed + index), truth, position),
+                (encoded, truth, position)]
+    return [(*model_sample_latents(refocuser, photo, position, seed + index), position),
+            (*true_frame_latents(refocuser, frames), position)]
 
 
 def build_pairs(refocuser, source, folder: Path, count: int, facts: dict, seed: int, progress: bool = True,
-                log=print) -> DecoderPairs:
-    """`count` stacks of `source` -> 2 x count (latents, frames) pairs, cached in `folder`."""
+                log=print, target: str = "model") -> DecoderPairs:
+    """`count` stacks of `source` -> 2 x count (latents, frames[, positions]) pairs, cached in `folder`;
+    frames are the full decoder's (target "model") or the true ones (target "truth")."""
     from tqdm.auto import tqdm
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -85,21 +106,41 @@ def build_pairs(refocuser, source, folder: Path, count: int, facts: dict, seed: 
     missing = [s for s in shards if not (folder / f"pairs-{s:05d}.pt").is_file()]
     if missing:
         todo = sum(min(SHARD, count - s) for s in missing)
+        what = "true frames" if target == "truth" else "full-decoder frames"
         log(f"distill-decoder: building {todo} of {count} training stacks' decoder pairs "
-            f"(the model's sample + the true frames' latents, full-decoder frames) in {folder}")
+            f"(the model's sample + the true frames' latents, {what}) in {folder}")
     bar = tqdm(total=sum(min(SHARD, count - s) for s in missing), desc="decoder pairs", unit="stack", disable=not progress, mininterval=2)
     for start in missing:
         pairs = []
         for i in range(start, min(start + SHARD, count)):
-            pairs += _pairs_of_stack(refocuser, source, i, seed)
+            with torch.no_grad():
+                pairs += _pairs_of_stack(refocuser, source, i, seed, target)
             bar.update()
         tmp = folder / f".pairs-{start:05d}.tmp"
         torch.save({"latents": torch.stack([p[0] for p in pairs]),
-                    "frames": torch.stack([p[1] for p in pairs]).half()}, tmp)
+                    "frames": torch.stack([p[1] for p in pairs]).half(),
+                    "positions": torch.tensor([p[2] for p in pairs])}, tmp)
         tmp.replace(folder / f"pairs-{start:05d}.pt")  # atomic: a killed build leaves whole shards only
     bar.close()
     parts = [torch.load(folder / f"pairs-{s:05d}.pt", weights_only=True) for s in shards]
-    return DecoderPairs(torch.cat([p["latents"] for p in parts]), torch.cat([p["frames"] for p in parts]))
+    positions = torch.cat([p["positions"] for p in parts]) if all("positions" in p for p in parts) else None
+    return DecoderPairs(torch.cat([p["latents"] for p in parts]), torch.cat([p["frames"] for p in parts]),
+                        positions)
+
+
+def held_out_truth(refocuser, count: int, size: tuple[int, int], seed: int):
+    """`held_out_latents` with what the photo-guided decoder's gate also needs: (latents, full-decoder
+    frames, true frames [N, F, 3, H, W] in [-1, 1], input positions [N])."""
+    from refocus_edge.focalstacks.synthetic import SyntheticFocalStacks
+
+    stacks = SyntheticFocalStacks("heldout", size=(size[1], size[0]), length=count)
+    latents, full = held_out_latents(refocuser, count, size, seed)
+    truth, positions = [], []
+    for i in range(count):
+        frames = stacks[i]["frames"]
+        truth.append(frames * 2 - 1)
+        positions.append((0, 4, 8)[i % 3] if frames.shape[0] == 9 else i % frames.shape[0])
+    return latents, full, torch.stack(truth), torch.tensor(positions)
 
 
 def held_out_latents(refocuser, count: int, size: tuple[int, int], seed: int):

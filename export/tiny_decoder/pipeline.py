@@ -14,11 +14,38 @@ HELD_OUT_SEED = 100_000  # noise seeds of the held-out samples: never those of t
 
 
 def pair_facts(root: Path, cfg: TinyDecoderConfig, size) -> dict:
-    """What the cached pairs depend on: the model's VAE and UNet (its samples), data, size, seed."""
+    """What the cached pairs depend on: the model's VAE and UNet (its samples), data, size, seed, target."""
     from refocus_edge.runtime.artifacts import model_hash
 
-    return {"vae": model_hash(root / "vae"), "unet": model_hash(root / "unet"), "data": str(cfg.data),
-            "size": list(size), "seed": cfg.seed}
+    facts = {"vae": model_hash(root / "vae"), "unet": model_hash(root / "unet"), "data": str(cfg.data),
+             "size": list(size), "seed": cfg.seed}
+    return {**facts, "target": "truth"} if cfg.guided else facts
+
+
+def _guided_readme(root: Path, cfg: TinyDecoderConfig, card: dict) -> str:
+    g, st = card["gate"], card["stats"]
+    return f"""# Photo-guided decoder of {root.name}
+
+The tiny temporal decoder's architecture (runtime/tiny_decoder.py) plus a photo guide: the input
+photo's features are added at every level, each frame is told its focus offset from the photo's,
+and the output is a learnt per-pixel blend of the photo and the decoded frame. {card['parameters'] / 1e6:.3f} M
+parameters (the model's VAE decoder: {card['full_decoder_parameters'] / 1e6:.3f} M). It decodes a whole 9-frame
+stack in one chunk.
+
+Written by `{card['command']}`.
+
+- **Trained toward the true frames**, not the full decoder: L1 + {cfg.perceptual_weight} x LPIPS (alex) to the
+  true frames of {cfg.samples} training stacks (`{cfg.data}`), decoding {card['pairs']} latent stacks (the model's
+  own fast-mode samples and the VAE encodings of the true frames), the input photo being the true
+  frame at the sample's input position; started from {card['init']}; {cfg.iterations} updates, batch
+  {cfg.batch} stacks, AdamW lr {cfg.lr} (warm-up, cosine), EMA {cfg.ema_decay} (EMA weights shipped);
+  {card['train_minutes']:.1f} min of updates on {card['machine']}.
+- **Gate** ({g['metric']}): {g['value']:+.4f} <= {g['threshold']} on the model's own samples of {cfg.held_out}
+  held-out stacks ({g['detail']}).
+- `gate.json` records the gate and the SHA-256 of the weights it passed; a changed weights file is
+  refused at load time. `refocus run` uses it by default on this model (`--decoder guided`; `--decoder full`
+  for the VAE's own decoder).
+"""
 
 
 def _readme(root: Path, cfg: TinyDecoderConfig, card: dict) -> str:
@@ -47,14 +74,14 @@ Written by `{card['command']}`.
 
 def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "") -> Path:
     from refocus_edge.export.distillation.data import FocalStackSource
-    from refocus_edge.export.tiny_decoder.data import build_pairs, held_out_latents
-    from refocus_edge.export.tiny_decoder.gate import decoder_gate
+    from refocus_edge.export.tiny_decoder.data import build_pairs, held_out_latents, held_out_truth
+    from refocus_edge.export.tiny_decoder.gate import decoder_gate, guided_gate
     from refocus_edge.export.tiny_decoder.trainer import TinyDecoderTrainer
     from refocus_edge.runtime.artifacts import file_sha256
     from refocus_edge.runtime.bundle import is_bundle
     from refocus_edge.runtime.loading import load_refocuser
     from refocus_edge.runtime.publish import output_lock, publishing, recover
-    from refocus_edge.runtime.tiny_decoder import FOLDER, GATE_FILE, TinyTemporalDecoder
+    from refocus_edge.runtime.tiny_decoder import FOLDER, GATE_FILE, GUIDED_FOLDER, TinyTemporalDecoder
     from refocus_edge.runtime.zoo import resolve_model
 
     root = resolve_model(cfg.model)
@@ -62,7 +89,7 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
         raise InvalidArgumentError(f"{root} is an exported bundle; distill-decoder trains from a model folder "
                                    "(the bundle's source model)")
     refocuser = load_refocuser(root)  # the full decoder: the teacher of the tiny one
-    out = Path(cfg.out) if cfg.out else Path(refocuser.source) / FOLDER
+    out = Path(cfg.out) if cfg.out else Path(refocuser.source) / (GUIDED_FOLDER if cfg.guided else FOLDER)
     if out.exists() and not cfg.force:
         raise InvalidArgumentError(f"{out} already exists; pass --force to replace it")
     size = refocuser.config.working_size
@@ -74,17 +101,25 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
         raise InvalidArgumentError(f"--channels {list(cfg.channels)} gives a {tiny.scale_factor}x decoder; the VAE "
                                    f"upsamples {factor}x")
     torch.manual_seed(cfg.seed)  # the initial weights
+    init = "random weights"
+    if cfg.guided:
+        tiny, init = _guided_start(tiny, Path(refocuser.source), log)
     run_dir = cfg.resolved_run_dir(Path(refocuser.source))
     source = FocalStackSource(cfg.data, size)
     facts = pair_facts(Path(refocuser.source), cfg, size)
-    pairs = build_pairs(refocuser, source, run_dir / "pairs", cfg.samples, facts, cfg.seed, cfg.progress, log)
+    pairs = build_pairs(refocuser, source, run_dir / "pairs", cfg.samples, facts, cfg.seed, cfg.progress, log,
+                        target="truth" if cfg.guided else "model")
     trainer = TinyDecoderTrainer(tiny, pairs, cfg, run_dir / "tiny_decoder.ckpt", log)
     trainer.resume()
     trainer.run()
 
     log(f"distill-decoder: gate on the model's samples of {cfg.held_out} held-out stacks")
-    latents, frames = held_out_latents(refocuser, cfg.held_out, size, HELD_OUT_SEED)
-    gate, stats = decoder_gate(trainer.ema, latents, frames, cfg.gate_threshold)
+    if cfg.guided:
+        latents, frames, truth, positions = held_out_truth(refocuser, cfg.held_out, size, HELD_OUT_SEED)
+        gate, stats = guided_gate(trainer.ema, latents, frames, truth, positions, cfg.gate_threshold)
+    else:
+        latents, frames = held_out_latents(refocuser, cfg.held_out, size, HELD_OUT_SEED)
+        gate, stats = decoder_gate(trainer.ema, latents, frames, cfg.gate_threshold)
     log(f"distill-decoder: {gate.metric} = {gate.value:.4f} (threshold {gate.threshold}; {gate.detail})")
     gate.enforce()  # ParityError: nothing is written, the checkpoint stays for another try
 
@@ -92,7 +127,7 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
             "full_decoder_parameters": sum(p.numel() for p in refocuser.vae.decoder.parameters()),
             "pairs": len(pairs), "train_minutes": trainer.seconds / 60,
             "machine": f"{cfg.device} ({platform.machine()}, {torch.get_num_threads()} threads)",
-            "gate": gate.to_json()}
+            "gate": gate.to_json(), "stats": stats, "init": init}
     with output_lock(out):
         recover(out)
         if out.exists() and not cfg.force:  # again, under the lock: another writer may have been faster
@@ -103,10 +138,32 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
             # the gate was measured on this UNet's samples: another UNet needs the gate again
             record = {"gate": gate.to_json(), "stats": stats, "vae_hash": facts["vae"], "unet_hash": facts["unet"],
                       "weights_sha256": {w.name: file_sha256(w) for w in weights},
-                      "training": {**cfg.training_facts(), "updates": trainer.step, "seconds": trainer.seconds,
+                      "training": {**cfg.training_facts(), "init": init, "updates": trainer.step,
+                                   "seconds": trainer.seconds,
                                    "final_loss": trainer.history[-1][1] if trainer.history else None},
                       "command": card["command"]}
             (stage / GATE_FILE).write_text(json.dumps(record, indent=2) + "\n")
-            (stage / "README.md").write_text(_readme(Path(refocuser.source), cfg, card))
+            readme = _guided_readme if cfg.guided else _readme
+            (stage / "README.md").write_text(readme(Path(refocuser.source), cfg, card))
     log(f"distill-decoder: wrote {out}")
     return out
+
+
+def _guided_start(tiny, root: Path, log):
+    """The guided decoder (same levels as `tiny`) started from the model's gated tiny decoder where
+    it has one of the same architecture: the latent path then starts as a good decoder, and the
+    zero-initialised guide starts by changing nothing."""
+    from refocus_edge.runtime.errors import ModelLoadError
+    from refocus_edge.runtime.tiny_decoder import FOLDER, TinyTemporalDecoder, load_tiny_decoder
+
+    settings = {k: v for k, v in tiny.config.items() if not k.startswith("_")} | {"guided": True}
+    guided = TinyTemporalDecoder(**settings)
+    try:
+        start = load_tiny_decoder(root)
+    except ModelLoadError:
+        return guided, "random weights (the model has no gated tiny decoder to start from)"
+    missing, unexpected = guided.load_state_dict(start.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("guide.") for k in missing):
+        return TinyTemporalDecoder(**settings), "random weights (the model's tiny decoder has another architecture)"
+    log(f"distill-decoder: the guided decoder starts from {root / FOLDER}")
+    return guided, f"{root.name}/{FOLDER} (its latent path; the photo guide starts as a no-op)"

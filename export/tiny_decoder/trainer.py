@@ -1,4 +1,5 @@
-"""The tiny decoder's training: L1 + LPIPS to the full decoder's frames, AdamW with warm-up and
+"""The tiny decoders' training: L1 + LPIPS to the full decoder's frames (the tiny decoder) or to the
+true frames (the photo-guided one, given the input photo and the frames' offsets), AdamW with warm-up and
 cosine decay, on the shared checkpointed loop (export/training_loop.py: EMA weights, the ones
 shipped; atomic checkpoints that a resumed run continues exactly; a progress bar)."""
 from __future__ import annotations
@@ -13,6 +14,13 @@ from refocus_edge.export.tiny_decoder.data import DecoderPairs
 from refocus_edge.export.training_loop import CheckpointedTrainer, warmup_cosine
 
 WARMUP = 100
+
+
+def guide_offsets(position: int, frames: int, device) -> torch.Tensor:
+    """The frames' focus offsets the sampler gives a guided decoder (runtime/euler_loop.frame_offsets)."""
+    from refocus_edge.runtime.euler_loop import frame_offsets
+
+    return torch.from_numpy(frame_offsets(0, frames, position, frames)).to(device)
 
 
 def lr_at(step: int, cfg: TinyDecoderConfig) -> float:
@@ -43,8 +51,14 @@ class TinyDecoderTrainer(CheckpointedTrainer):
         picks = torch.randint(len(self.pairs), (self.cfg.batch,), generator=self.gen)
         outs, targets = [], []
         for i in picks.tolist():  # one stack per call: the temporal mixing stays inside a stack
-            outs.append(self.model(self.pairs.latents[i].to(self.device)))
-            targets.append(self.pairs.frames[i].to(self.device).float())
+            target = self.pairs.frames[i].to(self.device).float()
+            z = self.pairs.latents[i].to(self.device)
+            if self.model.guided:  # the input photo is the true frame at the input position
+                k = int(self.pairs.positions[i])
+                outs.append(self.model(z, target[k:k + 1], guide_offsets(k, target.shape[0], self.device)))
+            else:
+                outs.append(self.model(z))
+            targets.append(target)
         out, target = torch.cat(outs), torch.cat(targets)
         loss = (out - target).abs().mean()
         if self.lpips is not None:

@@ -86,12 +86,18 @@ class VaeAdapter(_Adapter):
         dist = _Mode(latent)
         return SimpleNamespace(latent_dist=dist) if return_dict else (dist,)
 
-    def decode(self, latent, num_frames: int, return_dict: bool = True):
+    @property
+    def takes_guide(self) -> bool:
+        """The bundle's decoder is photo-guided: its spec takes the photo and the frames' offsets."""
+        return any(len(r.spec.inputs) > 1 for k, r in self.runners.items() if is_decoder(k))
+
+    def decode(self, latent, num_frames: int, return_dict: bool = True, guide: tuple | None = None):
         if decoder_name(num_frames) not in self.runners:
             chunks = sorted(decoder_chunk(k) for k in self.runners if is_decoder(k))
             raise InvalidArgumentError(f"no VAE decoder for chunks of {num_frames} frames in this bundle "
                                        f"(it has {chunks}); export with matching decode_chunk_sizes")
-        image = self._run(decoder_name(num_frames), as_float32(latent, latent))
+        extra = () if guide is None else tuple(as_float32(g, latent) for g in guide)
+        image = self._run(decoder_name(num_frames), as_float32(latent, latent), *extra)
         return SimpleNamespace(sample=image) if return_dict else (image,)
 
 

@@ -1,0 +1,204 @@
+"""The photo-guided decoder (issue 23): the tiny decoder's architecture plus the input photo and each
+frame's focus offset, trained toward the true frames. Its architecture (the photo reaches the
+output; it refuses to run without its guide), its training toward the truth (the loss falls), its
+gate against the full decoder's distance to the truth (a corrupted decoder fails), the sampler
+handing it the photo and the position, selection (the default of a model folder that has a gated
+one; the full decoder in reference mode; refused once its weights change), and its spec-driven
+ONNX export, which the thin runtime runs like PyTorch."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from refocus_edge.export.parity import ParityError
+from refocus_edge.export.tiny_decoder.config import TinyDecoderConfig
+from refocus_edge.export.tiny_decoder.data import DecoderPairs
+from refocus_edge.export.tiny_decoder.trainer import TinyDecoderTrainer, guide_offsets
+from refocus_edge.runtime.errors import ModelLoadError
+from refocus_edge.runtime.loading import load_refocuser
+from refocus_edge.runtime.sampler import sample_focal_stack
+from refocus_edge.runtime.sampler_config import SamplerConfig
+from refocus_edge.runtime.tiny_decoder import GUIDED_FOLDER, TinyTemporalDecoder
+
+SMALL = dict(latent_channels=4, channels=(16, 8, 8), blocks=(1, 1, 1))
+
+
+def _truth_pairs(n=4, frames=9) -> DecoderPairs:
+    """Latents, 'true' frames a fixed random decoder makes of them, and input positions."""
+    torch.manual_seed(1)
+    maker = TinyTemporalDecoder(**SMALL).eval()
+    latents = torch.randn(n, frames, 4, 8, 8)
+    with torch.no_grad():
+        truth = torch.stack([maker(z).clamp(-1, 1) for z in latents])
+    return DecoderPairs(latents, truth.half(), torch.tensor([0, 4, 8, 2][:n]))
+
+
+def test_the_photo_reaches_every_frame_and_the_guide_is_required():
+    guided = TinyTemporalDecoder(**SMALL, guided=True).eval()
+    z, photo = torch.randn(9, 4, 8, 8), torch.rand(1, 3, 64, 64) * 2 - 1
+    offsets = guide_offsets(4, 9, "cpu")
+    with torch.no_grad():
+        out = guided(z, photo, offsets)
+        other = guided(z, -photo, offsets)
+        assert out.shape == (9, 3, 64, 64)
+        assert (out - other).abs().flatten(1).amax(1).min() > 0  # through the blend, in every frame
+        guided.guide.keep_logits.bias.fill_(50.0)  # keep = 1: the frames are the photo
+        torch.testing.assert_close(guided(z, photo, offsets), photo.expand(9, -1, -1, -1))
+    with pytest.raises(ValueError, match="input photo"):
+        guided(z)
+    with pytest.raises(ValueError, match="shuffle 2"):
+        TinyTemporalDecoder(**{**SMALL, "channels": (16, 8)}, shuffle=4, guided=True)
+
+
+def test_training_toward_the_truth_lowers_the_loss(tmp_path):
+    cfg = TinyDecoderConfig(model="unused", iterations=40, batch=2, lr=3e-3, perceptual_weight=0.0,
+                            channels=SMALL["channels"], blocks=SMALL["blocks"], run_dir=tmp_path, progress=False,
+                            guided=True)
+    torch.manual_seed(0)
+    trainer = TinyDecoderTrainer(TinyTemporalDecoder(**SMALL, guided=True), _truth_pairs(), cfg, tmp_path / "ckpt")
+    trainer.run()
+    first = np.mean([v for _, v in trainer.history[:5]])
+    last = np.mean([v for _, v in trainer.history[-5:]])
+    assert last < 0.7 * first
+    assert cfg.training_facts()["guided"] is True  # a resumed tiny-decoder run cannot continue it
+
+
+def test_the_gate_compares_with_the_full_decoder_on_the_truth():
+    from refocus_edge.export.tiny_decoder.gate import guided_gate
+
+    pairs = _truth_pairs(n=2)
+    truth = pairs.frames.float()
+    torch.manual_seed(2)
+    guided = TinyTemporalDecoder(**SMALL, guided=True)
+    # a full decoder that is exactly right: no guided decoder can beat it, an untrained one fails
+    bad, stats = guided_gate(guided, pairs.latents, truth, truth, pairs.positions[:2], 0.0)
+    assert not bad.passed and bad.value == pytest.approx(stats["guided_median"]) and stats["full_median"] == 0
+    with pytest.raises(ParityError, match="lpips_alex_median_vs_truth_minus_full_decoder"):
+        bad.enforce()
+    # against a full decoder that returns grey, copying the photo (keep = 1) is closer to the truth
+    with torch.no_grad():
+        guided.guide.keep_logits.bias.fill_(50.0)
+    ok, stats = guided_gate(guided, pairs.latents, torch.zeros_like(truth), truth, pairs.positions[:2], 0.0)
+    assert ok.passed and stats["guided_median"] == pytest.approx(stats["identity_median"], abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def model_with_guided(random_model_dir, tmp_path_factory):
+    """A copy of the random refocuser with a tiny decoder and a guided one started from it, both
+    written by the real pipeline for a handful of updates and gated at loose thresholds."""
+    from refocus_edge.export.tiny_decoder.pipeline import run_decoder_distillation
+
+    root = tmp_path_factory.mktemp("guided_model") / "model"
+    shutil.copytree(random_model_dir, root)
+    common = dict(model=root, samples=2, held_out=1, iterations=6, channels=(16, 8, 8), blocks=(1, 1, 1),
+                  progress=False)
+    run_decoder_distillation(TinyDecoderConfig(**common, gate_threshold=1.0, run_dir=root.parent / "run-t"),
+                             log=lambda _m: None)
+    logs = []
+    run_decoder_distillation(TinyDecoderConfig(**common, gate_threshold=1.0, guided=True,
+                                               run_dir=root.parent / "run-g"), log=logs.append)
+    assert any("starts from" in m for m in logs)  # from the model's gated tiny decoder
+    return root
+
+
+def test_the_pipeline_writes_a_gated_guided_folder(model_with_guided):
+    folder = model_with_guided / GUIDED_FOLDER
+    record = json.loads((folder / "gate.json").read_text())
+    assert record["gate"]["metric"] == "lpips_alex_median_vs_truth_minus_full_decoder" and record["gate"]["passed"]
+    assert {"guided_median", "full_median", "identity_median"} <= set(record["stats"])
+    assert record["training"]["guided"] and "tiny_decoder" in record["training"]["init"]
+    assert json.loads((folder / "config.json").read_text())["guided"] is True
+    assert "true frames" in (folder / "README.md").read_text()
+
+
+def test_selection_the_sampler_hands_it_the_photo(model_with_guided, tmp_path):
+    from refocus_edge.runtime.run_model import load_run_model
+
+    default = load_refocuser(model_with_guided)
+    assert default.config.decoder == "guided" and default.vae.takes_guide
+    assert load_refocuser(model_with_guided, decoder="auto").config.decoder == "guided"
+    assert load_refocuser(model_with_guided, decoder="tiny").config.decoder == "tiny"
+    assert load_refocuser(model_with_guided, decoder="full").config.decoder == "full"
+    # the reference sampler decodes with the model's own VAE decoder
+    assert load_run_model(model_with_guided, None, "reference", None, None, False).refocuser.config.decoder == "full"
+
+    image = torch.rand(1, 3, 64, 64) * 2 - 1
+    cfg = SamplerConfig(position=2, seed=3, progress=False)
+    seen = []
+    real = default.vae.tiny.forward
+    default.vae.tiny.forward = lambda z, photo=None, offsets=None: seen.append((photo, offsets)) or real(z, photo, offsets)
+    frames = sample_focal_stack(default, image, cfg).frames
+    assert frames.shape == (9, 3, 64, 64) and len(seen) == 1
+    torch.testing.assert_close(seen[0][0], image)
+    torch.testing.assert_close(seen[0][1], torch.arange(-2, 7).float() / 8)
+
+    # changed weights: refused by name, and the default quietly falls back to the full decoder
+    copy = tmp_path / "model"
+    shutil.copytree(model_with_guided, copy)
+    weights = next((copy / GUIDED_FOLDER).glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-8:] = bytes(8)
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="changed since it passed its gate.*--guided"):
+        load_refocuser(copy, decoder="guided")
+    assert load_refocuser(copy).config.decoder == "full"
+    assert load_refocuser(copy, decoder="auto").config.decoder == "tiny"
+
+
+def test_the_onnx_bundle_carries_the_guided_decoder(model_with_guided, tmp_path, one_thread):
+    pytest.importorskip("onnxruntime", reason="needs onnxruntime (pip install -e '.[test]')")
+    from refocus_edge.export.targets.target_onnx import OnnxExportConfig, export_onnx
+    from refocus_edge.runtime.array_sampler import sample_focal_stack_arrays
+    from refocus_edge.runtime.bundle import read_bundle
+
+    out = tmp_path / "bundle"
+    export_onnx(OnnxExportConfig(model=model_with_guided, out=out, decoder="guided"), log=lambda _m: None)
+    bundle = read_bundle(out)
+    spec = bundle.specs["vae_decoder_9"]
+    assert spec.input_names == ["latent", "photo", "frame_offsets"] and bundle.source["decoder"] == "guided"
+    assert bundle.manifest.gate_passed("onnx", "fp32", "vae_decoder_9")
+
+    image = torch.rand(1, 3, 64, 64) * 2 - 1
+    cfg = SamplerConfig(position=6, seed=3, progress=False)
+    ref = sample_focal_stack(load_refocuser(model_with_guided, decoder="guided"), image, cfg).frames
+    thin = load_refocuser(out, backend="onnxruntime", arrays=True)
+    noise = torch.randn(1, 9, 4, 8, 8, generator=torch.Generator().manual_seed(3)).numpy()  # the torch sampler's
+    got = sample_focal_stack_arrays(thin, image.numpy(), cfg, noise=noise).frames
+    assert float(np.abs(got - ref.numpy()).max()) < 1e-4
+    with pytest.raises(ModelLoadError, match="exported with the guided decoder"):
+        load_refocuser(out, decoder="tiny")
+
+
+def test_the_core_ml_bundle_carries_the_guided_decoder(model_with_guided, tmp_path, one_thread):
+    """Converted as it is (plain convolutions, ReLU, nearest upsampling, pixel shuffle, concatenation),
+    with the photo and the offsets as package inputs, and the stack gated by PyTorch emulation."""
+    pytest.importorskip("coremltools", reason="coremltools is not installed (pip install 'refocus-edge[coreml]')")
+    from refocus_edge.export.coreml.recipes import CoreMLRecipe
+    from refocus_edge.export.targets.target_coreml import CoreMLExportConfig, export_coreml
+    from refocus_edge.runtime.bundle import read_bundle
+
+    out = tmp_path / "coreml"
+    export_coreml(CoreMLExportConfig(model=model_with_guided, out=out, recipes=(CoreMLRecipe("fp16"),), gate_steps=1,
+                                     decoder="guided"), log=lambda _m: None)
+    bundle = read_bundle(out)
+    assert bundle.specs["vae_decoder_9"].input_names == ["latent", "photo", "frame_offsets"]
+    assert bundle.manifest.gate_passed("coreml", "fp16", "vae_decoder_9")
+
+
+def test_the_default_model_ships_a_gated_guided_decoder():
+    """Its gate passed at margin 0 (closer to the true frames than the full decoder on held-out
+    stacks), its weights unchanged since, for this VAE and UNet; `refocus run` takes it by default."""
+    from refocus_edge.runtime.tiny_decoder import GATE_FILE, tiny_decoder_problem
+    from refocus_edge.runtime.zoo import DEFAULT_MODEL, resolve_model
+
+    root = resolve_model(DEFAULT_MODEL)
+    assert tiny_decoder_problem(root, "guided") is None
+    record = json.loads((root / GUIDED_FOLDER / GATE_FILE).read_text())
+    assert record["gate"]["passed"] and record["gate"]["threshold"] == 0.0 and record["gate"]["value"] < 0
+    assert record["stats"]["guided_median"] < record["stats"]["identity_median"]
+    assert load_refocuser(DEFAULT_MODEL).config.decoder == "guided"
