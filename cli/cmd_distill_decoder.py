@@ -38,6 +38,9 @@ def register(sub) -> None:
     p.add_argument("--ema", type=float, default=D.ema_decay, help="EMA decay of the shipped weights (default %(default)s)")
     p.add_argument("--perceptual-weight", type=float, default=D.perceptual_weight,
                    help="weight of LPIPS (alex) beside the L1 (default %(default)s)")
+    p.add_argument("--focus-weight", type=float, default=D.focus_weight,
+                   help="weight of an L1 between log focus maps of its frames and the target's, the sharpness "
+                        "pattern depth from focus reads (default %(default)s)")
     p.add_argument("--channels", type=positive_int, nargs="+", default=list(D.channels),
                    help="feature channels per level, latent resolution first (default %(default)s)")
     p.add_argument("--blocks", type=positive_int, nargs="+", default=list(D.blocks),
@@ -69,11 +72,14 @@ def run(args) -> int:
     from refocus_edge.export.tiny_decoder.config import GATE_LPIPS_MEDIAN, GUIDED_GATE_MARGIN
 
     gate = args.gate if args.gate is not None else (GUIDED_GATE_MARGIN if args.guided else GATE_LPIPS_MEDIAN)
-    if not 0 < args.ema < 1 or args.lr <= 0 or args.perceptual_weight < 0 or (gate <= 0 and not args.guided):
-        raise InvalidArgumentError("--ema must be in (0, 1), --lr and --gate > 0, --perceptual-weight >= 0")
+    if not 0 < args.ema < 1 or args.lr <= 0 or args.perceptual_weight < 0 or args.focus_weight < 0 or \
+            (gate <= 0 and not args.guided):
+        raise InvalidArgumentError("--ema must be in (0, 1), --lr and --gate > 0, --perceptual-weight and "
+                                   "--focus-weight >= 0")
     cfg = TinyDecoderConfig(model=args.model, out=args.out, samples=args.samples, held_out=args.held_out,
                             iterations=args.iterations, batch=args.batch, lr=args.lr, ema_decay=args.ema,
-                            perceptual_weight=args.perceptual_weight, channels=tuple(args.channels),
+                            perceptual_weight=args.perceptual_weight, focus_weight=args.focus_weight,
+                            channels=tuple(args.channels),
                             blocks=tuple(args.blocks), seed=args.seed, data=args.data, gate_threshold=gate, guided=args.guided,
                             run_dir=args.run_dir, device=args.device, force=args.force, progress=not args.quiet)
     command = "refocus distill-decoder " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else ""

@@ -68,6 +68,30 @@ def test_training_toward_the_truth_lowers_the_loss(tmp_path):
     assert cfg.training_facts()["guided"] is True  # a resumed tiny-decoder run cannot continue it
 
 
+def test_the_focus_map_term_counts_where_sharpness_differs(tmp_path):
+    """--focus-weight adds the L1 of log focus maps: zero for frames equal to the target, positive
+    for another sharpness pattern, added to the loss, and part of the run's settings."""
+    from dataclasses import replace
+
+    from refocus_edge.export.distillation.ground_truth import log_focus_maps
+
+    cfg = TinyDecoderConfig(model="unused", iterations=3, batch=1, perceptual_weight=0.0, channels=SMALL["channels"],
+                            blocks=SMALL["blocks"], run_dir=tmp_path, progress=False, guided=True, focus_weight=0.5)
+    assert cfg.training_facts()["focus_weight"] == 0.5
+    target = _truth_pairs(n=1).frames[0].float()
+    blurred = torch.nn.functional.avg_pool2d(target, 3, 1, 1)
+    assert float((log_focus_maps(target) - log_focus_maps(target)).abs().mean()) == 0
+    assert float((log_focus_maps(blurred) - log_focus_maps(target)).abs().mean()) > 0.1
+
+    torch.manual_seed(0)
+    model = TinyTemporalDecoder(**SMALL, guided=True)
+    losses = []
+    for c in (cfg, replace(cfg, focus_weight=0.0)):
+        trainer = TinyDecoderTrainer(model, _truth_pairs(n=1), c, tmp_path / "ckpt")
+        losses.append(float(trainer.loss()))  # the same stack (one pair), the same weights
+    assert losses[0] > losses[1] > 0
+
+
 def test_the_gate_compares_with_the_full_decoder_on_the_truth():
     from refocus_edge.export.tiny_decoder.gate import guided_gate
 

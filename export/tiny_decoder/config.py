@@ -24,6 +24,9 @@ class TinyDecoderConfig:
     lr: float = 1e-3
     ema_decay: float = 0.999
     perceptual_weight: float = 0.5  # LPIPS beside the L1 to the full decoder's frames
+    # L1 between log focus maps of its frames and the target's (export/distillation/ground_truth.py):
+    # the sharpness-across-frames signal depth from focus reads
+    focus_weight: float = 0.0
     channels: tuple[int, ...] = (64, 48, 32)
     blocks: tuple[int, ...] = (2, 1, 1)
     seed: int = 0
@@ -40,7 +43,7 @@ class TinyDecoderConfig:
     def training_facts(self) -> dict:
         """What a resumed run must share with the checkpoint it continues."""
         keep = ("samples", "batch", "lr", "ema_decay", "perceptual_weight", "channels", "blocks", "seed", "data",
-                "iterations") + (("guided",) if self.guided else ())
+                "iterations") + (("guided",) if self.guided else ()) + (("focus_weight",) if self.focus_weight else ())
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keep}
 
     def resolved_run_dir(self, model_folder: Path) -> Path:

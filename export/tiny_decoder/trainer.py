@@ -63,4 +63,8 @@ class TinyDecoderTrainer(CheckpointedTrainer):
         loss = (out - target).abs().mean()
         if self.lpips is not None:
             loss = loss + self.cfg.perceptual_weight * self.lpips(out, target).mean()
+        if self.cfg.focus_weight > 0:
+            from refocus_edge.export.distillation.ground_truth import log_focus_maps
+
+            loss = loss + self.cfg.focus_weight * (log_focus_maps(out) - log_focus_maps(target)).abs().mean()
         return loss
