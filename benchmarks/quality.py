@@ -140,8 +140,10 @@ def evaluate_quality(model, count: int = 8, positions=(0, 4, 8), seed: int = 0, 
     from refocus_edge.runtime.metrics.lpips import LPIPS
     from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
 
-    if decoder is None and mode == "reference" and not isinstance(model, Refocuser):
-        decoder = "full"  # as `refocus run --mode reference` decodes
+    if decoder is None and not isinstance(model, Refocuser):  # as `refocus run` decodes in this mode
+        from refocus_edge.runtime.component_names import RUN_DEFAULT
+
+        decoder = "full" if mode == "reference" else RUN_DEFAULT
     refocuser = model if isinstance(model, Refocuser) else load_refocuser(model, decoder=decoder)
     # The autoencoder floor is the model's own VAE (encoder + its temporal decoder, in the model's
     # chunks): a photo-guided decoder needs a photo, which a round trip of the true frames has not.

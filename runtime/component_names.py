@@ -16,6 +16,9 @@ VAE_PREFIX = "vae_"  # the components the VAE adapter serves: the encoder and ev
 # from the full one); its photo-guided decoder (the tiny architecture that also sees the input photo,
 # trained toward the true frames); or auto: guided, else tiny, where the model has one that passed its gate.
 DECODERS = ("full", "tiny", "guided", "auto")
+# What `refocus run` (fast mode, a model folder) decodes with when --decoder is not given: the guided
+# decoder where the model has a gated one, else the full one. Library loads default to the full one.
+RUN_DEFAULT = "run-default"
 
 
 def decoder_name(chunk: int) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from refocus_edge.runtime.component_names import DECODERS
+from refocus_edge.runtime.component_names import DECODERS, RUN_DEFAULT
 from refocus_edge.runtime.errors import ModelLoadError
 from refocus_edge.runtime.importable import importable
 from refocus_edge.runtime.quiet import quiet_libraries
@@ -74,13 +74,13 @@ def load_refocuser(model: str | Path | None = None, unet: str | Path | None = No
     loads each component when its stage starts and frees it when the stage ends
     (runtime/low_memory.py). `arrays`: a bundle's components take numpy arrays (the thin
     runtime's sampler, runtime/array_sampler.py); a model folder refuses it. `decoder`: "full" (the
-    VAE's temporal decoder), "tiny" (the model's gated tiny decoder, runtime/tiny_decoder.py),
-    "guided" (its gated photo-guided decoder), "auto" (guided, else tiny, where the model has one
-    that passed its gate) or None, the default for model folders: guided where the model has one
-    that passed its gate (it is trained toward the true frames), else full. A bundle runs the
-    decoder it was exported with and refuses another.
+    VAE's temporal decoder; None means it too), "tiny" (the model's gated tiny decoder,
+    runtime/tiny_decoder.py), "guided" (its gated photo-guided decoder), "auto" (guided, else tiny,
+    where the model has one that passed its gate, said in the notes when neither) or RUN_DEFAULT
+    (what `refocus run` decodes with in fast mode: guided where the model has a gated one, else
+    full, silently). A bundle runs the decoder it was exported with and refuses another.
     """
-    if decoder is not None and decoder not in DECODERS:
+    if decoder is not None and decoder not in (*DECODERS, RUN_DEFAULT):
         raise ModelLoadError(f"unknown decoder {decoder!r}; choose {', '.join(DECODERS)}")
     root = resolve_model(model)
     if not root.exists():
@@ -190,7 +190,7 @@ def load_refocuser(model: str | Path | None = None, unet: str | Path | None = No
             break
         missing.append(problem)
     else:
-        if missing and decoder is not None:  # asked for auto: say why it is the full decoder
+        if missing and decoder == "auto":  # asked for auto: say why it is the full decoder
             refocuser.notes.append(f"full decoder ({'; '.join(missing)})")
     if low_memory:
         refocuser.notes.append("low-memory mode: one component resident at a time")
@@ -199,7 +199,8 @@ def load_refocuser(model: str | Path | None = None, unet: str | Path | None = No
 
 def _decoder_preference(decoder: str | None) -> tuple[str, ...]:
     """The small decoders to try, in order, for a --decoder choice (none left: the full decoder)."""
-    return {"tiny": ("tiny",), "guided": ("guided",), "auto": ("guided", "tiny"), None: ("guided",)}.get(decoder, ())
+    return {"tiny": ("tiny",), "guided": ("guided",), "auto": ("guided", "tiny"), RUN_DEFAULT: ("guided",)}.get(
+        decoder, ())
 
 
 def _use_tiny_decoder(refocuser: Refocuser, root: Path, kind: str, required: bool, dtype) -> str | None:

@@ -143,13 +143,14 @@ def test_the_pipeline_writes_a_gated_guided_folder(model_with_guided):
 def test_selection_the_sampler_hands_it_the_photo(model_with_guided, tmp_path):
     from refocus_edge.runtime.run_model import load_run_model
 
-    default = load_refocuser(model_with_guided)
+    # `refocus run` (fast mode) takes it by default; the reference sampler decodes with the model's own
+    # VAE decoder, and so does a library load that does not ask (trainers, exporters, benchmarks)
+    default = load_run_model(model_with_guided, None, "fast", None, None, False).refocuser
     assert default.config.decoder == "guided" and default.vae.takes_guide
+    assert load_run_model(model_with_guided, None, "reference", None, None, False).refocuser.config.decoder == "full"
+    assert load_refocuser(model_with_guided).config.decoder == "full"
     assert load_refocuser(model_with_guided, decoder="auto").config.decoder == "guided"
     assert load_refocuser(model_with_guided, decoder="tiny").config.decoder == "tiny"
-    assert load_refocuser(model_with_guided, decoder="full").config.decoder == "full"
-    # the reference sampler decodes with the model's own VAE decoder
-    assert load_run_model(model_with_guided, None, "reference", None, None, False).refocuser.config.decoder == "full"
 
     image = torch.rand(1, 3, 64, 64) * 2 - 1
     cfg = SamplerConfig(position=2, seed=3, progress=False)
@@ -170,7 +171,7 @@ def test_selection_the_sampler_hands_it_the_photo(model_with_guided, tmp_path):
     weights.write_bytes(bytes(data))
     with pytest.raises(ModelLoadError, match="changed since it passed its gate.*--guided"):
         load_refocuser(copy, decoder="guided")
-    assert load_refocuser(copy).config.decoder == "full"
+    assert load_run_model(copy, None, "fast", None, None, False).refocuser.config.decoder == "full"
     assert load_refocuser(copy, decoder="auto").config.decoder == "tiny"
 
 
@@ -225,4 +226,6 @@ def test_the_default_model_ships_a_gated_guided_decoder():
     record = json.loads((root / GUIDED_FOLDER / GATE_FILE).read_text())
     assert record["gate"]["passed"] and record["gate"]["threshold"] == 0.0 and record["gate"]["value"] < 0
     assert record["stats"]["guided_median"] < record["stats"]["identity_median"]
-    assert load_refocuser(DEFAULT_MODEL).config.decoder == "guided"
+    from refocus_edge.runtime.run_model import load_run_model
+
+    assert load_run_model(DEFAULT_MODEL, None, "fast", None, None, False).refocuser.config.decoder == "guided"

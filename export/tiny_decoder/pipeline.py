@@ -23,7 +23,8 @@ def pair_facts(root: Path, cfg: TinyDecoderConfig, size) -> dict:
 
 
 def _guided_readme(root: Path, cfg: TinyDecoderConfig, card: dict) -> str:
-    g, st = card["gate"], card["stats"]
+    g = card["gate"]
+    focus = f" + {cfg.focus_weight} x L1 of log focus maps" if cfg.focus_weight else ""
     return f"""# Photo-guided decoder of {root.name}
 
 The tiny temporal decoder's architecture (runtime/tiny_decoder.py) plus a photo guide: the input
@@ -34,7 +35,7 @@ stack in one chunk.
 
 Written by `{card['command']}`.
 
-- **Trained toward the true frames**, not the full decoder: L1 + {cfg.perceptual_weight} x LPIPS (alex) to the
+- **Trained toward the true frames**, not the full decoder: L1 + {cfg.perceptual_weight} x LPIPS (alex){focus} to the
   true frames of {cfg.samples} training stacks (`{cfg.data}`), decoding {card['pairs']} latent stacks (the model's
   own fast-mode samples and the VAE encodings of the true frames), the input photo being the true
   frame at the sample's input position; started from {card['init']}; {cfg.iterations} updates, batch
@@ -88,7 +89,7 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
     if is_bundle(root):
         raise InvalidArgumentError(f"{root} is an exported bundle; distill-decoder trains from a model folder "
                                    "(the bundle's source model)")
-    refocuser = load_refocuser(root)  # the full decoder: the teacher of the tiny one
+    refocuser = load_refocuser(root, decoder="full")  # the full decoder: the teacher of the tiny one
     out = Path(cfg.out) if cfg.out else Path(refocuser.source) / (GUIDED_FOLDER if cfg.guided else FOLDER)
     if out.exists() and not cfg.force:
         raise InvalidArgumentError(f"{out} already exists; pass --force to replace it")
