@@ -40,6 +40,7 @@ import torch
 
 from refocus_edge.bench.models import working_size
 from refocus_edge.runtime.loading import Refocuser, load_refocuser
+from refocus_edge.runtime.run_model import run_decoder
 
 LARGE_JUMP = 4  # |j - k| at or above which a cell counts as a large focal jump
 LPIPS_NET = "alex"
@@ -51,16 +52,27 @@ def _u8(frames: torch.Tensor) -> np.ndarray:
     return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def _vae_roundtrip(refocuser, gt_pm1: torch.Tensor) -> torch.Tensor:
+def _autoencoder(refocuser):
+    """(VAE, decode chunks) of the autoencoder floor: the model's own VAE, encoder and temporal decoder
+    in the model's chunks. A photo-guided decoder is not an autoencoder (it needs a photo, which a
+    round trip of the true frames has not): its wrapper's full VAE and the model folder's chunks."""
+    if getattr(refocuser.vae, "takes_guide", False):
+        from refocus_edge.runtime.model_config import load_model_config
+
+        return refocuser.vae.vae, load_model_config(refocuser.source).decode_chunk_sizes
+    return refocuser.vae, refocuser.config.decode_chunk_sizes
+
+
+def _vae_roundtrip(autoencoder, gt_pm1: torch.Tensor) -> torch.Tensor:
     """Encode (.mode()) and decode the 9 GT frames exactly as the sampler decodes: -> [9, 3, H, W] in [0, 1]."""
     from refocus_edge.runtime.conditioning import component_dtype
     from refocus_edge.runtime.sampler import decode_latents
 
-    vae = refocuser.vae
+    vae, chunks = autoencoder
     dtype = component_dtype(vae)
     latents = vae.encode(gt_pm1.to(dtype)).latent_dist.mode().float()
     # decode_latents divides by the scaling factor (diffusion latents are scaled), so scale here.
-    return decode_latents(vae, latents[None] * vae.config.scaling_factor, refocuser.config.decode_chunk_sizes)
+    return decode_latents(vae, latents[None] * vae.config.scaling_factor, chunks)
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -140,15 +152,10 @@ def evaluate_quality(model, count: int = 8, positions=(0, 4, 8), seed: int = 0, 
     from refocus_edge.runtime.metrics.lpips import LPIPS
     from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
 
-    if decoder is None and not isinstance(model, Refocuser):  # as `refocus run` decodes in this mode
-        from refocus_edge.runtime.component_names import RUN_DEFAULT
-
-        decoder = "full" if mode == "reference" else RUN_DEFAULT
+    if decoder is None and not isinstance(model, Refocuser):
+        decoder = run_decoder(mode)  # as `refocus run` decodes in this mode
     refocuser = model if isinstance(model, Refocuser) else load_refocuser(model, decoder=decoder)
-    # The autoencoder floor is the model's own VAE (encoder + its temporal decoder, in the model's
-    # chunks): a photo-guided decoder needs a photo, which a round trip of the true frames has not.
-    floor_model = (load_refocuser(refocuser.source, decoder="full") if getattr(refocuser.vae, "takes_guide", False)
-                   else refocuser)
+    autoencoder = _autoencoder(refocuser)
     frames_n = refocuser.config.num_frames
     positions = [int(k) for k in positions]
     if not positions or any(not 0 <= k < frames_n for k in positions):
@@ -179,7 +186,7 @@ def evaluate_quality(model, count: int = 8, positions=(0, 4, 8), seed: int = 0, 
         seeds.append(int(item["seed"]))
         gt, true_depth = item["frames"], item["depth"].numpy()  # [9, 3, H, W] in [0, 1]; [H, W] diopters
         gt_pm1 = gt * 2 - 1
-        vae_d[i] = lpips(_vae_roundtrip(floor_model, gt_pm1) * 2 - 1, gt_pm1).numpy()
+        vae_d[i] = lpips(_vae_roundtrip(autoencoder, gt_pm1) * 2 - 1, gt_pm1).numpy()
         gt_index = _depth_from_focus(gt)
         rank_gt[i] = _depth_rank(gt_index, true_depth)
         if i == 0:

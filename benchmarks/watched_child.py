@@ -27,10 +27,9 @@ def rss_mib(pid: int) -> float:
 
 def stage(name: str, **facts) -> None:
     """One JSON line per stage on stdout, read by the watching parent, with this process's peak RSS."""
-    import resource
+    from refocus_edge.bench.timing import peak_rss_mib
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"stage": name, "peak_rss_mib": round(peak), **facts}), flush=True)
+    print(json.dumps({"stage": name, "peak_rss_mib": round(peak_rss_mib()), **facts}), flush=True)
 
 
 def watch(module: str, argv: list[str], limit_mib: float, timeout_s: float, log: Path) -> dict:

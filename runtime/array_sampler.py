@@ -21,7 +21,7 @@ import numpy as np
 
 from refocus_edge.runtime.array_conditioning import conditioning_latents, image_embedding
 from refocus_edge.runtime.errors import InvalidArgumentError
-from refocus_edge.runtime.euler_loop import StepObserver, decode_chunks, denoise_loop, frame_offsets
+from refocus_edge.runtime.euler_loop import StepObserver, decode_chunks, denoise_loop
 from refocus_edge.runtime.low_memory import release
 from refocus_edge.runtime.sampler_config import SampleResult, SamplerConfig, resolve_settings
 from refocus_edge.runtime.sigmas import model_schedule
@@ -85,13 +85,13 @@ def sample_focal_stack_arrays(refocuser, image: np.ndarray, cfg: SamplerConfig =
     timings["unet_per_step"] = timings["unet_total"] / max(len(schedule.timesteps), 1)
 
     t0 = time.perf_counter()
-    def decode(z, n, start):
-        if not getattr(refocuser.vae, "takes_guide", False):
+    def decode(z, n, chunk_guide=None):
+        if chunk_guide is None:
             return refocuser.vae.decode(z, num_frames=n).sample
-        offsets = frame_offsets(start, n, run.position, mcfg.num_frames)  # a photo-guided decoder
-        return refocuser.vae.decode(z, num_frames=n, guide=(image, offsets)).sample
+        return refocuser.vae.decode(z, num_frames=n, guide=chunk_guide).sample
 
-    frames = decode_chunks(decode, latents, refocuser.vae.config.scaling_factor, mcfg.decode_chunk_sizes)
+    guide = (image, run.position) if getattr(refocuser.vae, "takes_guide", False) else None  # photo-guided
+    frames = decode_chunks(decode, latents, refocuser.vae.config.scaling_factor, mcfg.decode_chunk_sizes, guide)
     release(refocuser.vae)
     timings["vae_decode"] = time.perf_counter() - t0
     timings["total"] = sum(timings[k] for k in ("image_encoder", "vae_encode", "unet_total", "vae_decode"))

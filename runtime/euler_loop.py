@@ -3,7 +3,7 @@
 Both run on numpy arrays (the thin runtime: runtime/array_sampler.py, any bundle backend) and
 on torch tensors (runtime/sampler.py's fast mode on a PyTorch model) with the same operations:
 the EDM arithmetic of runtime/edm.py, diffusers' Euler step operation for operation. The caller
-supplies the UNet as `unet(x, t, emb, batch) -> v` and the decoder as `decode(z, frames, start) -> image`,
+supplies the UNet as `unet(x, t, emb, batch) -> v` and the decoder as `decode(z, frames[, guide]) -> image`,
 already cast to whatever its component computes in; the loop never chooses a backend.
 
 Guidance (weight > 0) batches both branches into one UNet call: [unconditional, conditional],
@@ -58,14 +58,20 @@ def denoise_loop(unet: Callable, latents, cond, emb, sigmas: Sequence, timesteps
     return latents, calls
 
 
-def decode_chunks(decode: Callable, latents, scaling_factor: float, chunk_sizes: Sequence[int]):
+def decode_chunks(decode: Callable, latents, scaling_factor: float, chunk_sizes: Sequence[int],
+                  guide: tuple | None = None):
     """[1, F, C, h, w] latents -> [F, 3, H, W] in [0, 1], decoding `chunk_sizes` frames at a time
-    (the temporal decoder mixes frames inside a chunk only, so the chunking is part of the result).
-    `decode(z, frames, start)` gets each chunk with its first frame's index in the stack."""
+    (the temporal decoder mixes frames inside a chunk only, so the chunking is part of the result)
+    with `decode(z, frames)`. For a photo-guided decoder `guide` = (input photo, its position), and
+    each chunk is decoded with `decode(z, frames, (photo, the chunk's frame_offsets))`."""
     flat = latents[0] / scaling_factor
     out, start = [], 0
     for size in chunk_sizes:
-        out.append(decode(flat[start:start + size], size, start))
+        z = flat[start:start + size]
+        if guide is None:
+            out.append(decode(z, size))
+        else:
+            out.append(decode(z, size, (guide[0], frame_offsets(start, size, guide[1], flat.shape[0]))))
         start += size
     return clip01(concat(out, 0) / 2 + 0.5)
 

@@ -46,11 +46,19 @@ class RunModel:
         return result
 
 
+def run_decoder(mode: str) -> str:
+    """The decoder a model folder runs with when none is asked for: the reference decodes with the
+    model's own VAE decoder (../shared/reference); fast mode with its gated photo-guided decoder
+    where it has one, else the full one."""
+    from refocus_edge.runtime.component_names import RUN_DEFAULT
+
+    return "full" if mode == "reference" else RUN_DEFAULT
+
+
 def load_run_model(model, unet, mode: str, backend, precision, low_memory: bool,
                    decoder: str | None = None) -> RunModel:
     """The refocuser for a run, on the thin runtime where it can run (a bundle, mode fast)."""
     from refocus_edge.runtime.bundle import is_bundle
-    from refocus_edge.runtime.component_names import RUN_DEFAULT
     from refocus_edge.runtime.loading import load_refocuser
     from refocus_edge.runtime.zoo import resolve_model
 
@@ -60,9 +68,7 @@ def load_run_model(model, unet, mode: str, backend, precision, low_memory: bool,
         raise ModelLoadError(f"--mode {mode} is the literal PyTorch loop and needs torch, which is not installed "
                              f"here; run the bundle with --mode fast (the thin runtime) or {INSTALL_TORCH}", root)
     if decoder is None and not is_bundle(root):
-        # the reference decodes with the model's own VAE decoder (../shared/reference); fast mode with
-        # the model's gated photo-guided decoder where it has one
-        decoder = "full" if mode == "reference" else RUN_DEFAULT
+        decoder = run_decoder(mode)
     refocuser = load_refocuser(model, unet=unet, backend=backend, precision=precision, low_memory=low_memory,
                                arrays=thin, decoder=decoder)
     return RunModel(refocuser, thin)

@@ -25,7 +25,7 @@ import torch
 from refocus_edge.runtime.conditioning import (component_dtype, conditioning_latents, conditioning_latents_literal,
                                   image_embedding)
 from refocus_edge.runtime.errors import InvalidArgumentError
-from refocus_edge.runtime.euler_loop import StepObserver, decode_chunks, denoise_loop, frame_offsets, progress_bar
+from refocus_edge.runtime.euler_loop import StepObserver, decode_chunks, denoise_loop, progress_bar
 from refocus_edge.runtime.fast_attention import single_token_cross_attention
 from refocus_edge.runtime.low_memory import release
 from refocus_edge.runtime.sampler_config import Mode, SampleResult, SamplerConfig, resolve_settings  # noqa: F401
@@ -58,15 +58,15 @@ def decode_latents(vae, latents: torch.Tensor, chunk_sizes, guide: tuple | None 
     guided = getattr(vae, "takes_guide", False)
     if guided and guide is None:
         raise InvalidArgumentError("this model's decoder is guided by the input photo: pass guide=(photo, position)")
-    frames_n = latents.shape[1]
 
-    def decode(chunk, frames, start):
-        if not guided:
+    def decode(chunk, frames, chunk_guide=None):
+        if chunk_guide is None:
             return vae.decode(chunk.to(dtype), num_frames=frames).sample.float()
-        offsets = torch.from_numpy(frame_offsets(start, frames, guide[1], frames_n)).to(dtype)
-        return vae.decode(chunk.to(dtype), num_frames=frames, guide=(guide[0].to(dtype), offsets)).sample.float()
+        photo, offsets = chunk_guide
+        return vae.decode(chunk.to(dtype), num_frames=frames,
+                          guide=(photo.to(dtype), torch.from_numpy(offsets).to(dtype))).sample.float()
 
-    return decode_chunks(decode, latents, vae.config.scaling_factor, chunk_sizes)
+    return decode_chunks(decode, latents, vae.config.scaling_factor, chunk_sizes, guide if guided else None)
 
 
 @torch.no_grad()

@@ -63,11 +63,17 @@ def model_final_latents(refocuser, image: torch.Tensor, position: int, seed: int
 
 
 @torch.no_grad()
+def true_latents(refocuser, frames01: torch.Tensor) -> torch.Tensor:
+    """Unscaled VAE posterior modes [F, C, h, w] of true frames (in [0, 1])."""
+    return refocuser.vae.encode(frames01 * 2 - 1).latent_dist.mode().float()
+
+
+@torch.no_grad()
 def true_frame_latents(refocuser, frames01: torch.Tensor):
     """(unscaled VAE posterior modes of the true frames, the full decoder's frames of them)."""
     from refocus_edge.runtime.sampler import decode_latents
 
-    latents = refocuser.vae.encode(frames01 * 2 - 1).latent_dist.mode()
+    latents = true_latents(refocuser, frames01)
     decoded = decode_latents(refocuser.vae, latents[None] * refocuser.vae.config.scaling_factor,
                              refocuser.config.decode_chunk_sizes)
     return latents.float(), (decoded * 2 - 1).float()
@@ -79,9 +85,8 @@ def _pairs_of_stack(refocuser, source, index: int, seed: int, target: str) -> li
     photo = frames[position:position + 1] * 2 - 1
     if target == "truth":  # no full decode: the true frames are the target
         truth = frames * 2 - 1
-        encoded = refocuser.vae.encode(truth).latent_dist.mode().float()
         return [(model_final_latents(refocuser, photo, position, seed + index), truth, position),
-                (encoded, truth, position)]
+                (true_latents(refocuser, frames), truth, position)]
     return [(*model_sample_latents(refocuser, photo, position, seed + index), position),
             (*true_frame_latents(refocuser, frames), position)]
 
@@ -113,8 +118,7 @@ def build_pairs(refocuser, source, folder: Path, count: int, facts: dict, seed: 
     for start in missing:
         pairs = []
         for i in range(start, min(start + SHARD, count)):
-            with torch.no_grad():
-                pairs += _pairs_of_stack(refocuser, source, i, seed, target)
+            pairs += _pairs_of_stack(refocuser, source, i, seed, target)
             bar.update()
         tmp = folder / f".pairs-{start:05d}.tmp"
         torch.save({"latents": torch.stack([p[0] for p in pairs]),
@@ -128,30 +132,24 @@ def build_pairs(refocuser, source, folder: Path, count: int, facts: dict, seed: 
                         positions)
 
 
-def held_out_truth(refocuser, count: int, size: tuple[int, int], seed: int):
-    """`held_out_latents` with what the photo-guided decoder's gate also needs: (latents, full-decoder
-    frames, true frames [N, F, 3, H, W] in [-1, 1], input positions [N])."""
-    from refocus_edge.focalstacks.synthetic import SyntheticFocalStacks
-
-    stacks = SyntheticFocalStacks("heldout", size=(size[1], size[0]), length=count)
-    latents, full = held_out_latents(refocuser, count, size, seed)
-    truth, positions = [], []
-    for i in range(count):
-        frames = stacks[i]["frames"]
-        truth.append(frames * 2 - 1)
-        positions.append((0, 4, 8)[i % 3] if frames.shape[0] == 9 else i % frames.shape[0])
-    return latents, full, torch.stack(truth), torch.tensor(positions)
-
-
-def held_out_latents(refocuser, count: int, size: tuple[int, int], seed: int):
+def held_out_samples(refocuser, count: int, size: tuple[int, int], seed: int):
     """The model's own samples of `count` stacks of the renderer's held-out split (never trained on),
-    at input positions 0, 4, 8 in turn: (latents [N, F, C, h, w], full-decoder frames [N, F, 3, H, W])."""
+    at input positions 0, 4, 8 in turn: (latents [N, F, C, h, w], full-decoder frames [N, F, 3, H, W],
+    true frames [N, F, 3, H, W] in [-1, 1], input positions [N])."""
     from refocus_edge.focalstacks.synthetic import SyntheticFocalStacks
 
     stacks = SyntheticFocalStacks("heldout", size=(size[1], size[0]), length=count)
-    out = []
+    out, truth, positions = [], [], []
     for i in range(count):
         frames = stacks[i]["frames"]
         position = (0, 4, 8)[i % 3] if frames.shape[0] == 9 else i % frames.shape[0]
         out.append(model_sample_latents(refocuser, frames[position:position + 1] * 2 - 1, position, seed + i))
-    return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])
+        truth.append(frames * 2 - 1)
+        positions.append(position)
+    return (torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out]), torch.stack(truth),
+            torch.tensor(positions))
+
+
+def held_out_latents(refocuser, count: int, size: tuple[int, int], seed: int):
+    """(latents, full-decoder frames) of `held_out_samples`."""
+    return held_out_samples(refocuser, count, size, seed)[:2]

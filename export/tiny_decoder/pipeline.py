@@ -75,7 +75,7 @@ Written by `{card['command']}`.
 
 def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "") -> Path:
     from refocus_edge.export.distillation.data import FocalStackSource
-    from refocus_edge.export.tiny_decoder.data import build_pairs, held_out_latents, held_out_truth
+    from refocus_edge.export.tiny_decoder.data import build_pairs, held_out_samples
     from refocus_edge.export.tiny_decoder.gate import decoder_gate, guided_gate
     from refocus_edge.export.tiny_decoder.trainer import TinyDecoderTrainer
     from refocus_edge.runtime.artifacts import file_sha256
@@ -95,16 +95,19 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
         raise InvalidArgumentError(f"{out} already exists; pass --force to replace it")
     size = refocuser.config.working_size
     factor = refocuser.vae_scale_factor
-    tiny = TinyTemporalDecoder(latent_channels=refocuser.latent_channels, channels=tuple(cfg.channels),
-                               blocks=tuple(cfg.blocks), num_frames=refocuser.config.num_frames,
-                               shuffle=factor // 2 ** (len(cfg.channels) - 1))
-    if tiny.scale_factor != factor:
-        raise InvalidArgumentError(f"--channels {list(cfg.channels)} gives a {tiny.scale_factor}x decoder; the VAE "
+    upsamplings = 2 ** (len(cfg.channels) - 1)
+    shuffle = factor // upsamplings  # the sub-pixel output makes up the rest of the VAE's factor
+    if upsamplings * shuffle != factor:
+        raise InvalidArgumentError(f"--channels {list(cfg.channels)} gives a {upsamplings * shuffle}x decoder; the VAE "
                                    f"upsamples {factor}x")
     torch.manual_seed(cfg.seed)  # the initial weights
-    init = "random weights"
-    if cfg.guided:
-        tiny, init = _guided_start(tiny, Path(refocuser.source), log)
+    try:
+        tiny = TinyTemporalDecoder(latent_channels=refocuser.latent_channels, channels=tuple(cfg.channels),
+                                   blocks=tuple(cfg.blocks), num_frames=refocuser.config.num_frames,
+                                   shuffle=shuffle, guided=cfg.guided)
+    except ValueError as exc:  # a guided decoder's pyramid needs the 2x sub-pixel output
+        raise InvalidArgumentError(f"--guided with --channels {list(cfg.channels)}: {exc}") from None
+    init = _warm_start(tiny, Path(refocuser.source), log) if cfg.guided else "random weights"
     run_dir = cfg.resolved_run_dir(Path(refocuser.source))
     source = FocalStackSource(cfg.data, size)
     facts = pair_facts(Path(refocuser.source), cfg, size)
@@ -115,11 +118,10 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
     trainer.run()
 
     log(f"distill-decoder: gate on the model's samples of {cfg.held_out} held-out stacks")
+    latents, frames, truth, positions = held_out_samples(refocuser, cfg.held_out, size, HELD_OUT_SEED)
     if cfg.guided:
-        latents, frames, truth, positions = held_out_truth(refocuser, cfg.held_out, size, HELD_OUT_SEED)
         gate, stats = guided_gate(trainer.ema, latents, frames, truth, positions, cfg.gate_threshold)
     else:
-        latents, frames = held_out_latents(refocuser, cfg.held_out, size, HELD_OUT_SEED)
         gate, stats = decoder_gate(trainer.ema, latents, frames, cfg.gate_threshold)
     log(f"distill-decoder: {gate.metric} = {gate.value:.4f} (threshold {gate.threshold}; {gate.detail})")
     gate.enforce()  # ParityError: nothing is written, the checkpoint stays for another try
@@ -150,21 +152,21 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
     return out
 
 
-def _guided_start(tiny, root: Path, log):
-    """The guided decoder (same levels as `tiny`) started from the model's gated tiny decoder where
-    it has one of the same architecture: the latent path then starts as a good decoder, and the
-    zero-initialised guide starts by changing nothing."""
+def _warm_start(guided, root: Path, log) -> str:
+    """Start the guided decoder's latent path from the model's gated tiny decoder where it has one of
+    the same architecture (the zero-initialised guide then starts by changing nothing); what it
+    started from, for the records."""
     from refocus_edge.runtime.errors import ModelLoadError
-    from refocus_edge.runtime.tiny_decoder import FOLDER, TinyTemporalDecoder, load_tiny_decoder
+    from refocus_edge.runtime.tiny_decoder import FOLDER, load_tiny_decoder
 
-    settings = {k: v for k, v in tiny.config.items() if not k.startswith("_")} | {"guided": True}
-    guided = TinyTemporalDecoder(**settings)
     try:
         start = load_tiny_decoder(root)
     except ModelLoadError:
-        return guided, "random weights (the model has no gated tiny decoder to start from)"
-    missing, unexpected = guided.load_state_dict(start.state_dict(), strict=False)
-    if unexpected or any(not k.startswith("guide.") for k in missing):
-        return TinyTemporalDecoder(**settings), "random weights (the model's tiny decoder has another architecture)"
+        return "random weights (the model has no gated tiny decoder to start from)"
+    latent_path = ("latent_channels", "channels", "blocks", "temporal_levels", "shuffle", "num_frames")
+    if any(list(start.config[k]) != list(guided.config[k]) if isinstance(guided.config[k], (list, tuple))
+           else start.config[k] != guided.config[k] for k in latent_path):
+        return "random weights (the model's tiny decoder has another architecture)"
+    guided.load_state_dict(start.state_dict(), strict=False)  # everything but the guide
     log(f"distill-decoder: the guided decoder starts from {root / FOLDER}")
-    return guided, f"{root.name}/{FOLDER} (its latent path; the photo guide starts as a no-op)"
+    return f"{root.name}/{FOLDER} (its latent path; the photo guide starts as a no-op)"
