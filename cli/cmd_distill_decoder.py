@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from refocus_edge.cli.arg_types import positive_int, seed
+from refocus_edge.cli.arg_types import positive_int, seed, size_wxh
 from refocus_edge.runtime.zoo import DEFAULT_MODEL
 
 
@@ -41,6 +41,20 @@ def register(sub) -> None:
     p.add_argument("--focus-weight", type=float, default=D.focus_weight,
                    help="weight of an L1 between log focus maps of its frames and the target's, the sharpness "
                         "pattern depth from focus reads (default %(default)s)")
+    p.add_argument("--curve-weight", type=float, default=D.curve_weight,
+                   help="weight of a cross-entropy between its per-pixel focus curves across frames and the "
+                        "target's: only which frame is sharpest where, the order depth from focus ranks "
+                        "(default %(default)s)")
+    p.add_argument("--sizes", type=size_wxh, nargs="+", default=[], metavar="WxH",
+                   help="larger sizes it also learns from, as random crops of stacks rendered there: the blur of a "
+                        "photo served at its own shape (default: the working size only)")
+    p.add_argument("--size-samples", type=positive_int, default=D.size_samples,
+                   help="training stacks per --sizes size (default %(default)s)")
+    p.add_argument("--size-mix", type=float, default=D.size_mix,
+                   help="share of each batch's stacks drawn from the --sizes stacks (default %(default)s)")
+    p.add_argument("--init", type=Path, default=None, metavar="DIR",
+                   help="start from this decoder folder's weights (same architecture; default: the model's tiny "
+                        "decoder for --guided, else random)")
     p.add_argument("--channels", type=positive_int, nargs="+", default=list(D.channels),
                    help="feature channels per level, latent resolution first (default %(default)s)")
     p.add_argument("--blocks", type=positive_int, nargs="+", default=list(D.blocks),
@@ -73,12 +87,14 @@ def run(args) -> int:
 
     gate = args.gate if args.gate is not None else (GUIDED_GATE_MARGIN if args.guided else GATE_LPIPS_MEDIAN)
     if not 0 < args.ema < 1 or args.lr <= 0 or args.perceptual_weight < 0 or args.focus_weight < 0 or \
-            (gate <= 0 and not args.guided):
-        raise InvalidArgumentError("--ema must be in (0, 1), --lr and --gate > 0, --perceptual-weight and "
-                                   "--focus-weight >= 0")
+            args.curve_weight < 0 or not 0 <= args.size_mix <= 1 or (gate <= 0 and not args.guided):
+        raise InvalidArgumentError("--ema must be in (0, 1), --lr and --gate > 0, --perceptual-weight, "
+                                   "--focus-weight and --curve-weight >= 0, --size-mix in [0, 1]")
     cfg = TinyDecoderConfig(model=args.model, out=args.out, samples=args.samples, held_out=args.held_out,
                             iterations=args.iterations, batch=args.batch, lr=args.lr, ema_decay=args.ema,
                             perceptual_weight=args.perceptual_weight, focus_weight=args.focus_weight,
+                            curve_weight=args.curve_weight, sizes=tuple(tuple(s) for s in args.sizes),
+                            size_samples=args.size_samples, size_mix=args.size_mix, init=args.init,
                             channels=tuple(args.channels),
                             blocks=tuple(args.blocks), seed=args.seed, data=args.data, gate_threshold=gate, guided=args.guided,
                             run_dir=args.run_dir, device=args.device, force=args.force, progress=not args.quiet)

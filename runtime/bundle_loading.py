@@ -18,7 +18,7 @@ from pathlib import Path
 from refocus_edge.runtime.backends.adapters import AttrConfig, ImageEncoderAdapter, UNetAdapter, VaeAdapter
 from refocus_edge.runtime.backends.finite_guard import guard_decoders
 from refocus_edge.runtime.bundle import BundleError, read_bundle, resolve_inside
-from refocus_edge.runtime.components import VAE_PREFIX
+from refocus_edge.runtime.components import VAE_ENCODER, VAE_PREFIX
 from refocus_edge.runtime.dispatch import load_runners, requested_backend
 
 
@@ -49,6 +49,33 @@ def _scheduler(folder: Path, arrays: bool):
     from diffusers import EulerDiscreteScheduler
 
     return EulerDiscreteScheduler.from_pretrained(folder)
+
+
+def served_config(config, specs: dict):
+    """(the model config a bundle serves photos with, a note or None). A model that serves photos at
+    their own shape (min_short_side) does so from a bundle only when its graphs' size profile takes
+    every size that policy can ask for; otherwise photos are fitted to the working size the graphs
+    were exported at, and the note says how to export for their own shape."""
+    from dataclasses import replace
+
+    from refocus_edge.runtime.resize import target_size
+
+    if config.min_short_side is None:
+        return config, None
+    policy = config.resolution_policy
+    short = policy.min_short_side
+    longest = max(target_size(1_000_000, 1_000, policy))  # the long side at the widest aspect served
+    spec = specs.get(VAE_ENCODER)
+    profile = spec.profile if spec is not None else {}
+    h, w = profile.get("height"), profile.get("width")
+    if h and w and max(h[0], w[0]) <= short and min(h[2], w[2]) >= longest:
+        return config, None
+    fallback = replace(config, min_short_side=None, max_aspect=None)
+    took = f"{w[0]}..{w[2]} x {h[0]}..{h[2]} px" if h and w else "one size"
+    work = fallback.working_size
+    return fallback, (f"this bundle's graphs take {took}: photos are fitted to {work[0]}x{work[1]}, not served "
+                      f"at their own shape ({policy.describe()}); export with --resolution {work[0]}x{work[1]} "
+                      f"{longest}x{short} {short}x{longest} for that")
 
 
 def load_bundle_refocuser(path: Path, backend: str | None = None, precision: str | None = None,
@@ -93,12 +120,13 @@ def load_bundle_refocuser(path: Path, backend: str | None = None, precision: str
         runners = guard_decoders(bundle, runners, choices, arrays)
         parts = {part: cls(configs[part], {n: runners[n] for n in names}) for part, (cls, names) in groups.items()}
     clip = bundle.manifest.clip
+    config, size_note = served_config(load_model_config(bundle.root), bundle.specs)
     refocuser = Refocuser(
         unet=parts["unet"],
         vae=parts["vae"],
         image_encoder=parts["image_encoder"],
         scheduler=scheduler,
-        config=load_model_config(bundle.root),
+        config=config,
         source=bundle.root,
         clip_mean=tuple(clip.get("mean", CLIP_MEAN)),
         clip_std=tuple(clip.get("std", CLIP_STD)),
@@ -107,6 +135,8 @@ def load_bundle_refocuser(path: Path, backend: str | None = None, precision: str
     refocuser.choices = choices  # filled as components load in low-memory mode
     if default_note:
         refocuser.notes.append(default_note)
+    if size_note:
+        refocuser.notes.append(size_note)
     refocuser.notes.extend(f"{c.component}: {c.backend} ({c.device}): {c.reason}" for c in choices)
     if low_memory:
         refocuser.notes.append("low-memory mode: one component resident at a time")

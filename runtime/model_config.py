@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from refocus_edge.runtime.errors import ModelLoadError
+from refocus_edge.runtime.errors import InvalidArgumentError, ModelLoadError
 from refocus_edge.runtime.resize import ResolutionPolicy
 
 REFOCUS_CONFIG_NAME = "refocus.json"
@@ -34,12 +34,20 @@ class RefocusModelConfig:
     max_pixels: int | None = 500_000
     size_multiple: int = 64
     fixed_size: tuple[int, int] | None = None  # (W, H) working size for models trained at one size
+    # Photos at their own shape (runtime/resize.py): a short side of at least this, under max_pixels,
+    # aspect capped at max_aspect. Set, it serves photos so even where fixed_size is set; fixed_size then
+    # stays the size the model is trained, exported and benchmarked at.
+    min_short_side: int | None = None
+    max_aspect: float | None = None
     # Distilled students carry their own sigmas (None: the scheduler's Karras schedule).
     sigmas: tuple[float, ...] | None = None
     extra: dict = field(default_factory=dict)
 
     @property
     def resolution_policy(self) -> ResolutionPolicy:
+        if self.min_short_side is not None:
+            return ResolutionPolicy(max_pixels=self.max_pixels or 500_000, multiple=self.size_multiple,
+                                    min_short_side=self.min_short_side, max_aspect=self.max_aspect)
         if self.fixed_size is not None:
             return ResolutionPolicy(fixed=tuple(self.fixed_size))
         return ResolutionPolicy(max_pixels=self.max_pixels or 500_000, multiple=self.size_multiple)
@@ -77,6 +85,11 @@ class RefocusModelConfig:
         if self.sigmas is not None and len(self.sigmas) != self.num_inference_steps:
             raise ModelLoadError(
                 f"{len(self.sigmas)} sigmas given for {self.num_inference_steps} steps", where)
+        if self.min_short_side is not None:
+            try:
+                self.resolution_policy  # checks min_short_side, max_aspect and the budget together
+            except InvalidArgumentError as exc:
+                raise ModelLoadError(f"{exc}; fix {REFOCUS_CONFIG_NAME}", where) from None
         return self
 
     def to_json(self) -> dict:

@@ -1,8 +1,11 @@
 """Working-resolution policy: what size the model sees, and getting the photo there.
 
-Two policies: a pixel budget with sides snapped to a multiple (the reference
-rule, which may stretch the aspect slightly to hit the multiples), or a fixed
-working size reached by a centre crop to the target aspect and a resize.
+Three policies: a pixel budget with sides snapped to a multiple (the reference
+rule, which may stretch the aspect slightly to hit the multiples); the photo's
+own shape, for models trained small (a short side of at least `min_short_side`,
+the largest that fits the budget, a centre crop of at most a few percent to the
+snapped aspect instead of a stretch, and a crop to `max_aspect` for panoramas);
+or a fixed working size reached by a centre crop to the target aspect and a resize.
 """
 from __future__ import annotations
 
@@ -17,11 +20,14 @@ from refocus_edge.runtime.errors import InvalidArgumentError
 
 @dataclass(frozen=True)
 class ResolutionPolicy:
-    """max_pixels/multiple: the reference budget rule; fixed=(W, H) overrides it."""
+    """max_pixels/multiple: the reference budget rule; with min_short_side (and max_aspect), the
+    photo's own shape under that budget; fixed=(W, H) overrides both."""
 
     max_pixels: int = 500_000
     multiple: int = 64
     fixed: tuple[int, int] | None = None
+    min_short_side: int | None = None
+    max_aspect: float | None = None  # long / short side; wider photos are centre-cropped to it
 
     def __post_init__(self) -> None:
         if not _is_pos_int(self.multiple):
@@ -47,12 +53,25 @@ class ResolutionPolicy:
                 f"max_pixels must be an integer >= {self.multiple ** 2} ({self.multiple}x{self.multiple}), "
                 f"got {self.max_pixels!r}"
             )
+        elif self.min_short_side is not None:
+            m, s = self.multiple, self.min_short_side
+            if not _is_pos_int(s) or s % m:
+                raise InvalidArgumentError(f"min_short_side must be a positive multiple of {m}, got {s!r}")
+            if self.max_aspect is not None and not (isinstance(self.max_aspect, (int, float)) and self.max_aspect >= 1):
+                raise InvalidArgumentError(f"max_aspect (long / short side) must be >= 1, got {self.max_aspect!r}")
+            if s * s > self.max_pixels:
+                raise InvalidArgumentError(f"min_short_side {s} needs {s * s:,} px, over max_pixels "
+                                           f"{self.max_pixels:,}; raise the budget or lower the side")
 
     def describe(self) -> str:
         if self.fixed is not None:
             w, h = self.fixed
             g = math.gcd(w, h)
             return f"fixed {w}x{h}, centre crop to {w // g}:{h // g} then resize"
+        if self.min_short_side is not None:
+            aspect = f", aspect at most {self.max_aspect:g}:1" if self.max_aspect else ""
+            return (f"own shape: short side >= {self.min_short_side}, under {self.max_pixels:,} px, sides multiples "
+                    f"of {self.multiple}{aspect}")
         return f"pixel budget {self.max_pixels:,} px, sides multiples of {self.multiple}"
 
 
@@ -70,6 +89,8 @@ def target_size(w: int, h: int, policy: ResolutionPolicy) -> tuple[int, int]:
         raise InvalidArgumentError(f"image size must be positive integers, got {w}x{h}")
     if policy.fixed is not None:
         return policy.fixed
+    if policy.min_short_side is not None:
+        return _own_shape(w, h, policy)
     # Reference rule, step by step: snap both sides at scale s; while over
     # budget shrink s by 1 % and snap again. Terminates: at the latest both
     # sides reach `multiple`, and multiple**2 <= max_pixels is validated.
@@ -79,6 +100,24 @@ def target_size(w: int, h: int, policy: ResolutionPolicy) -> tuple[int, int]:
         if tw * th <= policy.max_pixels:
             return tw, th
         s *= 0.99
+
+
+def _own_shape(w: int, h: int, policy: ResolutionPolicy) -> tuple[int, int]:
+    """The largest short side from min_short_side up (in multiples, not above the photo's own unless
+    needed to reach the minimum) whose long side, snapped at the photo's aspect (capped at
+    max_aspect), fits the budget; the long side is shortened when even the minimum does not fit."""
+    m, budget = policy.multiple, policy.max_pixels
+    short, long = min(w, h), max(w, h)
+    aspect = long / short if policy.max_aspect is None else min(long / short, policy.max_aspect)
+    ceiling = max(policy.min_short_side, _snap(short, m))
+    best = policy.min_short_side
+    side = best
+    while side <= ceiling:
+        if side * max(side, _snap(side * aspect, m)) <= budget:
+            best = side
+        side += m
+    long_side = max(best, min(_snap(best * aspect, m), budget // best // m * m))
+    return (long_side, best) if w >= h else (best, long_side)
 
 
 def fit_photo(rgb: np.ndarray, policy: ResolutionPolicy) -> tuple[np.ndarray, str]:
@@ -95,7 +134,8 @@ def fit_photo(rgb: np.ndarray, policy: ResolutionPolicy) -> tuple[np.ndarray, st
     tw, th = target_size(w, h, policy)
     box = (0.0, 0.0, float(w), float(h))
     crop_note = ""
-    if policy.fixed is not None:
+    if policy.fixed is not None or policy.min_short_side is not None:
+        # own shape: a crop to the snapped aspect (a few percent) rather than stretching the blur discs
         box = _centre_box(w, h, tw / th)
         cw, ch = box[2] - box[0], box[3] - box[1]
         if (cw, ch) != (w, h):

@@ -92,6 +92,67 @@ def test_the_focus_map_term_counts_where_sharpness_differs(tmp_path):
     assert losses[0] > losses[1] > 0
 
 
+def test_the_focus_curve_term_scores_only_where_each_pixel_is_sharpest(tmp_path):
+    """--curve-weight: zero for the target's own frames and for the target brightened (same curves,
+    other levels, which the focus-map L1 does charge), positive for the photo copied into every frame
+    (flat curves against the truth's peaks), added to the loss, and part of the run's settings."""
+    from dataclasses import replace
+
+    from refocus_edge.export.distillation.ground_truth import focus_curve_loss, log_focus_maps
+
+    cfg = TinyDecoderConfig(model="unused", iterations=3, batch=1, perceptual_weight=0.0, channels=SMALL["channels"],
+                            blocks=SMALL["blocks"], run_dir=tmp_path, progress=False, guided=True, curve_weight=0.5)
+    assert cfg.training_facts()["curve_weight"] == 0.5 and "curve_weight" not in replace(cfg, curve_weight=0.0).training_facts()
+    pairs = _truth_pairs(n=1)
+    target = pairs.frames[0].float()
+    frames = target.shape[0]
+    assert float(focus_curve_loss(target, target, frames)) < 1e-6
+    contrast = target * 2  # every frame's energy x4: log maps shift by log 4, curves do not change
+    assert float(focus_curve_loss(contrast, target, frames)) < 1e-2
+    assert float((log_focus_maps(contrast) - log_focus_maps(target)).abs().mean()) > 0.5
+    k = int(pairs.positions[0])
+    copied = target[k:k + 1].expand_as(target)
+    assert float(focus_curve_loss(copied, target, frames)) > 0.05
+
+    torch.manual_seed(0)
+    model = TinyTemporalDecoder(**SMALL, guided=True)
+    losses = []
+    for c in (cfg, replace(cfg, curve_weight=0.0)):
+        trainer = TinyDecoderTrainer(model, _truth_pairs(n=1), c, tmp_path / "ckpt")
+        losses.append(float(trainer.loss()))
+    assert losses[0] > losses[1] > 0
+
+
+def test_larger_training_sizes_are_cut_to_aligned_working_size_crops(tmp_path):
+    """--sizes: a share --size-mix of the draws comes from the larger stacks, as crops of the working
+    size whose frames sit exactly over their latents (checked with frames made from the latents by an
+    8x nearest upsampling), transposed half the time; the loss runs on them."""
+    from dataclasses import replace
+
+    main = _truth_pairs(n=2)
+    big = torch.randn(3, 9, 4, 16, 24)
+    frames = torch.nn.functional.interpolate(big[:, :, :3].flatten(0, 1), scale_factor=8).view(3, 9, 3, 128, 192)
+    extra = DecoderPairs(big, frames.half(), torch.tensor([1, 5, 7]))
+    cfg = TinyDecoderConfig(model="unused", iterations=3, batch=2, perceptual_weight=0.0, channels=SMALL["channels"],
+                            blocks=SMALL["blocks"], run_dir=tmp_path, progress=False, guided=True,
+                            sizes=((192, 128),), size_mix=1.0)
+    assert cfg.training_facts()["sizes"] == [[192, 128]]
+    trainer = TinyDecoderTrainer(TinyTemporalDecoder(**SMALL, guided=True), main, cfg, tmp_path / "ckpt",
+                                 extra=(extra,))
+    offsets = set()
+    for _ in range(12):
+        z, target, k = trainer.draw()
+        assert z.shape == (9, 4, 8, 8) and target.shape == (9, 3, 64, 64) and k in (1, 5, 7)
+        up = torch.nn.functional.interpolate(z[:, :3], scale_factor=8)
+        torch.testing.assert_close(target, up.half().float())  # the crop of the frames is the latents' crop
+        offsets.add(float(z[0, 0, 0, 0]))
+    assert len(offsets) > 3  # different stacks and places
+    assert torch.isfinite(trainer.loss())
+    main_only = TinyDecoderTrainer(TinyTemporalDecoder(**SMALL, guided=True), main, replace(cfg, size_mix=0.0),
+                                   tmp_path / "ckpt2", extra=(extra,))
+    assert all(main_only.draw()[2] in (0, 4) for _ in range(8))  # the working-size pairs' positions only
+
+
 def test_the_gate_compares_with_the_full_decoder_on_the_truth():
     from refocus_edge.export.tiny_decoder.gate import guided_gate
 

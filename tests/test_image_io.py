@@ -340,3 +340,39 @@ def test_fit_photo_budget_is_accurate_on_float_data():
 def test_invalid_policies_rejected(kwargs):
     with pytest.raises(InvalidArgumentError):
         ResolutionPolicy(**kwargs)
+
+
+OWN_SHAPE = ResolutionPolicy(max_pixels=131_072, multiple=64, min_short_side=256, max_aspect=2.0)
+
+
+@pytest.mark.parametrize(
+    "size, expected",
+    [
+        ((4032, 3024), (320, 256)),  # 4:3 -> 1.25 (a 6 % crop); 384x256 would crop 11 %
+        ((3024, 4032), (256, 320)),  # portrait keeps its orientation
+        ((1920, 1080), (448, 256)),  # 16:9 at the minimum short side
+        ((1000, 1000), (320, 320)),  # square: the largest short side under the budget
+        ((200, 150), (320, 256)),  # small photos are raised to the minimum short side
+        ((5000, 1000), (512, 256)),  # 5:1 panorama: cropped to 2:1
+    ],
+)
+def test_own_shape_sizes(size, expected):
+    tw, th = target_size(*size, OWN_SHAPE)
+    assert (tw, th) == expected
+    assert tw * th <= OWN_SHAPE.max_pixels and min(tw, th) >= 256 and tw % 64 == 0 and th % 64 == 0
+
+
+def test_own_shape_crops_to_the_snapped_aspect_instead_of_stretching():
+    ramp = np.tile(np.linspace(0, 1, 5000, dtype=np.float32)[None, :, None], (1000, 1, 3))
+    out, note = fit_photo(ramp, OWN_SHAPE)
+    assert out.shape == (256, 512, 3)
+    # 2:1 of 5:1: the centre 2000 of 5000 columns, values ~0.3 .. ~0.7
+    assert out[0, 0, 0] == pytest.approx(0.3, abs=0.01) and out[0, -1, 0] == pytest.approx(0.7, abs=0.01)
+    assert "centre-cropped to 2000x1000" in note and "own shape: short side >= 256" in note
+
+
+@pytest.mark.parametrize("kwargs", [{"min_short_side": 200}, {"min_short_side": 512, "max_pixels": 131_072},
+                                    {"min_short_side": 256, "max_aspect": 0.5}])
+def test_invalid_own_shape_policies_rejected(kwargs):
+    with pytest.raises(InvalidArgumentError):
+        ResolutionPolicy(**kwargs)

@@ -142,6 +142,27 @@ def log_focus_maps(frames: torch.Tensor) -> torch.Tensor:
     return torch.log(energy[:, 0] + FOCUS_FLOOR)
 
 
+CURVE_TEMPERATURE = 1.0  # log-energy units: one frame of defocus changes a textured pixel's by several
+
+
+def focus_curve_loss(frames: torch.Tensor, target: torch.Tensor, frames_per_stack: int) -> torch.Tensor:
+    """Cross-entropy between the per-pixel distributions over a stack's frames of where it is sharpest.
+
+    frames, target: [S * F, 3, H, W] in [-1, 1], S stacks of F frames. At every pixel, the softmax across
+    the F frames of the log focus maps says which frame is sharpest there; the loss is the target's
+    distribution's cross-entropy with the frames' (minus its entropy: 0 when they agree). Unlike the L1
+    of the log maps, it scores only the order of sharpness across frames, which is all depth from focus
+    reads, and not how much texture there is: a decoder that copies the photo's sharpness into every
+    frame has a flat curve and pays for it wherever the truth's curve has a peak."""
+    def curves(x):
+        maps = log_focus_maps(x)
+        return maps.view(-1, frames_per_stack, *maps.shape[1:]) / CURVE_TEMPERATURE
+
+    want = torch.softmax(curves(target), dim=1)
+    got = torch.log_softmax(curves(frames), dim=1)
+    return (want * (torch.log(want.clamp_min(1e-12)) - got)).sum(dim=1).mean()
+
+
 class GroundTruthTrainer(TrainerCore):
     """The student's own sampler, end to end, regressed on the true stacks (see the module docstring)."""
 

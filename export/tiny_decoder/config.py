@@ -27,6 +27,16 @@ class TinyDecoderConfig:
     # L1 between log focus maps of its frames and the target's (export/distillation/ground_truth.py):
     # the sharpness-across-frames signal depth from focus reads
     focus_weight: float = 0.0
+    # cross-entropy of the per-pixel focus curves across frames with the target's (focus_curve_loss):
+    # only where each pixel is sharpest, the order depth from focus reads
+    curve_weight: float = 0.0
+    # Larger sizes the decoder also learns from (W, H): the lens blur grows with the image, so a
+    # decoder that serves photos at their own shape must have seen that blur. Their stacks are
+    # rendered at that size and cut to random crops of the working size, transposed half the time.
+    sizes: tuple[tuple[int, int], ...] = ()
+    size_samples: int = 192  # training stacks per extra size
+    size_mix: float = 0.5  # the share of each batch's stacks drawn from the extra sizes
+    init: Path | None = None  # a decoder folder of the same architecture to start from (default: the tiny decoder)
     channels: tuple[int, ...] = (64, 48, 32)
     blocks: tuple[int, ...] = (2, 1, 1)
     seed: int = 0
@@ -43,8 +53,14 @@ class TinyDecoderConfig:
     def training_facts(self) -> dict:
         """What a resumed run must share with the checkpoint it continues."""
         keep = ("samples", "batch", "lr", "ema_decay", "perceptual_weight", "channels", "blocks", "seed", "data",
-                "iterations") + (("guided",) if self.guided else ()) + (("focus_weight",) if self.focus_weight else ())
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keep}
+                "iterations") + (("guided",) if self.guided else ()) + (("focus_weight",) if self.focus_weight else ()) \
+            + (("curve_weight",) if self.curve_weight else ()) \
+            + (("sizes", "size_samples", "size_mix") if self.sizes else ()) + (("init",) if self.init else ())
+
+        def plain(v):
+            return [plain(x) for x in v] if isinstance(v, (tuple, list)) else str(v) if isinstance(v, Path) else v
+
+        return {k: plain(v) for k, v in asdict(self).items() if k in keep}
 
     def resolved_run_dir(self, model_folder: Path) -> Path:
         kind = "guided-decoder" if self.guided else "tiny-decoder"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import platform
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ def pair_facts(root: Path, cfg: TinyDecoderConfig, size) -> dict:
 def _guided_readme(root: Path, cfg: TinyDecoderConfig, card: dict) -> str:
     g = card["gate"]
     focus = f" + {cfg.focus_weight} x L1 of log focus maps" if cfg.focus_weight else ""
+    focus += f" + {cfg.curve_weight} x cross-entropy of per-pixel focus curves" if cfg.curve_weight else ""
     return f"""# Photo-guided decoder of {root.name}
 
 The tiny temporal decoder's architecture (runtime/tiny_decoder.py) plus a photo guide: the input
@@ -38,7 +40,7 @@ Written by `{card['command']}`.
 - **Trained toward the true frames**, not the full decoder: L1 + {cfg.perceptual_weight} x LPIPS (alex){focus} to the
   true frames of {cfg.samples} training stacks (`{cfg.data}`), decoding {card['pairs']} latent stacks (the model's
   own fast-mode samples and the VAE encodings of the true frames), the input photo being the true
-  frame at the sample's input position; started from {card['init']}; {cfg.iterations} updates, batch
+  frame at the sample's input position{_sizes_note(cfg, card)}; started from {card['init']}; {cfg.iterations} updates, batch
   {cfg.batch} stacks, AdamW lr {cfg.lr} (warm-up, cosine), EMA {cfg.ema_decay} (EMA weights shipped);
   {card['train_minutes']:.1f} min of updates on {card['machine']}.
 - **Gate** ({g['metric']}): {g['value']:+.4f} <= {g['threshold']} on the model's own samples of {cfg.held_out}
@@ -47,6 +49,15 @@ Written by `{card['command']}`.
   refused at load time. `refocus run` uses it by default on this model (`--decoder guided`; `--decoder full`
   for the VAE's own decoder).
 """
+
+
+def _sizes_note(cfg: TinyDecoderConfig, card: dict) -> str:
+    if not cfg.sizes:
+        return ""
+    sizes = ", ".join(f"{w}x{h}" for w, h in cfg.sizes)
+    w, h = card["working_size"]
+    return (f"; plus {cfg.size_samples} synthetic stacks rendered at each of {sizes} (larger blur in pixels), "
+            f"drawn for {cfg.size_mix:.0%} of the batch's stacks as random {w}x{h} crops, transposed half the time")
 
 
 def _readme(root: Path, cfg: TinyDecoderConfig, card: dict) -> str:
@@ -107,13 +118,26 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
                                    shuffle=shuffle, guided=cfg.guided)
     except ValueError as exc:  # a guided decoder's pyramid needs the 2x sub-pixel output
         raise InvalidArgumentError(f"--guided with --channels {list(cfg.channels)}: {exc}") from None
-    init = _warm_start(tiny, Path(refocuser.source), log) if cfg.guided else "random weights"
+    if cfg.init is not None:
+        init = _start_from(tiny, Path(cfg.init), log)
+    else:
+        init = _warm_start(tiny, Path(refocuser.source), log) if cfg.guided else "random weights"
+    for extra_size in cfg.sizes:  # before hours of pairs, not after
+        _check_training_size(extra_size, size, factor)
     run_dir = cfg.resolved_run_dir(Path(refocuser.source))
     source = FocalStackSource(cfg.data, size)
     facts = pair_facts(Path(refocuser.source), cfg, size)
+    target = "truth" if cfg.guided else "model"
     pairs = build_pairs(refocuser, source, run_dir / "pairs", cfg.samples, facts, cfg.seed, cfg.progress, log,
-                        target="truth" if cfg.guided else "model")
-    trainer = TinyDecoderTrainer(tiny, pairs, cfg, run_dir / "tiny_decoder.ckpt", log)
+                        target=target)
+    extra = []
+    for w, h in cfg.sizes:
+        # a stack cache (.npy) holds one size only: larger sizes are rendered by the synthetic generator
+        data = "synthetic" if str(cfg.data).endswith(".npy") else cfg.data
+        extra.append(build_pairs(refocuser, FocalStackSource(data, (w, h)), run_dir / f"pairs-{w}x{h}",
+                                 cfg.size_samples, pair_facts(Path(refocuser.source), replace(cfg, data=data), (w, h)),
+                                 cfg.seed, cfg.progress, log, target=target))
+    trainer = TinyDecoderTrainer(tiny, pairs, cfg, run_dir / "tiny_decoder.ckpt", log, extra=tuple(extra))
     trainer.resume()
     trainer.run()
 
@@ -130,7 +154,7 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
             "full_decoder_parameters": sum(p.numel() for p in refocuser.vae.decoder.parameters()),
             "pairs": len(pairs), "train_minutes": trainer.seconds / 60,
             "machine": f"{cfg.device} ({platform.machine()}, {torch.get_num_threads()} threads)",
-            "gate": gate.to_json(), "stats": stats, "init": init}
+            "gate": gate.to_json(), "stats": stats, "init": init, "working_size": list(size)}
     with output_lock(out):
         recover(out)
         if out.exists() and not cfg.force:  # again, under the lock: another writer may have been faster
@@ -150,6 +174,34 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
             (stage / "README.md").write_text(readme(Path(refocuser.source), cfg, card))
     log(f"distill-decoder: wrote {out}")
     return out
+
+
+def _check_training_size(size, working, factor) -> None:
+    w, h = size
+    if w % factor or h % factor or w < working[0] or h < working[1]:
+        raise InvalidArgumentError(f"training size {w}x{h}: sides must be multiples of {factor} and at least the "
+                                   f"working size {working[0]}x{working[1]} (its stacks are cut to that size)")
+
+
+def _start_from(decoder, folder: Path, log) -> str:
+    """Start from the weights of another decoder folder of the same architecture (--init)."""
+    from refocus_edge.runtime.tiny_decoder import TinyTemporalDecoder
+
+    if not (folder / "config.json").is_file():
+        raise InvalidArgumentError(f"--init {folder}: not a decoder folder (no config.json); pass a tiny_decoder or "
+                                   "guided_decoder folder")
+    start = TinyTemporalDecoder.from_pretrained(folder, use_safetensors=True)
+    differ = sorted(k for k in decoder.config if not k.startswith("_") and
+                    list(_seq(start.config.get(k))) != list(_seq(decoder.config[k])))
+    if differ:
+        raise InvalidArgumentError(f"--init {folder}: another architecture ({', '.join(differ)} differ)")
+    decoder.load_state_dict(start.state_dict())
+    log(f"distill-decoder: starting from {folder}")
+    return f"{folder} (all weights)"
+
+
+def _seq(v):
+    return v if isinstance(v, (list, tuple)) else [v]
 
 
 def _warm_start(guided, root: Path, log) -> str:

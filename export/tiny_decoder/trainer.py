@@ -31,10 +31,13 @@ class TinyDecoderTrainer(CheckpointedTrainer):
     desc = "distill-decoder"
     ckpt_key = "tiny"
 
-    def __init__(self, tiny, pairs: DecoderPairs, cfg: TinyDecoderConfig, ckpt: Path, log=print):
+    def __init__(self, tiny, pairs: DecoderPairs, cfg: TinyDecoderConfig, ckpt: Path, log=print,
+                 extra: tuple[DecoderPairs, ...] = ()):
+        """`extra`: pairs at the larger training sizes (cfg.sizes), cut to `pairs`' size in each draw."""
         from refocus_edge.runtime.metrics.lpips import LPIPS
 
         self.cfg, self.pairs, self.ckpt, self.log = cfg, pairs, Path(ckpt), log
+        self.extra = tuple(extra)
         self.device = torch.device(cfg.device)
         self.model = tiny.to(self.device).train()
         self.params = list(self.model.parameters())
@@ -47,14 +50,35 @@ class TinyDecoderTrainer(CheckpointedTrainer):
     def lr_at(self, step: int) -> float:
         return lr_at(step, self.cfg)
 
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """One training stack: (latents, target frames, input position). With extra sizes, a share
+        cfg.size_mix of the draws is a random latent-aligned crop of a larger stack, to the working
+        size, transposed half the time (the blur is isotropic, so a transposed stack is a real one)."""
+        g = self.gen
+        if self.extra and float(torch.rand((), generator=g)) < self.cfg.size_mix:
+            pairs = self.extra[int(torch.randint(len(self.extra), (), generator=g))]
+            i = int(torch.randint(len(pairs), (), generator=g))
+            z, frames = pairs.latents[i], pairs.frames[i]
+            lh, lw = self.pairs.latents.shape[-2:]
+            factor = frames.shape[-1] // z.shape[-1]
+            y = int(torch.randint(z.shape[-2] - lh + 1, (), generator=g))
+            x = int(torch.randint(z.shape[-1] - lw + 1, (), generator=g))
+            z = z[..., y:y + lh, x:x + lw]
+            frames = frames[..., y * factor:(y + lh) * factor, x * factor:(x + lw) * factor]
+            if lh == lw and float(torch.rand((), generator=g)) < 0.5:
+                z, frames = z.transpose(-1, -2), frames.transpose(-1, -2)
+        else:
+            pairs = self.pairs
+            i = int(torch.randint(len(pairs), (), generator=g))
+            z, frames = pairs.latents[i], pairs.frames[i]
+        position = int(pairs.positions[i]) if pairs.positions is not None else 0
+        return z.to(self.device), frames.to(self.device).float(), position
+
     def loss(self) -> torch.Tensor:
-        picks = torch.randint(len(self.pairs), (self.cfg.batch,), generator=self.gen)
         outs, targets = [], []
-        for i in picks.tolist():  # one stack per call: the temporal mixing stays inside a stack
-            target = self.pairs.frames[i].to(self.device).float()
-            z = self.pairs.latents[i].to(self.device)
+        for _ in range(self.cfg.batch):  # one stack per call: the temporal mixing stays inside a stack
+            z, target, k = self.draw()
             if self.model.guided:  # the input photo is the true frame at the input position
-                k = int(self.pairs.positions[i])
                 outs.append(self.model(z, target[k:k + 1], guide_offsets(k, target.shape[0], self.device)))
             else:
                 outs.append(self.model(z))
@@ -67,4 +91,8 @@ class TinyDecoderTrainer(CheckpointedTrainer):
             from refocus_edge.export.distillation.ground_truth import log_focus_maps
 
             loss = loss + self.cfg.focus_weight * (log_focus_maps(out) - log_focus_maps(target)).abs().mean()
+        if self.cfg.curve_weight > 0:
+            from refocus_edge.export.distillation.ground_truth import focus_curve_loss
+
+            loss = loss + self.cfg.curve_weight * focus_curve_loss(out, target, self.pairs.frames.shape[1])
         return loss
