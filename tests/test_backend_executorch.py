@@ -247,3 +247,27 @@ def test_the_int8_gate_uses_the_project_int8_budget():
     from refocus_edge.quantization.recipes import get_recipe
 
     assert int8_budget() == get_recipe("int8").drift_budget
+
+
+def test_int8_keep_float_belongs_to_int8(random_model_dir, tmp_path):
+    with pytest.raises(InvalidArgumentError, match="--int8-keep-float belongs to --quantize int8"):
+        _export(random_model_dir, tmp_path / "b", int8_keep_float=("vae_decoder",))
+
+
+@needs_executorch
+def test_int8_programs_with_the_decoders_kept_float(random_model_dir, tmp_path, one_thread):
+    """--quantize int8 --int8-keep-float vae_decoder: every other component's int8 program is smaller than
+    its fp32 one; the decoder chunks' programs in the int8 table are float (recorded as kept), and the int8
+    bundle's stack stays within the int8 budget of PyTorch."""
+    out = tmp_path / "b"
+    report, lines = _export(random_model_dir, out, quantize="int8", int8_keep_float=("vae_decoder",),
+                            calibration_samples=2)
+    m = read_bundle(out).manifest
+    assert m.default_precision == "int8"
+    fp32, int8 = m.executorch["fp32"]["components"], m.executorch["int8"]["components"]
+    assert m.executorch["int8"]["quantization"]["kept_float"] == ["vae_decoder"]
+    for name in ("vae_decoder_8", "vae_decoder_1"):
+        assert int8[name].get("kept_float") and abs(int8[name]["bytes"] - fp32[name]["bytes"]) < 0.05 * fp32[name]["bytes"]
+    assert int8["unet"]["bytes"] < 0.5 * fp32["unet"]["bytes"] and not int8["unet"].get("kept_float")
+    assert m.gate_table(EXECUTORCH, "int8")["end_to_end"]["passed"]
+    assert any("(kept float)" in line and "vae_decoder_8" in line for line in lines)

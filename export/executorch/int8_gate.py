@@ -15,6 +15,7 @@ from refocus_edge.export.drift_budget import QUANTIZED_DRIFT_LPIPS
 from refocus_edge.export.emulation import ModuleRunner, emulated_refocuser
 from refocus_edge.export.parity import GateResult, gate_image, gate_sample, max_rel_error
 from refocus_edge.runtime.artifacts import EXECUTORCH
+from refocus_edge.runtime.component_names import component_family
 from refocus_edge.runtime.errors import InvalidArgumentError
 
 
@@ -63,6 +64,9 @@ def int8_component_gate(job, variant, spec, runner) -> GateResult:
     feeds = spec.sample_inputs(torch.Generator().manual_seed(0), "opt")
     ref = job.reference[spec.name](*(feeds[n] for n in spec.input_names)).float()
     err = max_rel_error(runner(feeds)[spec.output_names[0]], ref)
-    return GateResult(spec.name, EXECUTORCH, variant.name, "lpips_alex_median_frame", float(per_frame.median()),
-                      int8_budget()[0], f"worst frame {float(per_frame.max()):.4f} with only {spec.name} in int8; "
-                                        f"max_rel_error {err:.3g} on random inputs at the opt shapes")
+    median, threshold = float(per_frame.median()), int8_budget()[0]
+    hint = "" if median <= threshold else \
+        f"; --int8-keep-float {component_family(spec.name)} keeps this component's program float"
+    return GateResult(spec.name, EXECUTORCH, variant.name, "lpips_alex_median_frame", median, threshold,
+                      f"worst frame {float(per_frame.max()):.4f} with only {spec.name} in int8; "
+                      f"max_rel_error {err:.3g} on random inputs at the opt shapes{hint}")

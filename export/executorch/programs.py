@@ -21,13 +21,16 @@ def example_args(spec, dtype: torch.dtype) -> tuple:
 
 def write_program(job, variant, spec, module, path: Path) -> dict:
     """Export, lower and write `module` as the program of `spec`; returns its manifest record."""
+    from refocus_edge.runtime.component_names import component_family
+
     dtype = torch.float16 if variant.precision == "fp16" else torch.float32
     axis = per_item_axis(spec)
     example = example_args(spec, dtype)
+    int8 = variant.recipe == "int8" and component_family(spec.name) not in job.cfg.int8_keep_float
     with warnings.catch_warnings():  # torch.export's and ExecuTorch's deprecation chatter is not the user's
         warnings.simplefilter("ignore")
-        exported = export_graph(module, example, spec.name, for_int8=variant.recipe == "int8")
-        if variant.recipe == "int8":
+        exported = export_graph(module, example, spec.name, for_int8=int8)
+        if int8:
             calls = job.state["calibration"].get(spec.name, [])
             calibration = [args for feeds in calls for args in split_items(feeds, spec.input_names, axis is not None)]
             exported = quantize_int8(exported, example, calibration, spec.name)
@@ -37,4 +40,5 @@ def write_program(job, variant, spec, module, path: Path) -> dict:
     path.write_bytes(data)
     return {"inputs": {n: list(a.shape) for n, a in zip(spec.input_names, example)},
             "per_item_axis": axis, "dtype": str(dtype).removeprefix("torch."),
-            "bytes": len(data), "mib": round(len(data) / 2 ** 20, 3), **counts.to_json()}
+            "bytes": len(data), "mib": round(len(data) / 2 ** 20, 3), **counts.to_json(),
+            **({"kept_float": True} if variant.recipe == "int8" and not int8 else {})}

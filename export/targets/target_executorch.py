@@ -36,6 +36,7 @@ FLOAT_PRECISIONS = ("fp32", "fp16")
 QUANTIZE = ("none", "int8")
 DELEGATES = ("xnnpack", "coreml")
 INT8 = "int8"
+KEEPABLE = ("image_encoder", "vae_encoder", "unet", "vae_decoder")  # component families (every decoder chunk is one)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,6 +46,9 @@ class ExecuTorchExportConfig(ExportSettings):
     delegate: str = "xnnpack"  # "coreml": Core ML first, XNNPACK for the rest (macOS only)
     resolution: tuple[int, int] | None = None  # (W, H); None: the model's (or source bundle's) working size
     calibration_samples: int = 16  # int8: calibration photos (one stack each)
+    # int8: component families whose programs stay at the float precision inside the int8 programs
+    # (a VAE decoder's activations span a range per-tensor int8 cannot hold: its int8 program fails its gate)
+    int8_keep_float: tuple[str, ...] = ()
     source_bundle: Path | None = None  # set by resolve_source when --model is a bundle
 
 
@@ -96,6 +100,9 @@ class ExecuTorchExporter(Exporter):
                kind="size", metavar="WxH"),
         Option("--calibration-samples", "int8: calibration photos, one stack each (default 16)", default=16,
                kind="int", metavar="N"),
+        Option("--int8-keep-float", "int8: components whose programs stay float among the int8 ones (e.g. "
+                                    "vae_decoder, whose int8 program fails its gate on the shipped models)",
+               default=(), choices=KEEPABLE, many=True, metavar="COMPONENT"),
     )
     end_to_end_record = {"runtime": "executorch.runtime (the staged bundle on the executorch backend)"}
 
@@ -103,7 +110,8 @@ class ExecuTorchExporter(Exporter):
         return ExecuTorchExportConfig(**vars(settings), precision=options["precision"],
                                       quantize=options["quantize"], delegate=options["delegate"],
                                       resolution=options["resolution"],
-                                      calibration_samples=options["calibration_samples"])
+                                      calibration_samples=options["calibration_samples"],
+                                      int8_keep_float=tuple(options["int8_keep_float"] or ()))
 
     def export(self, cfg: ExecuTorchExportConfig, log=print):
         from refocus_edge.export.driver import export_bundle
@@ -121,6 +129,10 @@ class ExecuTorchExporter(Exporter):
                                        "delegate compiles and runs its partitions with Core ML, which only macOS "
                                        "and iOS have; the XNNPACK programs (the default) run on iOS, Android and here")
         BACKEND.require()  # one line naming the extra when executorch is missing
+        if cfg.int8_keep_float and cfg.quantize != INT8:
+            raise InvalidArgumentError("--int8-keep-float belongs to --quantize int8")
+        if set(cfg.int8_keep_float) - set(KEEPABLE):
+            raise InvalidArgumentError(f"--int8-keep-float {list(cfg.int8_keep_float)}: choose from {list(KEEPABLE)}")
         if cfg.quantize == INT8:
             from refocus_edge.export.calibration import check_calibration_source
 
@@ -187,7 +199,8 @@ class ExecuTorchExporter(Exporter):
         if variant.recipe == INT8:
             from refocus_edge.export.executorch.quantize import Int8Config
 
-            entry["quantization"] = {**Int8Config().to_json(), "calibration": job.state["calibration_record"]}
+            entry["quantization"] = {**Int8Config().to_json(), "calibration": job.state["calibration_record"],
+                                     "kept_float": list(job.cfg.int8_keep_float)}
             job.manifest.default_precision = variant.name
         job.manifest.executorch[variant.name] = entry
 
@@ -200,8 +213,9 @@ class ExecuTorchExporter(Exporter):
 
     def describe_component(self, variant: Variant, spec, artifact: Artifact, gate, seconds: float) -> str:
         r = artifact.record
+        kept = "  (kept float)" if r.get("kept_float") else ""
         return (f"{variant.name:5s} {spec.name:14s} {r['mib']:8.2f} MiB  XNNPACK {r['xnnpack_share']:6.1%}  "
-                f"{gate.metric} {gate.value:.2e} <= {gate.threshold:.0e}  ({seconds:.1f} s)")
+                f"{gate.metric} {gate.value:.2e} <= {gate.threshold:.0e}  ({seconds:.1f} s){kept}")
 
 
 EXPORTER = ExecuTorchExporter()
