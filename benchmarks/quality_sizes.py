@@ -73,20 +73,22 @@ def figure(res: dict):
 
     sets = sorted({r["set"] for r in res["rows"]}, key=["synthetic", "photos"].index)
     sizes = [tuple(r["size"]) for r in res["rows"] if r["set"] == sets[0]]
-    pw, ph, top = 60 * len(sizes) + 60, 260, 30
+    pw, ph, top = max(320, 70 * len(sizes) + 60), 300, 50
     img = Image.new("RGB", (pw * len(sets), ph), "white")
     d = ImageDraw.Draw(img)
+    d.text((10, 6), "LPIPS to the truth at |j-k| >= 4: model (blue), input copied (grey); lower is better", fill="black")
     peak = max(max(r["lpips_large_jumps"], r["identity"]) for r in res["rows"]) * 1.1
     for p, eval_set in enumerate(sets):
-        x0 = p * pw + 40
-        d.text((x0, 8), f"{eval_set}: model (blue) vs identity (grey), LPIPS |j-k|>=4", fill="black")
+        x0 = p * pw + 30
+        d.text((x0, 26), eval_set, fill="black")
         for i, size in enumerate(sizes):
             r = next(r for r in res["rows"] if r["set"] == eval_set and tuple(r["size"]) == size)
             for j, (v, colour) in enumerate(((r["lpips_large_jumps"], (40, 90, 200)), (r["identity"], (160, 160, 160)))):
                 bh = int((ph - top - 40) * v / peak)
-                x = x0 + i * 60 + j * 22
-                d.rectangle((x, ph - 30 - bh, x + 18, ph - 30), fill=colour)
-            d.text((x0 + i * 60, ph - 24), f"{size[0]}x{size[1]}", fill="black")
+                x = x0 + i * 70 + j * 26
+                d.rectangle((x, ph - 30 - bh, x + 22, ph - 30), fill=colour)
+                d.text((x, ph - 44 - bh), f"{v:.2f}", fill="black")
+            d.text((x0 + i * 70, ph - 24), f"{size[0]}x{size[1]}", fill="black")
     return img
 
 

@@ -61,3 +61,21 @@ def test_refocus_run_keeps_a_wide_photo_wide(random_model_dir, tmp_path):
     assert report.size == (256, 128)  # 2:1, short side 128, under 32,768 px; not a 64x64 centre crop
     frame = Image.open(sorted((tmp_path / "out").glob("*.png"))[0])
     assert frame.size == (256, 128)
+
+
+def test_quality_per_served_size_is_one_table(random_model_dir, tmp_path):
+    """benchmarks.quality_sizes: one row per size and set from one model load, each the quality
+    benchmark's numbers at that size, with the bar judged per set."""
+    from benchmarks.quality_sizes import main
+
+    out = tmp_path / "q"
+    assert main(["--model", str(random_model_dir), "--sizes", "64x64", "128x64", "--sets", "synthetic",
+                 "--count", "1", "--positions", "0", "8", "--out", str(out)]) == 0
+    res = json.loads((out / "quality_sizes.json").read_text())
+    assert [r["size"] for r in res["rows"]] == [[64, 64], [128, 64]]
+    for r in res["rows"]:
+        assert r["set"] == "synthetic" and 0 < r["lpips_large_jumps"] < 1 and 0 < r["identity"] < 1
+        assert r["ratio"] == pytest.approx(r["lpips_large_jumps"] / r["identity"])
+        assert r["bar_met"] == (r["ratio"] <= 0.90)
+    table = (out / "quality_sizes.md").read_text()
+    assert "| 128x64 | synthetic |" in table and (out / "quality_sizes.png").stat().st_size > 0
