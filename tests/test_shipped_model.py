@@ -81,3 +81,19 @@ def test_default_model_beats_copying_the_input_on_photos():
     large, own = res["large_jump"], res["own_frame"]
     assert large["model"] < large["baseline"], large
     assert own["model"] < own["vae_roundtrip"], own
+
+
+def test_default_model_serves_photos_at_their_own_shape_and_refocuses_there():
+    """The default serves a 4:3 photo at 320x256 (not a 128x128 crop), and at that size its stacks of
+    held-out synthetic scenes still beat the input copied to every frame at large focal jumps. All
+    served sizes and both sets: benchmarks/results/refocus-tiny-1step-sizes/."""
+    from benchmarks.quality import evaluate_quality
+    from refocus_edge.runtime.model_config import load_model_config
+    from refocus_edge.runtime.resize import target_size
+    from refocus_edge.runtime.zoo import resolve_model
+
+    policy = load_model_config(resolve_model(DEFAULT_MODEL)).resolution_policy
+    assert target_size(4032, 3024, policy) == (320, 256) and target_size(1920, 1080, policy) == (448, 256)
+    res = evaluate_quality(DEFAULT_MODEL, count=2, positions=(0, 8), progress=False, size=(320, 256))
+    large = res["large_jump"]
+    assert large["model"] < 0.95 * large["baseline"], large
