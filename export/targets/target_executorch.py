@@ -128,11 +128,11 @@ class ExecuTorchExporter(Exporter):
             raise InvalidArgumentError(f"--delegate coreml needs macOS (this is {platform.system()}): the Core ML "
                                        "delegate compiles and runs its partitions with Core ML, which only macOS "
                                        "and iOS have; the XNNPACK programs (the default) run on iOS, Android and here")
-        BACKEND.require()  # one line naming the extra when executorch is missing
         if cfg.int8_keep_float and cfg.quantize != INT8:
             raise InvalidArgumentError("--int8-keep-float belongs to --quantize int8")
         if set(cfg.int8_keep_float) - set(KEEPABLE):
             raise InvalidArgumentError(f"--int8-keep-float {list(cfg.int8_keep_float)}: choose from {list(KEEPABLE)}")
+        BACKEND.require()  # one line naming the extra when executorch is missing
         if cfg.quantize == INT8:
             from refocus_edge.export.calibration import check_calibration_source
 
