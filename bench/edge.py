@@ -95,16 +95,15 @@ def run_edge_bench(cfg: EdgeBenchConfig, log=print) -> dict:
     photo = load_photo(cfg.photo)
     # One task: the photo as the reference model takes it, for both (a student that serves photos at
     # their own shape runs the reference's size here, so that times and quality compare like with like).
-    rgb_ref, _ = fit_photo(photo.rgb, ref.refocuser.config.resolution_policy)
-    rgb_edge = rgb_ref
+    rgb, _ = fit_photo(photo.rgb, ref.refocuser.config.resolution_policy)
     position = ref.refocuser.config.default_position
-    runs = {"reference": (ref, rgb_ref, "reference"), "edge": (edge, rgb_edge, "fast")}
+    runs = {"reference": (ref, "reference"), "edge": (edge, "fast")}
     times: dict[str, list[dict]] = {name: [] for name in runs}
     from tqdm.auto import tqdm
 
     bar = tqdm(total=(cfg.warmup + cfg.rounds) * 2, desc="edge vs reference", unit="stack", disable=not cfg.progress)
     for r in range(cfg.warmup + cfg.rounds):
-        for name, (model, rgb, mode) in runs.items():  # alternating: the same load hits both
+        for name, (model, mode) in runs.items():  # alternating: the same load hits both
             t = time.perf_counter()
             result = model.sample(rgb, SamplerConfig(position=position, seed=cfg.seed, mode=mode, progress=False))
             wall = time.perf_counter() - t
@@ -119,8 +118,8 @@ def run_edge_bench(cfg: EdgeBenchConfig, log=print) -> dict:
 
     quality = {}
     if cfg.count:
-        size = rgb_ref.shape[1], rgb_ref.shape[0]
-        for name, (model, _, mode) in runs.items():
+        size = rgb.shape[1], rgb.shape[0]
+        for name, (model, mode) in runs.items():
             log(f"quality: {name} on {cfg.count} held-out stacks x positions {list(cfg.positions)}")
             quality[name] = _quality(model, mode, cfg.count, cfg.positions, cfg.seed, size)
     choices = [{"component": c.component, "backend": c.backend, "device": c.device, "reason": c.reason}
@@ -130,7 +129,7 @@ def run_edge_bench(cfg: EdgeBenchConfig, log=print) -> dict:
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                     "load_before": [round(x, 2) for x in load_before],
                     "load_after": [round(x, 2) for x in os.getloadavg()]},
-        "size": [int(rgb_ref.shape[1]), int(rgb_ref.shape[0])], "position": position,
+        "size": [int(rgb.shape[1]), int(rgb.shape[0])], "position": position,
         "reference": {"model": str(ref.refocuser.source), "mode": "reference", "backend": "torch fp32",
                       "unet_calls": times["reference"][0]["unet_calls"], "load_s": ref_load},
         "edge": {"model": str(edge.refocuser.source), "runtime": edge.runtime, "choices": choices,

@@ -154,12 +154,17 @@ def focus_curve_loss(frames: torch.Tensor, target: torch.Tensor, frames_per_stac
     of the log maps, it scores only the order of sharpness across frames, which is all depth from focus
     reads, and not how much texture there is: a decoder that copies the photo's sharpness into every
     frame has a flat curve and pays for it wherever the truth's curve has a peak."""
-    def curves(x):
-        maps = log_focus_maps(x)
-        return maps.view(-1, frames_per_stack, *maps.shape[1:]) / CURVE_TEMPERATURE
+    return curve_cross_entropy(log_focus_maps(frames), log_focus_maps(target), frames_per_stack)
 
-    want = torch.softmax(curves(target), dim=1)
-    got = torch.log_softmax(curves(frames), dim=1)
+
+def curve_cross_entropy(maps: torch.Tensor, target_maps: torch.Tensor, frames_per_stack: int) -> torch.Tensor:
+    """focus_curve_loss on log focus maps [S * F, H, W] already computed (a trainer that also takes their
+    L1 computes them once)."""
+    def curves(m):
+        return m.view(-1, frames_per_stack, *m.shape[1:]) / CURVE_TEMPERATURE
+
+    want = torch.softmax(curves(target_maps), dim=1)
+    got = torch.log_softmax(curves(maps), dim=1)
     return (want * (torch.log(want.clamp_min(1e-12)) - got)).sum(dim=1).mean()
 
 

@@ -30,13 +30,14 @@ from pathlib import Path
 
 from refocus_edge.export.targets.base import Artifact, Exporter, ExportSettings, Option, Variant
 from refocus_edge.runtime.artifacts import EXECUTORCH, executorch_artifact
+from refocus_edge.runtime.component_names import DECODER_FAMILY, IMAGE_ENCODER, UNET, VAE_ENCODER
 from refocus_edge.runtime.errors import InvalidArgumentError
 
 FLOAT_PRECISIONS = ("fp32", "fp16")
 QUANTIZE = ("none", "int8")
 DELEGATES = ("xnnpack", "coreml")
 INT8 = "int8"
-KEEPABLE = ("image_encoder", "vae_encoder", "unet", "vae_decoder")  # component families (every decoder chunk is one)
+KEEPABLE = (IMAGE_ENCODER, VAE_ENCODER, UNET, DECODER_FAMILY)  # component families (every decoder chunk is one)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -27,6 +27,7 @@ def _guided_readme(root: Path, cfg: TinyDecoderConfig, card: dict) -> str:
     g = card["gate"]
     focus = f" + {cfg.focus_weight} x L1 of log focus maps" if cfg.focus_weight else ""
     focus += f" + {cfg.curve_weight} x cross-entropy of per-pixel focus curves" if cfg.curve_weight else ""
+    sizes = _sizes_note(cfg, card)
     return f"""# Photo-guided decoder of {root.name}
 
 The tiny temporal decoder's architecture (runtime/tiny_decoder.py) plus a photo guide: the input
@@ -40,7 +41,7 @@ Written by `{card['command']}`.
 - **Trained toward the true frames**, not the full decoder: L1 + {cfg.perceptual_weight} x LPIPS (alex){focus} to the
   true frames of {cfg.samples} training stacks (`{cfg.data}`), decoding {card['pairs']} latent stacks (the model's
   own fast-mode samples and the VAE encodings of the true frames), the input photo being the true
-  frame at the sample's input position{_sizes_note(cfg, card)}; started from {card['init']}; {cfg.iterations} updates, batch
+  frame at the sample's input position{sizes}; started from {card['init']}; {cfg.iterations} updates, batch
   {cfg.batch} stacks, AdamW lr {cfg.lr} (warm-up, cosine), EMA {cfg.ema_decay} (EMA weights shipped);
   {card['train_minutes']:.1f} min of updates on {card['machine']}.
 - **Gate** ({g['metric']}): {g['value']:+.4f} <= {g['threshold']} on the model's own samples of {cfg.held_out}
@@ -131,9 +132,9 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
     pairs = build_pairs(refocuser, source, run_dir / "pairs", cfg.samples, facts, cfg.seed, cfg.progress, log,
                         target=target)
     extra = []
+    # a stack cache (.npy) holds one size only: larger sizes are rendered by the synthetic generator
+    data = "synthetic" if str(cfg.data).endswith(".npy") else cfg.data
     for w, h in cfg.sizes:
-        # a stack cache (.npy) holds one size only: larger sizes are rendered by the synthetic generator
-        data = "synthetic" if str(cfg.data).endswith(".npy") else cfg.data
         extra.append(build_pairs(refocuser, FocalStackSource(data, (w, h)), run_dir / f"pairs-{w}x{h}",
                                  cfg.size_samples, pair_facts(Path(refocuser.source), replace(cfg, data=data), (w, h)),
                                  cfg.seed, cfg.progress, log, target=target))
@@ -191,8 +192,7 @@ def _start_from(decoder, folder: Path, log) -> str:
         raise InvalidArgumentError(f"--init {folder}: not a decoder folder (no config.json); pass a tiny_decoder or "
                                    "guided_decoder folder")
     start = TinyTemporalDecoder.from_pretrained(folder, use_safetensors=True)
-    differ = sorted(k for k in decoder.config if not k.startswith("_") and
-                    list(_seq(start.config.get(k))) != list(_seq(decoder.config[k])))
+    differ = _differing(start, decoder, [k for k in decoder.config if not k.startswith("_")])
     if differ:
         raise InvalidArgumentError(f"--init {folder}: another architecture ({', '.join(differ)} differ)")
     decoder.load_state_dict(start.state_dict())
@@ -200,8 +200,12 @@ def _start_from(decoder, folder: Path, log) -> str:
     return f"{folder} (all weights)"
 
 
-def _seq(v):
-    return v if isinstance(v, (list, tuple)) else [v]
+def _differing(a, b, keys) -> list[str]:
+    """The config keys on which decoders a and b differ (lists and tuples compare alike)."""
+    def seq(v):
+        return list(v) if isinstance(v, (list, tuple)) else [v]
+
+    return sorted(k for k in keys if seq(a.config.get(k)) != seq(b.config.get(k)))
 
 
 def _warm_start(guided, root: Path, log) -> str:
@@ -216,8 +220,7 @@ def _warm_start(guided, root: Path, log) -> str:
     except ModelLoadError:
         return "random weights (the model has no gated tiny decoder to start from)"
     latent_path = ("latent_channels", "channels", "blocks", "temporal_levels", "shuffle", "num_frames")
-    if any(list(start.config[k]) != list(guided.config[k]) if isinstance(guided.config[k], (list, tuple))
-           else start.config[k] != guided.config[k] for k in latent_path):
+    if _differing(start, guided, latent_path):
         return "random weights (the model's tiny decoder has another architecture)"
     guided.load_state_dict(start.state_dict(), strict=False)  # everything but the guide
     log(f"distill-decoder: the guided decoder starts from {root / FOLDER}")

@@ -87,12 +87,12 @@ class TinyDecoderTrainer(CheckpointedTrainer):
         loss = (out - target).abs().mean()
         if self.lpips is not None:
             loss = loss + self.cfg.perceptual_weight * self.lpips(out, target).mean()
-        if self.cfg.focus_weight > 0:
-            from refocus_edge.export.distillation.ground_truth import log_focus_maps
+        if self.cfg.focus_weight > 0 or self.cfg.curve_weight > 0:
+            from refocus_edge.export.distillation.ground_truth import curve_cross_entropy, log_focus_maps
 
-            loss = loss + self.cfg.focus_weight * (log_focus_maps(out) - log_focus_maps(target)).abs().mean()
-        if self.cfg.curve_weight > 0:
-            from refocus_edge.export.distillation.ground_truth import focus_curve_loss
-
-            loss = loss + self.cfg.curve_weight * focus_curve_loss(out, target, self.pairs.frames.shape[1])
+            maps, target_maps = log_focus_maps(out), log_focus_maps(target)  # once for both terms
+            if self.cfg.focus_weight > 0:
+                loss = loss + self.cfg.focus_weight * (maps - target_maps).abs().mean()
+            if self.cfg.curve_weight > 0:
+                loss = loss + self.cfg.curve_weight * curve_cross_entropy(maps, target_maps, self.pairs.frames.shape[1])
         return loss
