@@ -129,6 +129,12 @@ def _refocus_locked(cfg: RunConfig, log: Callable[[str], None]) -> RunReport:
         log(f"model     {refocuser.source} ({params:.1f} M UNet parameters)")
         log("backend   torch (a model folder runs on PyTorch; `refocus export onnx` makes a bundle "
             "for the other backends)")
+    # The model's own notes (which decoder, why a bundle serves its export size, ...), except the backend
+    # choices just logged line by line.
+    shown = {f"{c.component}: {c.backend} ({c.device}): {c.reason}" for c in refocuser.choices or ()}
+    for note in refocuser.notes:
+        if note not in shown:
+            log(f"note      {note}")
     log(f"input     {cfg.image} ({photo.source_size[0]}x{photo.source_size[1]}) -> {w}x{h}: {resize_note}")
     for note in photo.notes:
         log(f"          {note}")

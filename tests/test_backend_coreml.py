@@ -33,7 +33,7 @@ def test_load_off_macos_raises_before_touching_the_bundle(linux):
 
 def test_macos_without_coremltools_names_the_package(monkeypatch):
     monkeypatch.setattr(coreml.platform, "system", lambda: "Darwin")
-    monkeypatch.setattr(coreml, "_installed", lambda name: False)
+    monkeypatch.setattr(coreml, "importable", lambda name: False)
     state = coreml.BACKEND.availability()
     assert not state.available and "'coremltools' is not installed" in state.reason
 

@@ -57,7 +57,7 @@ def test_missing_package_is_one_line_naming_the_extra(tiny_bundle, monkeypatch, 
     """Runs with or without executorch: the package is made to look absent."""
     from refocus_edge.export.targets.target_executorch import ExecuTorchExportConfig, export_executorch
 
-    monkeypatch.setattr(etb, "_installed", lambda: False)
+    monkeypatch.setattr(etb, "importable", lambda name: False)
     state = get_backend(EXECUTORCH).availability()
     assert not state.available and state.reason == f"package 'executorch' is not installed ({INSTALL})"
     message = f"backend 'executorch' is unavailable here: package 'executorch' is not installed \\({INSTALL}\\)"

@@ -60,7 +60,7 @@ def _worst_against_torch(bundle, random_refocuser, name, precision):
 
 def test_missing_package_is_one_line_naming_the_extra(tiny_bundle, monkeypatch):
     """Runs with or without openvino: the package is made to look absent."""
-    monkeypatch.setattr(ovb, "_installed", lambda: False)
+    monkeypatch.setattr(ovb, "importable", lambda name: False)
     state = get_backend("openvino").availability()
     assert not state.available and "pip install 'refocus-edge[openvino]'" in state.reason
     assert not get_backend("openvino").supports("bf16")

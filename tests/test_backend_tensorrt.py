@@ -383,7 +383,7 @@ def test_unchecked_external_weights_are_refused(tmp_path, cache):
 
 # ------------------------------------------------------------------ availability without tensorrt
 def test_missing_package_is_named_and_not_imported(monkeypatch):
-    monkeypatch.setattr(trt_backend, "_installed", lambda name: False)
+    monkeypatch.setattr(trt_backend, "importable", lambda name: name != "tensorrt")
     monkeypatch.setattr(trt_backend, "_import_trt", lambda: pytest.fail("tensorrt must not be imported"))
     state = trt_backend.BACKEND.availability()
     assert not state.available and "'tensorrt' is not installed" in state.reason
@@ -394,7 +394,7 @@ def test_missing_package_is_named_and_not_imported(monkeypatch):
 
 
 def test_no_cuda_gpu_is_the_reason_when_the_package_is_there(monkeypatch):
-    monkeypatch.setattr(trt_backend, "_installed", lambda name: True)
+    monkeypatch.setattr(trt_backend, "importable", lambda name: True)
     monkeypatch.setattr(trt_backend, "_import_trt", lambda: pytest.fail("tensorrt must not be imported"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     state = trt_backend.BACKEND.availability()

@@ -90,6 +90,19 @@ def test_happy_path_writes_stack_animation_viewer(random_model_dir, tmp_path, ca
         assert np.array_equal(np.asarray(Image.open(out / name)), np.asarray(Image.open(out / "edit" / name))), name
 
 
+def test_the_models_notes_reach_the_log(random_model_dir, tmp_path, capsys):
+    """What the loader says about the model (here: the UNet taken from another folder; for a bundle: why
+    it serves its export size) is printed, not only written to run.json."""
+    out = tmp_path / "out"
+    code = main(["run", str(_photo(tmp_path / "photo.jpg")), "--model", str(random_model_dir), "--unet",
+                 str(random_model_dir / "unet"), "--out", str(out), "--no-dof"])
+    _, err = capsys.readouterr()
+    assert code == 0
+    note = f"UNet from {random_model_dir / 'unet'}"
+    assert note in json.loads((out / "run.json").read_text())["notes"]
+    assert f"note      {note}" in err.splitlines()
+
+
 def test_no_dof_skips_the_views(random_model_dir, tmp_path, capsys):
     # (a forced --no-dof run over one with views removes the old ones: tests/test_outputs.py)
     photo = _photo(tmp_path / "photo.jpg")

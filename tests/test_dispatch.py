@@ -236,3 +236,26 @@ def test_executorch_override_and_visible_fallback(tiny_bundle, monkeypatch, tmp_
         _, choices = dispatch.load_runners(bundle, arrays=True)
     by = {c.component: c.backend for c in choices}
     assert by.pop("unet") == "onnxruntime" and set(by.values()) == {"executorch"}
+
+
+def test_every_backend_reports_a_refused_package_as_unavailable(monkeypatch):
+    """A package whose lookup raises (a hiding finder, a half-removed install) is "not installed" for
+    every backend: availability answers, it never raises, so dispatch and `refocus backends` go on.
+    (With executorch installed, the executorch backend's torch lookup once crashed a torch-free run.)"""
+    import sys
+
+    refused = {"torch", "onnxruntime", "openvino", "executorch", "tensorrt", "coremltools"}
+
+    def find_spec(name, package=None):
+        if name.split(".")[0] in refused:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real(name, package)
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    for name in refused:  # importable() trusts an already-imported module; make it look things up
+        for loaded in [m for m in sys.modules if m.split(".")[0] == name]:
+            monkeypatch.delitem(sys.modules, loaded)
+    for name, backend in registry().items():
+        state = backend.availability()
+        assert not state.available and state.reason, (name, state)

@@ -99,3 +99,64 @@ def test_trajectory_follows_the_models_own_sampler_step_by_step(random_model_dir
     sigmas = [row["sigma"] for row in rows]
     assert sigmas == sorted(sigmas, reverse=True) and sigmas[-1] > 0
     assert all(row["mse"] >= 0 and row["mse_own"] >= 0 for row in rows)
+
+
+def test_min_snr_caps_the_low_sigma_weight_and_edm_is_the_reference():
+    sig = torch.tensor([0.01, 0.1, 1.0, 10.0])
+    torch.testing.assert_close(edm.sigma_weight(sig, "edm"), (1 + sig ** 2) / sig ** 2)
+    torch.testing.assert_close(edm.sigma_weight(sig, "min-snr", gamma=5.0), torch.tensor([5.0, 5.0, 1.0, 0.01]))
+    target = torch.randn(4, 9, 4, 4, 4)
+    assert torch.equal(edm.weighted_loss(target + 0.1, target, sig), edm.edm_v_loss(target + 0.1, target, sig))
+
+
+def test_own_frame_weight_counts_the_input_frame_more_at_the_same_scale():
+    target = torch.zeros(2, 9, 4, 2, 2)
+    sig, pos = torch.ones(2), torch.tensor([0, 5])
+    uniform = torch.ones_like(target)
+    # Equal error everywhere: the normalised frame weights leave the loss as it was.
+    base = edm.weighted_loss(uniform, target, sig)
+    torch.testing.assert_close(edm.weighted_loss(uniform, target, sig, own_frame=pos, own_weight=4.0), base)
+    # Error only on the input frames: 4x weight (normalised by (8 + 4) / 9) raises the loss 3x.
+    own = torch.zeros_like(target)
+    own[0, 0], own[1, 5] = 1.0, 1.0
+    ratio = (edm.weighted_loss(own, target, sig, own_frame=pos, own_weight=4.0)
+             / edm.weighted_loss(own, target, sig))
+    assert abs(ratio.item() - 3.0) < 1e-5
+
+
+def test_latent_crops_and_accumulation_train_the_real_unet(random_model_dir, tmp_path):
+    """The crop lever runs the real tiny UNet on a quarter of the latent (with the matching pixel crop,
+    the image encoder on the whole photo), with accumulation, the own-frame weight and min-SNR together:
+    a run trains, saves and caches whole latents; a batch encodes only the cropped photo."""
+    import shutil
+
+    from training.train_tiny import StageConfig, train_unet
+
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copytree(random_model_dir / "vae", run / "vae")
+    stacks = torch.randint(0, 256, (1, 9, 64, 64, 3), dtype=torch.uint8).repeat(2, 1, 1, 1, 1)
+    cfg = StageConfig(12, 2e-3, 2, latent_crop=4, accumulate=2, own_weight=3.0, loss_weight="min-snr")
+    stats = train_unet(stacks, cfg, run, random_model_dir)
+    assert stats["updates"] == 12 and (run / "unet" / "config.json").is_file()
+    from training.train_tiny import unet_loss
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    latents = torch.load(run / "latents.pt")
+    assert latents.shape[-1] == 8  # whole latents cached; the crop is taken per batch
+    vae = AutoencoderKLTemporalDecoder.from_pretrained(run / "vae")
+    seen = []
+    orig = vae.encode
+
+    def spy(x):
+        seen.append(tuple(x.shape[-2:]))
+        return orig(x)
+    vae.encode = spy
+    from diffusers import UNetSpatioTemporalConditionModel
+    from transformers import CLIPVisionModelWithProjection
+
+    unet = UNetSpatioTemporalConditionModel.from_pretrained(run / "unet")
+    enc = CLIPVisionModelWithProjection.from_pretrained(run / "image_encoder")
+    unet_loss(unet, enc, vae, stacks, latents, cfg, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    assert seen == [(32, 32)]  # the conditioning photo cropped to the latent crop's pixels

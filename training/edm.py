@@ -36,8 +36,41 @@ def sample_sigmas(n: int, generator: torch.Generator, mean=SIGMA_LOG_MEAN, std=S
 
 def edm_v_loss(denoised: torch.Tensor, target: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
     """Weighted MSE with the reference's weight (1 + sigma^2) / sigma^2."""
-    weight = ((1 + sigmas ** 2) / sigmas ** 2).view(-1, 1, 1, 1, 1)
-    return (weight * (denoised.float() - target.float()) ** 2).mean()
+    return weighted_loss(denoised, target, sigmas)
+
+
+LOSS_WEIGHTS = ("edm", "min-snr")
+
+
+def sigma_weight(sigmas: torch.Tensor, kind: str = "edm", gamma: float = 5.0) -> torch.Tensor:
+    """Per-sample weight of the squared error of the denoised (x0) estimate.
+
+    "edm": (1 + sigma^2) / sigma^2, the reference's (EDM with sigma_data 1: a unit-variance v-loss).
+    "min-snr": min(SNR, gamma) with SNR = 1 / sigma^2 (Hang et al. 2023, "Efficient Diffusion Training
+    via Min-SNR Weighting Strategy"; the same weight whether written on x0, eps or v): the low-noise
+    steps, which dominate the EDM weight, are capped at gamma, so they conflict less with the others."""
+    snr = 1.0 / sigmas.float() ** 2
+    if kind == "edm":
+        return 1.0 + snr
+    if kind == "min-snr":
+        return snr.clamp(max=gamma)
+    raise ValueError(f"loss weight {kind!r}: expected one of {LOSS_WEIGHTS}")
+
+
+def weighted_loss(denoised: torch.Tensor, target: torch.Tensor, sigmas: torch.Tensor, kind: str = "edm",
+                  gamma: float = 5.0, own_frame: torch.Tensor | None = None, own_weight: float = 1.0) -> torch.Tensor:
+    """Mean of sigma_weight x squared error over [B, F, C, h, w]. With `own_frame` ([B] input positions)
+    and `own_weight` != 1, each sample's input frame counts `own_weight` times (the weights normalised
+    to mean 1 over the frames): the frame whose latent the conditioning carries, which a UNet that
+    uses the conditioning only as a loose hint gets as wrong as the far frames."""
+    err = sigma_weight(sigmas, kind, gamma).view(-1, 1, 1, 1, 1) * (denoised.float() - target.float()) ** 2
+    if own_frame is None or own_weight == 1.0:
+        return err.mean()
+    frames = err.shape[1]
+    weight = torch.ones(err.shape[:2], device=err.device)
+    weight[torch.arange(len(weight), device=err.device), own_frame.to(err.device)] = own_weight
+    weight = weight / weight.mean(dim=1, keepdim=True)
+    return (err.mean(dim=(2, 3, 4)) * weight).sum() / (len(weight) * frames)
 
 
 def conditioning_dropout_masks(n: int, generator: torch.Generator, p: float = 0.1):

@@ -46,6 +46,12 @@ class StageConfig:
     seed: int = 0
     checkpoint_minutes: float = 5.0
     sigma_uniform: float = 0.0  # UNet: fraction of sigmas drawn log-uniform over the sampler's range
+    # The UNet's cheaper-training levers (issue 23 item 4; the defaults are the shipped teacher's recipe):
+    loss_weight: str = "edm"  # edm.sigma_weight: "edm" (the reference's) or "min-snr"
+    snr_gamma: float = 5.0  # min-snr's cap
+    own_weight: float = 1.0  # how many times the input's own frame counts in the loss (edm.weighted_loss)
+    latent_crop: int = 0  # train on random latent crops of this side (and the matching pixel crop); 0 = whole
+    accumulate: int = 1  # batches summed into one update (effective batch = batch x accumulate)
 
 
 def _log(msg: str) -> None:
@@ -251,9 +257,12 @@ def train_unet(stacks: torch.Tensor, cfg: StageConfig, run_dir: Path, init: Path
         lr = _lr_at(at, cfg)
         for g in opt.param_groups:
             g["lr"] = lr
-        loss = unet_loss(unet, encoder, vae, stacks, latents, cfg, gen, noise_gen, device, precision)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = 0.0
+        for _ in range(cfg.accumulate):
+            part = unet_loss(unet, encoder, vae, stacks, latents, cfg, gen, noise_gen, device, precision)
+            (part / cfg.accumulate).backward()
+            loss = loss + part.detach() / cfg.accumulate
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         decay = min(0.999, (1 + step) / (10 + step))
@@ -304,6 +313,16 @@ def unet_loss(unet, encoder, vae, stacks: torch.Tensor, latents: torch.Tensor, c
     inputs = to_m11(stacks[idx, pos].to(device))  # [B, 3, H, W]
     if flip:
         target, inputs = target.flip(-1), inputs.flip(-1)
+    whole = inputs  # the image encoder sees the whole photo, as at inference
+    if cfg.latent_crop and cfg.latent_crop < min(target.shape[-2:]):
+        # One crop for the batch: the UNet is convolutional (and its attention takes any token count),
+        # so a crop of a quarter of the latent costs about a quarter of a whole-frame step.
+        f = inputs.shape[-1] // target.shape[-1]
+        c = cfg.latent_crop
+        y, x = (int(v) for v in (torch.randint(0, target.shape[-2] - c + 1, (1,), generator=gen),
+                                 torch.randint(0, target.shape[-1] - c + 1, (1,), generator=gen)))
+        target = target[..., y:y + c, x:x + c]
+        inputs = inputs[..., y * f:(y + c) * f, x * f:(x + c) * f]
     # Conditioning noise augmentation (the reference trains with it; inference uses none).
     cond_sigma = torch.exp(torch.randn(B, generator=gen) * edm.COND_NOISE_LOG_STD + edm.COND_NOISE_LOG_MEAN)
     noise = torch.randn(inputs.shape, generator=noise_gen, device=device)
@@ -313,7 +332,7 @@ def unet_loss(unet, encoder, vae, stacks: torch.Tensor, latents: torch.Tensor, c
     cond = torch.zeros_like(target)
     cond[torch.arange(B, device=device), pos.to(device)] = cond_lat
     with autocast:
-        emb = image_embedding(encoder, inputs, clip_size, mean, std)  # [B, 1, D], trained jointly
+        emb = image_embedding(encoder, whole, clip_size, mean, std)  # [B, 1, D], trained jointly
     keep_emb, keep_lat = (m.to(device) for m in edm.conditioning_dropout_masks(B, gen))
     emb = emb * keep_emb.view(-1, 1, 1)
     cond = cond * keep_lat.view(-1, 1, 1, 1, 1)
@@ -324,7 +343,7 @@ def unet_loss(unet, encoder, vae, stacks: torch.Tensor, latents: torch.Tensor, c
     time_ids = torch.stack([torch.full((B,), 6.0), torch.zeros(B), cond_sigma], dim=1).to(device)
     with autocast:
         denoised = edm.denoise(unet, noisy, sigmas, cond, emb, time_ids)
-    return edm.edm_v_loss(denoised, target, sigmas)
+    return edm.weighted_loss(denoised, target, sigmas, cfg.loss_weight, cfg.snr_gamma, pos, cfg.own_weight)
 
 
 # ------------------------------------------------------------------ export
@@ -374,6 +393,14 @@ def main(argv=None) -> None:
     p.add_argument("--crop", type=int, default=32, help="VAE training crop size (vae)")
     p.add_argument("--sigma-uniform", type=float, default=0.0,
                    help="fraction of UNet training sigmas drawn log-uniform over the sampler's range (unet)")
+    p.add_argument("--loss-weight", choices=edm.LOSS_WEIGHTS, default="edm",
+                   help="sigma weighting of the UNet loss: the reference's EDM weight or min-SNR-gamma (unet)")
+    p.add_argument("--snr-gamma", type=float, default=5.0, help="min-SNR's cap (unet)")
+    p.add_argument("--own-weight", type=float, default=1.0,
+                   help="weight of the input's own frame in the UNet loss, the others 1 (unet)")
+    p.add_argument("--latent-crop", type=int, default=0,
+                   help="train the UNet on random latent crops of this side (8 = 64 px at 128x128); 0 = whole frames")
+    p.add_argument("--accumulate", type=int, default=1, help="batches summed into one UNet update (unet)")
     p.add_argument("--device", default="cpu", help="torch device of the UNet stage (cpu, cuda, cuda:1, ...)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: autocast of the UNet and image encoder (unet)")
@@ -402,7 +429,9 @@ def main(argv=None) -> None:
         train_vae(stacks, StageConfig(args.steps, args.lr or 1e-3, 1, args.seed), run_dir, args.crop)
     else:
         train_unet(stacks, StageConfig(args.steps, args.lr or 3e-4, args.batch or 4, args.seed,
-                                       sigma_uniform=args.sigma_uniform),
+                                       sigma_uniform=args.sigma_uniform, loss_weight=args.loss_weight,
+                                       snr_gamma=args.snr_gamma, own_weight=args.own_weight,
+                                       latent_crop=args.latent_crop, accumulate=args.accumulate),
                    run_dir, args.init, device, args.precision, args.minutes)
 
 

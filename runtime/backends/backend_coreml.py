@@ -13,7 +13,6 @@ the thin runtime), or as CPU torch tensors through the torch boundary (`load`).
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import os
 import platform
 
@@ -24,6 +23,7 @@ from refocus_edge.runtime.backends.base import Availability, Backend, BackendUna
 from refocus_edge.runtime.backends.boundary import torch_facing
 from refocus_edge.runtime.backends.chain import ChainRunner
 from refocus_edge.runtime.bundle import BundleError, resolve_inside
+from refocus_edge.runtime.importable import importable
 from refocus_edge.runtime.errors import InvalidArgumentError
 
 MACOS_ONLY = "Core ML runs only on macOS"
@@ -49,10 +49,6 @@ def numpy_type(data_type_name: str):
     return _NP_TYPES.get(data_type_name, np.float32)
 
 
-def _installed(package: str) -> bool:
-    return importlib.util.find_spec(package) is not None
-
-
 def _input_types(spec, ct) -> dict:
     """Input name -> numpy dtype, read from the package's model description."""
     enum = ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType
@@ -71,7 +67,7 @@ class CoreMLBackend(Backend):
     def availability(self) -> Availability:
         if not on_macos():
             return Availability(False, f"{MACOS_ONLY} (this is {platform.system() or 'an unknown system'})")
-        if not _installed("coremltools"):
+        if not importable("coremltools"):
             return Availability(False, "package 'coremltools' is not installed (pip install coremltools)")
         try:
             units = compute_units()

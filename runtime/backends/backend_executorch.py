@@ -17,12 +17,12 @@ a time (the VAE group's encoder and decoders included), not one component group.
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 
 from refocus_edge.runtime.artifacts import EXECUTORCH
 from refocus_edge.runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
 from refocus_edge.runtime.backends.boundary import numpy_facing
 from refocus_edge.runtime.backends.threads import thread_budget
+from refocus_edge.runtime.importable import importable
 from refocus_edge.runtime.program_shapes import check_program_feeds, per_item_axis, program_shapes, program_spec
 
 INSTALL = "pip install 'refocus-edge[executorch]'"
@@ -31,18 +31,16 @@ PRECISIONS = ("fp32", "fp16", "int8")
 _FLOAT_TYPES = {6: "float32", 5: "float16"}
 
 
-def _installed() -> bool:
-    return importlib.util.find_spec("executorch") is not None and importlib.util.find_spec("torch") is not None
-
-
 class ExecuTorchBackend(Backend):
     name = "executorch"
     artifact = EXECUTORCH
     priority = 4
 
     def availability(self) -> Availability:
-        if not _installed():
-            return Availability(False, f"package 'executorch' is not installed ({INSTALL})")
+        # The ExecuTorch runtime's Python bindings import torch, so it needs both packages.
+        missing = [name for name in ("executorch", "torch") if not importable(name)]
+        if missing:
+            return Availability(False, f"package '{missing[0]}' is not installed ({INSTALL})")
         version = importlib.metadata.version("executorch")
         return Availability(True, f"executorch {version}, XNNPACK CPU, {', '.join(PRECISIONS)}",
                             {"executorch": version, "torch": importlib.metadata.version("torch")})

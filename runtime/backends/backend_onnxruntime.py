@@ -10,7 +10,6 @@ from the one asked for, the load fails instead of running silently on something 
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import numpy as np
@@ -19,6 +18,7 @@ from refocus_edge.runtime.artifacts import ONNX
 from refocus_edge.runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
 from refocus_edge.runtime.backends.boundary import torch_facing
 from refocus_edge.runtime.backends.threads import thread_budget
+from refocus_edge.runtime.importable import importable
 
 PREFERENCE = ("CUDAExecutionProvider", "CPUExecutionProvider")
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
@@ -41,7 +41,7 @@ class OnnxRuntimeBackend(Backend):
     priority = 1
 
     def availability(self) -> Availability:
-        if importlib.util.find_spec("onnxruntime") is None:
+        if not importable("onnxruntime"):
             return Availability(False, "package 'onnxruntime' is not installed (pip install onnxruntime)")
         import onnxruntime as ort
 

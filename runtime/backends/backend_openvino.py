@@ -25,7 +25,6 @@ Device: $REFOCUS_OPENVINO_DEVICE (CPU, GPU, NPU, ...; default CPU). Only the CPU
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -38,6 +37,7 @@ from refocus_edge.runtime.artifacts import ONNX
 from refocus_edge.runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
 from refocus_edge.runtime.backends.boundary import torch_facing
 from refocus_edge.runtime.backends.threads import thread_budget
+from refocus_edge.runtime.importable import importable
 
 DEVICE_ENV = "REFOCUS_OPENVINO_DEVICE"
 INSTALL = "pip install 'refocus-edge[openvino]'"
@@ -67,17 +67,13 @@ def device_facts(name: str) -> dict:
             "default_precision": core.get_property(name, "INFERENCE_PRECISION_HINT").to_string()}
 
 
-def _installed() -> bool:
-    return importlib.util.find_spec("openvino") is not None
-
-
 class OpenVinoBackend(Backend):
     name = "openvino"
     artifact = ONNX
     priority = 2
 
     def availability(self) -> Availability:
-        if not _installed():
+        if not importable("openvino"):
             return Availability(False, f"package 'openvino' is not installed ({INSTALL})")
         try:
             facts = device_facts(device())
@@ -90,7 +86,7 @@ class OpenVinoBackend(Backend):
     def supports(self, precision: str) -> bool:
         if precision == "bf16":  # a device capability, not a graph: ask the device
             try:
-                return _installed() and "BF16" in device_facts(device())["capabilities"].split()
+                return importable("openvino") and "BF16" in device_facts(device())["capabilities"].split()
             except Exception:
                 return False
         # fp16 graphs would run with f32 arithmetic on CPUs without native fp16 (a fp16 label on

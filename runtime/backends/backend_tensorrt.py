@@ -32,7 +32,6 @@ unit-tested without tensorrt.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import sys
@@ -292,10 +291,6 @@ def ensure_engine(bundle, spec, precision: str, *, trt_version: str, compute_cap
                         reason, data)
 
 
-def _installed(package: str) -> bool:
-    return importlib.util.find_spec(package) is not None
-
-
 def graphs_enabled() -> bool:
     return os.environ.get(GRAPH_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
@@ -548,7 +543,7 @@ class TensorRTBackend(Backend):
         return precision in TRT_PRECISIONS
 
     def availability(self) -> Availability:
-        if not _installed("tensorrt"):
+        if not importable("tensorrt"):
             return Availability(False, "package 'tensorrt' is not installed "
                                        "(pip install tensorrt, on a machine with an NVIDIA GPU)")
         if not importable("torch"):
