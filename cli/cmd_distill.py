@@ -55,6 +55,13 @@ def register(sub) -> None:
     p.add_argument("--focus-weight", type=float, default=0.0,
                    help="ground-truth: weight of the L1 between log focus maps (local Laplacian energy) of the "
                         "decoded crop and the true frames, for a stack whose sharpness sweeps with depth (default 0)")
+    p.add_argument("--sizes", type=size_wxh, nargs="+", default=[], metavar="WxH",
+                   help="ground-truth: larger sizes the student also learns from, as random working-size crops "
+                   "of stacks rendered there (the blur of a photo served at that size)")
+    p.add_argument("--size-samples", type=int, default=192, help="ground-truth: stacks per --sizes size "
+                   "(default %(default)s)")
+    p.add_argument("--size-mix", type=float, default=0.5, help="ground-truth: share of the updates drawn from "
+                   "the --sizes stacks (default %(default)s)")
     p.add_argument("--seed", type=seed, default=0, help="seeds data order, noise and initial states (default 0)")
     p.add_argument("--run-dir", type=Path, default=None, help="checkpoints (default runs/distill/<out name>)")
     p.add_argument("--cache", type=Path, default=None, help="trajectory cache folder (default: keyed by teacher)")
@@ -76,9 +83,13 @@ def run(args) -> int:
     if min(args.perceptual_weight, args.teacher_weight, args.perceptual_crop, args.focus_weight) < 0:
         raise InvalidArgumentError("--perceptual-weight, --teacher-weight, --focus-weight and --perceptual-crop "
                                    "must be >= 0")
-    if args.objective == "teacher" and (args.teacher_weight or args.perceptual_weight != 1.0 or args.focus_weight):
-        raise InvalidArgumentError("--teacher-weight, --perceptual-weight and --focus-weight belong to "
+    if args.objective == "teacher" and (args.teacher_weight or args.perceptual_weight != 1.0 or args.focus_weight
+                                        or args.sizes):
+        raise InvalidArgumentError("--teacher-weight, --perceptual-weight, --focus-weight and --sizes belong to "
                                    "--objective ground-truth")
+    if not 0.0 <= args.size_mix <= 1.0 or args.size_samples < 1:
+        raise InvalidArgumentError(f"--size-mix must be in [0, 1] and --size-samples >= 1, got {args.size_mix} "
+                                   f"and {args.size_samples}")
     cfg = DistillConfig(
         teacher=args.teacher, teacher_unet=args.teacher_unet, out=args.out, steps=args.steps, data=args.data,
         size=args.size, samples=args.samples, iterations=args.iterations, batch=args.batch, lr=args.lr,
@@ -86,7 +97,8 @@ def run(args) -> int:
         trainable=args.trainable, precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
         device=args.device, sigma_max=args.sigma_max, sigma_min=args.sigma_min, run_dir=args.run_dir,
         cache=args.cache, force=args.force, objective=args.objective, perceptual_weight=args.perceptual_weight,
-        perceptual_crop=args.perceptual_crop, teacher_weight=args.teacher_weight, focus_weight=args.focus_weight)
+        perceptual_crop=args.perceptual_crop, teacher_weight=args.teacher_weight, focus_weight=args.focus_weight,
+        sizes=tuple(tuple(s) for s in args.sizes), size_samples=args.size_samples, size_mix=args.size_mix)
     out = run_distillation(cfg, log=lambda msg: print(msg, file=sys.stderr))
     print(out)
     return 0

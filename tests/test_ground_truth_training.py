@@ -101,11 +101,11 @@ def test_focus_weight_adds_the_focus_term(tmp_path, random_model_dir, stacks_npy
     idx, pos = torch.tensor([0, 1]), torch.tensor([2, 7])
     noise = torch.randn((2, *trainer.data.latents.shape[1:]), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        terms = trainer.losses(trainer.student, idx, pos, noise, torch.Generator().manual_seed(2))
+        terms = trainer.losses(trainer.student, trainer.batch(idx, pos), noise, torch.Generator().manual_seed(2))
     assert set(terms) == {"mse", "perceptual", "focus"} and float(terms["focus"]) > 0
     without = _trainer(_cfg(tmp_path / "b", random_model_dir, stacks_npy, steps=1, cache=tmp_path / "gt-cache"))
     with torch.no_grad():
-        plain = without.losses(without.student, idx, pos, noise, torch.Generator().manual_seed(2))
+        plain = without.losses(without.student, without.batch(idx, pos), noise, torch.Generator().manual_seed(2))
     assert "focus" not in plain
     assert float(plain["perceptual"]) == pytest.approx(float(terms["perceptual"]), rel=1e-6)
     assert float(plain["mse"]) == pytest.approx(float(terms["mse"]), rel=1e-6)
@@ -185,3 +185,36 @@ def test_cli_ground_truth_student_is_a_model_like_any_other(tmp_path, random_mod
     capsys.readouterr()
     assert main(argv[:-6] + ["--teacher-weight", "-1", "--out", str(tmp_path / "x")]) == 2
     assert "must be >= 0" in capsys.readouterr().err
+
+
+def test_larger_sizes_train_as_working_size_crops_of_their_renders(tmp_path, random_model_dir, stacks_npy):
+    """--sizes: ground truth rendered at the larger size (synthetic renderer: a .npy cache holds one size),
+    cached once; a batch drawn from it is latent-aligned working-size crops whose frames are the crops'
+    pixels and whose embeddings are the whole input photo's; the loss trains through it."""
+    from dataclasses import replace
+
+    from refocus_edge.export.distillation.pipeline import load_teacher, prepare_size_ground_truth
+    from refocus_edge.export.distillation.ground_truth import load_ground_truth
+    from refocus_edge.runtime.errors import InvalidArgumentError
+
+    cfg = _cfg(tmp_path, random_model_dir, stacks_npy, steps=1, sizes=((128, 64),), size_samples=2, size_mix=1.0)
+    teacher = load_teacher(cfg)
+    [folder] = prepare_size_ground_truth(teacher, cfg, log=lambda m: None)
+    assert folder == Path(f"{cfg.cache}-128x64")
+    big = load_ground_truth(folder, 2)
+    assert big.latents.shape[-2:] == (8, 16) and big.frames.shape[-2:] == (64, 128)
+    trainer = _trainer(cfg)
+    trainer.extra = [big]
+    batch = trainer.batch(torch.tensor([0, 1]), torch.tensor([3, 5]), big, crop_gen=torch.Generator().manual_seed(0))
+    assert batch.latents.shape == (2, 9, *trainer.data.latents.shape[2:])
+    assert batch.frames.shape[-2:] == (64, 64)
+    for b in range(2):  # each crop is a real place in its larger stack, pixels and latents together
+        lat = big.latents[b].float()
+        x = next(x for x in range(9) if torch.equal(lat[..., x:x + 8], batch.latents[b]))
+        assert torch.equal(big.frames[b, ..., x * 8:x * 8 + 64], batch.frames[b])
+    torch.testing.assert_close(batch.embeddings, big.embeddings[[0, 1], [3, 5]].float())
+    loss = trainer.loss()
+    loss.backward()
+    assert torch.isfinite(loss)
+    with pytest.raises(InvalidArgumentError, match="at least the working size"):
+        prepare_size_ground_truth(teacher, replace(cfg, sizes=((32, 64),)), log=lambda m: None)

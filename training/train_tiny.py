@@ -23,7 +23,7 @@ import json
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -428,11 +428,15 @@ def main(argv=None) -> None:
     if args.stage == "vae":
         train_vae(stacks, StageConfig(args.steps, args.lr or 1e-3, 1, args.seed), run_dir, args.crop)
     else:
-        train_unet(stacks, StageConfig(args.steps, args.lr or 3e-4, args.batch or 4, args.seed,
-                                       sigma_uniform=args.sigma_uniform, loss_weight=args.loss_weight,
-                                       snr_gamma=args.snr_gamma, own_weight=args.own_weight,
-                                       latent_crop=args.latent_crop, accumulate=args.accumulate),
-                   run_dir, args.init, device, args.precision, args.minutes)
+        cfg = StageConfig(args.steps, args.lr or 3e-4, args.batch or 4, args.seed,
+                          sigma_uniform=args.sigma_uniform, loss_weight=args.loss_weight,
+                          snr_gamma=args.snr_gamma, own_weight=args.own_weight,
+                          latent_crop=args.latent_crop, accumulate=args.accumulate)
+        stats = train_unet(stacks, cfg, run_dir, args.init, device, args.precision, args.minutes)
+        # What this invocation did (a resumed run writes its own part), for benchmarks/teacher_levers.py.
+        record = {"config": asdict(cfg), "init": str(args.init) if args.init else None, "minutes": args.minutes,
+                  "threads": torch.get_num_threads(), "device": str(device), "precision": args.precision, **stats}
+        (run_dir / "unet_run.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,12 @@ class DistillConfig:
     # ground-truth: L1 between the log focus maps (local Laplacian energy) of the decoded crop and of
     # the true frames: the per-pixel sharpness curve across frames that depth from focus reads.
     focus_weight: float = 0.0
+    # ground-truth: larger sizes (W, H) the student also learns from, as random working-size latent crops of
+    # stacks rendered there (the lens blur grows with the image, so a crop of a larger render shows the blur a
+    # photo served at that size has); `size_mix` of the updates draw their batch from them.
+    sizes: tuple[tuple[int, int], ...] = ()
+    size_samples: int = 192
+    size_mix: float = 0.5
 
     @property
     def schedule(self) -> StudentSchedule:
@@ -69,5 +75,7 @@ class DistillConfig:
         keys = ("steps", "batch", "lr", "weight_decay", "ema_decay", "rollout_fraction", "seed",
                 "trainable", "precision", "sigma_max", "sigma_min", "samples", "objective",
                 "perceptual_weight", "perceptual_crop", "teacher_weight", "focus_weight")
+        if self.sizes:  # only when set, so that runs from before the option resume
+            keys += ("sizes", "size_samples", "size_mix")
         d = asdict(self)
         return {k: d[k] for k in keys} | {"init": str(self.init) if self.init else None}

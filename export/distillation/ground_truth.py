@@ -50,6 +50,17 @@ class GroundTruthStacks:
         return len(self.latents)
 
 
+@dataclass
+class GroundTruthBatch:
+    """One update's stacks: latents [B, F, C, h, w] float32 unscaled, the input photos' embeddings [B, 1, D],
+    the true frames [B, F, 3, H, W] uint8 and the input positions [B]."""
+
+    latents: torch.Tensor
+    embeddings: torch.Tensor
+    frames: torch.Tensor
+    pos: torch.Tensor
+
+
 def ground_truth_facts(refocuser, cfg: DistillConfig, size) -> dict:
     from refocus_edge.runtime.artifacts import model_hash
 
@@ -175,10 +186,13 @@ class GroundTruthTrainer(TrainerCore):
 
     def __init__(self, student, refocuser, data: GroundTruthStacks, sigmas: torch.Tensor, init_sigma: float,
                  cfg: DistillConfig, train_count: int, teacher_objective: TrajectoryObjective | None = None,
-                 log=print):
+                 log=print, extra: list[GroundTruthStacks] | tuple = ()):
+        """`extra`: ground truth at the larger training sizes (cfg.sizes), cut to `data`'s latent size in
+        each draw."""
         from refocus_edge.runtime.metrics.lpips import LPIPS
 
         self.data, self.sigmas = data, sigmas.to(torch.float32)
+        self.extra = list(extra)
         self.steps = len(sigmas) - 1
         self.init_sigma = float(init_sigma)
         self.train_count = int(train_count)
@@ -196,10 +210,29 @@ class GroundTruthTrainer(TrainerCore):
         self.frames_n = data.latents.shape[1]
 
     # ------------------------------------------------------------- batches
-    def conditioning(self, idx: torch.Tensor, pos: torch.Tensor) -> Conditioning:
-        lat = self.data.latents[idx, pos].float()
-        return Conditioning(place_at_positions(lat, pos, self.frames_n).to(self.device),
-                            self.data.embeddings[idx, pos].float().to(self.device), pos)
+    def batch(self, idx: torch.Tensor, pos: torch.Tensor, data: GroundTruthStacks | None = None,
+              crop_gen: torch.Generator | None = None) -> GroundTruthBatch:
+        """Stacks `idx` of `data` (default: the working-size ground truth) with inputs at `pos`; with
+        `crop_gen`, each stack cut to a random latent-aligned crop of the working latent size (the
+        image embedding stays the whole input photo's, as when a photo is served at that size)."""
+        data = self.data if data is None else data
+        latents, frames = data.latents[idx].float(), data.frames[idx]
+        if crop_gen is not None:
+            h, w = self.data.latents.shape[-2:]
+            f = self.factor
+            cut_l, cut_f = [], []
+            for b in range(len(idx)):
+                y = int(torch.randint(0, latents.shape[-2] - h + 1, (1,), generator=crop_gen))
+                x = int(torch.randint(0, latents.shape[-1] - w + 1, (1,), generator=crop_gen))
+                cut_l.append(latents[b, ..., y:y + h, x:x + w])
+                cut_f.append(frames[b, ..., y * f:(y + h) * f, x * f:(x + w) * f])
+            latents, frames = torch.stack(cut_l), torch.stack(cut_f)
+        return GroundTruthBatch(latents, data.embeddings[idx, pos].float(), frames, pos)
+
+    def conditioning(self, batch: GroundTruthBatch) -> Conditioning:
+        lat = batch.latents[torch.arange(len(batch.pos)), batch.pos]
+        return Conditioning(place_at_positions(lat, batch.pos, self.frames_n).to(self.device),
+                            batch.embeddings.to(self.device), batch.pos)
 
     def sample(self, unet, c: Conditioning, noise: torch.Tensor) -> torch.Tensor:
         """The runtime's few-step Euler loop (guidance-free), differentiable when grads are on."""
@@ -220,21 +253,20 @@ class GroundTruthTrainer(TrainerCore):
             start += size
         return torch.cat(out)
 
-    def losses(self, unet, idx: torch.Tensor, pos: torch.Tensor, noise: torch.Tensor, crop_gen) -> dict:
-        """{'mse', 'perceptual', 'focus'} of the student's samples for stacks `idx` at input positions `pos`
+    def losses(self, unet, batch: GroundTruthBatch, noise: torch.Tensor, crop_gen) -> dict:
+        """{'mse', 'perceptual', 'focus'} of the student's samples for a batch of stacks and input positions
         (the decoded-crop terms only when their weight is nonzero)."""
-        c = self.conditioning(idx, pos)
-        out = self.sample(unet, c, noise)
-        target = self.data.latents[idx].float().to(self.device) * self.scaling
+        out = self.sample(unet, self.conditioning(batch), noise)
+        target = batch.latents.to(self.device) * self.scaling
         terms = {"mse": (out - target).pow(2).mean()}
         if self.lpips is not None or self.cfg.focus_weight > 0:
             # One stack of the batch, one crop: the decoder's backward pass is the costly part.
-            b = int(torch.randint(len(idx), (1,), generator=crop_gen))
+            b = int(torch.randint(len(batch.pos), (1,), generator=crop_gen))
             h, w = out.shape[-2:]
             y, x, ch, cw = random_crop(crop_gen, h, w, self.cfg.perceptual_crop)
             f = self.factor
             frames = self.decode(out[b, :, :, y:y + ch, x:x + cw])
-            gt = self.data.frames[int(idx[b]), :, :, y * f:(y + ch) * f, x * f:(x + cw) * f]
+            gt = batch.frames[b, :, :, y * f:(y + ch) * f, x * f:(x + cw) * f]
             gt = gt.float().div(127.5).sub(1).to(self.device)
             frames = frames.clamp(-1, 1)
             if self.lpips is not None:
@@ -249,9 +281,18 @@ class GroundTruthTrainer(TrainerCore):
 
     def loss(self) -> torch.Tensor:
         cfg, b = self.cfg, self.cfg.batch
-        idx = torch.randint(self.train_count, (b,), generator=self.gen)
-        pos = torch.randint(self.frames_n, (b,), generator=self.gen)
-        terms = self.losses(self.student, idx, pos, self.noise(b), self.gen)
+        if self.extra and float(torch.rand((), generator=self.gen)) < cfg.size_mix:
+            # A batch from one of the larger sizes, every stack a working-size crop of it (all of them
+            # train: the held-back stacks are the working size's).
+            data = self.extra[int(torch.randint(len(self.extra), (1,), generator=self.gen))]
+            idx = torch.randint(len(data), (b,), generator=self.gen)
+            pos = torch.randint(self.frames_n, (b,), generator=self.gen)
+            batch = self.batch(idx, pos, data, crop_gen=self.gen)
+        else:
+            idx = torch.randint(self.train_count, (b,), generator=self.gen)
+            pos = torch.randint(self.frames_n, (b,), generator=self.gen)
+            batch = self.batch(idx, pos)
+        terms = self.losses(self.student, batch, self.noise(b), self.gen)
         loss = (terms["mse"] + cfg.perceptual_weight * terms.get("perceptual", 0.0)
                 + cfg.focus_weight * terms.get("focus", 0.0))
         if cfg.teacher_weight > 0:
@@ -268,9 +309,9 @@ class GroundTruthTrainer(TrainerCore):
         gen = torch.Generator().manual_seed(1234)
         pos = torch.arange(len(idx)) % self.frames_n
         noise = torch.randn((len(idx), *self.data.latents.shape[1:]), generator=gen) * self.init_sigma
-        c = self.conditioning(idx, pos)
-        out = self.sample(unet, c, noise)
-        target = self.data.latents[idx].float().to(self.device) * self.scaling
+        batch = self.batch(idx, pos)
+        out = self.sample(unet, self.conditioning(batch), noise)
+        target = batch.latents.to(self.device) * self.scaling
         lp = self.lpips or LPIPS("alex").to(self.device)
         perceptual = []
         for b in range(len(idx)):

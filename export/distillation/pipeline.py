@@ -124,6 +124,10 @@ def _readme(cfg: DistillConfig, card: dict) -> str:
         method = _GROUND_TRUTH_METHOD.format(steps=cfg.steps, pw=cfg.perceptual_weight, crop=crop,
                                              teacher=teacher, focus=focus)
         data = f"{t['samples']} ground-truth stacks from {card['data']}"
+        if cfg.sizes:
+            sizes = ", ".join(f"{w}x{h}" for w, h in cfg.sizes)
+            data += (f"; plus {cfg.size_samples} stacks rendered at each of {sizes} (larger blur in pixels), "
+                     f"{cfg.size_mix:.0%} of the updates on random working-size crops of them")
         measured = "against the ground truth, held-back stacks, fixed noise and input positions"
     else:
         method = _TRAJECTORY_METHOD.format(guidance=card["teacher_guidance"], rollout=cfg.rollout_fraction)
@@ -165,6 +169,31 @@ def prepare_ground_truth(refocuser, cfg: DistillConfig, log=print) -> Path:
     return build_ground_truth(refocuser, source, folder, cfg.samples, facts, progress=cfg.progress)
 
 
+def prepare_size_ground_truth(refocuser, cfg: DistillConfig, log=print) -> list[Path]:
+    """The ground truth at each of cfg.sizes (cfg.size_samples stacks each), one cache folder per size.
+    A stack cache (.npy) holds one size only, so there the larger sizes come from the synthetic
+    renderer's training split (the same scenes at the same indices); a dataset folder is read at the size."""
+    from dataclasses import replace
+
+    from refocus_edge.export.distillation.ground_truth import build_ground_truth, default_ground_truth_dir, ground_truth_facts
+
+    w0, h0 = working_size(refocuser, cfg)
+    f = refocuser.vae_scale_factor
+    for w, h in cfg.sizes:  # before minutes of rendering, not after
+        if w % f or h % f or w < w0 or h < h0:
+            raise InvalidArgumentError(f"--sizes {w}x{h}: sides must be multiples of {f} and at least the "
+                                       f"working size {w0}x{h0} (each draw is a {w0}x{h0} crop of it)")
+    data = "synthetic" if str(cfg.data).endswith(".npy") else cfg.data
+    folders = []
+    for w, h in cfg.sizes:
+        facts = ground_truth_facts(refocuser, replace(cfg, data=data), (w, h))
+        folder = Path(f"{cfg.cache}-{w}x{h}") if cfg.cache is not None else default_ground_truth_dir(facts)
+        source = FocalStackSource(data, (w, h))
+        log(f"distill: ground truth at {w}x{h} -> {folder} ({cfg.size_samples} stacks from {source.kind})")
+        folders.append(build_ground_truth(refocuser, source, folder, cfg.size_samples, facts, progress=cfg.progress))
+    return folders
+
+
 def _teacher_objective(teacher, cfg: DistillConfig, sigmas, init_sigma, log):
     """The trajectory term beside the ground truth (teacher_weight > 0): its own cache folder."""
     from dataclasses import replace
@@ -186,7 +215,9 @@ def _ground_truth_phase(teacher, student, cfg: DistillConfig, sigmas, init_sigma
     data = load_ground_truth(folder, cfg.samples)
     n_train, n_val = split_counts(len(data))
     objective = _teacher_objective(teacher, cfg, sigmas, init_sigma, log) if cfg.teacher_weight > 0 else None
-    trainer = GroundTruthTrainer(student, teacher, data, sigmas, init_sigma, cfg, n_train, objective, log)
+    extra = [load_ground_truth(folder, cfg.size_samples) for folder in prepare_size_ground_truth(teacher, cfg, log)]
+    trainer = GroundTruthTrainer(student, teacher, data, sigmas, init_sigma, cfg, n_train, objective, log,
+                                 extra=extra)
     val_idx = torch.arange(n_train, n_train + min(n_val, 16))
     return trainer, lambda unet: trainer.validation(unet, val_idx), {
         "train_samples": n_train, "val_samples": len(val_idx), "samples": len(data)}
