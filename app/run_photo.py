@@ -131,7 +131,7 @@ def _refocus_locked(cfg: RunConfig, log: Callable[[str], None]) -> RunReport:
             "for the other backends)")
     # The model's own notes (which decoder, why a bundle serves its export size, ...), except the backend
     # choices just logged line by line.
-    shown = {f"{c.component}: {c.backend} ({c.device}): {c.reason}" for c in refocuser.choices or ()}
+    shown = {c.note for c in refocuser.choices or ()}
     for note in refocuser.notes:
         if note not in shown:
             log(f"note      {note}")

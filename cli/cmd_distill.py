@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from refocus_edge.cli.arg_types import seed, size_wxh
+from refocus_edge.cli.arg_types import positive_int, seed, size_wxh
 from refocus_edge.runtime.zoo import TEACHER_MODEL
 
 
@@ -58,7 +58,7 @@ def register(sub) -> None:
     p.add_argument("--sizes", type=size_wxh, nargs="+", default=[], metavar="WxH",
                    help="ground-truth: larger sizes the student also learns from, as random working-size crops "
                    "of stacks rendered there (the blur of a photo served at that size)")
-    p.add_argument("--size-samples", type=int, default=192, help="ground-truth: stacks per --sizes size "
+    p.add_argument("--size-samples", type=positive_int, default=192, help="ground-truth: stacks per --sizes size "
                    "(default %(default)s)")
     p.add_argument("--size-mix", type=float, default=0.5, help="ground-truth: share of the updates drawn from "
                    "the --sizes stacks (default %(default)s)")
@@ -87,9 +87,8 @@ def run(args) -> int:
                                         or args.sizes):
         raise InvalidArgumentError("--teacher-weight, --perceptual-weight, --focus-weight and --sizes belong to "
                                    "--objective ground-truth")
-    if not 0.0 <= args.size_mix <= 1.0 or args.size_samples < 1:
-        raise InvalidArgumentError(f"--size-mix must be in [0, 1] and --size-samples >= 1, got {args.size_mix} "
-                                   f"and {args.size_samples}")
+    if not 0.0 <= args.size_mix <= 1.0:
+        raise InvalidArgumentError(f"--size-mix must be in [0, 1], got {args.size_mix}")
     cfg = DistillConfig(
         teacher=args.teacher, teacher_unet=args.teacher_unet, out=args.out, steps=args.steps, data=args.data,
         size=args.size, samples=args.samples, iterations=args.iterations, batch=args.batch, lr=args.lr,

@@ -137,7 +137,7 @@ def load_bundle_refocuser(path: Path, backend: str | None = None, precision: str
         refocuser.notes.append(default_note)
     if size_note:
         refocuser.notes.append(size_note)
-    refocuser.notes.extend(f"{c.component}: {c.backend} ({c.device}): {c.reason}" for c in choices)
+    refocuser.notes.extend(c.note for c in choices)
     if low_memory:
         refocuser.notes.append("low-memory mode: one component resident at a time")
     return refocuser

@@ -44,6 +44,11 @@ class Choice:
     reason: str
     timings_ms: dict = field(default_factory=dict)  # "backend/precision" -> ms, or an error string
 
+    @property
+    def note(self) -> str:
+        """The line a run records for this choice (and `refocus run` logs as its backend line instead)."""
+        return f"{self.component}: {self.backend} ({self.device}): {self.reason}"
+
 
 def requested_backend(flag: str | None = None) -> str:
     name = flag or os.environ.get(ENV_VAR) or "auto"

@@ -66,11 +66,9 @@ def weighted_loss(denoised: torch.Tensor, target: torch.Tensor, sigmas: torch.Te
     err = sigma_weight(sigmas, kind, gamma).view(-1, 1, 1, 1, 1) * (denoised.float() - target.float()) ** 2
     if own_frame is None or own_weight == 1.0:
         return err.mean()
-    frames = err.shape[1]
     weight = torch.ones(err.shape[:2], device=err.device)
     weight[torch.arange(len(weight), device=err.device), own_frame.to(err.device)] = own_weight
-    weight = weight / weight.mean(dim=1, keepdim=True)
-    return (err.mean(dim=(2, 3, 4)) * weight).sum() / (len(weight) * frames)
+    return (err.mean(dim=(2, 3, 4)) * weight / weight.mean(dim=1, keepdim=True)).mean()
 
 
 def conditioning_dropout_masks(n: int, generator: torch.Generator, p: float = 0.1):

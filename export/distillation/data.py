@@ -65,3 +65,18 @@ class FocalStackSource:
     def input_image(self, index: int, position: int) -> torch.Tensor:
         """[1, 3, H, W] in [-1, 1]: the frame at `position` of stack `index`, as the sampler takes it."""
         return self.frames(index)[position:position + 1] * 2 - 1
+
+
+def larger_size_data(spec: str) -> str:
+    """The source of stacks at a larger training size (--sizes): a stack cache (.npy) holds one size
+    only, so there the synthetic renderer's training split (the same scenes at the same indices); a
+    dataset folder or "synthetic" is read at any size."""
+    return "synthetic" if str(spec).endswith(".npy") else spec
+
+
+def check_larger_size(size: tuple[int, int], working: tuple[int, int], factor: int) -> None:
+    """A --sizes size must be latent-aligned and hold a working-size crop (each draw is one)."""
+    w, h = size
+    if w % factor or h % factor or w < working[0] or h < working[1]:
+        raise InvalidArgumentError(f"--sizes {w}x{h}: sides must be multiples of {factor} and at least the "
+                                   f"working size {working[0]}x{working[1]} (its stacks are cut to that size)")

@@ -281,17 +281,15 @@ class GroundTruthTrainer(TrainerCore):
 
     def loss(self) -> torch.Tensor:
         cfg, b = self.cfg, self.cfg.batch
+        data, count, crop_gen = self.data, self.train_count, None
         if self.extra and float(torch.rand((), generator=self.gen)) < cfg.size_mix:
             # A batch from one of the larger sizes, every stack a working-size crop of it (all of them
             # train: the held-back stacks are the working size's).
             data = self.extra[int(torch.randint(len(self.extra), (1,), generator=self.gen))]
-            idx = torch.randint(len(data), (b,), generator=self.gen)
-            pos = torch.randint(self.frames_n, (b,), generator=self.gen)
-            batch = self.batch(idx, pos, data, crop_gen=self.gen)
-        else:
-            idx = torch.randint(self.train_count, (b,), generator=self.gen)
-            pos = torch.randint(self.frames_n, (b,), generator=self.gen)
-            batch = self.batch(idx, pos)
+            count, crop_gen = len(data), self.gen
+        idx = torch.randint(count, (b,), generator=self.gen)
+        pos = torch.randint(self.frames_n, (b,), generator=self.gen)
+        batch = self.batch(idx, pos, data, crop_gen=crop_gen)
         terms = self.losses(self.student, batch, self.noise(b), self.gen)
         loss = (terms["mse"] + cfg.perceptual_weight * terms.get("perceptual", 0.0)
                 + cfg.focus_weight * terms.get("focus", 0.0))

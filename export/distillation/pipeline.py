@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from refocus_edge.export.distillation.config import SHARED_STEP_COUNTS, DistillConfig
-from refocus_edge.export.distillation.data import FocalStackSource
+from refocus_edge.export.distillation.data import FocalStackSource, check_larger_size, larger_size_data
 from refocus_edge.export.distillation.schedule import StudentSchedule, student_sigmas, teacher_grid
 from refocus_edge.runtime.errors import InvalidArgumentError
 from refocus_edge.runtime.sampler import make_scheduler
@@ -170,20 +170,16 @@ def prepare_ground_truth(refocuser, cfg: DistillConfig, log=print) -> Path:
 
 
 def prepare_size_ground_truth(refocuser, cfg: DistillConfig, log=print) -> list[Path]:
-    """The ground truth at each of cfg.sizes (cfg.size_samples stacks each), one cache folder per size.
-    A stack cache (.npy) holds one size only, so there the larger sizes come from the synthetic
-    renderer's training split (the same scenes at the same indices); a dataset folder is read at the size."""
+    """The ground truth at each of cfg.sizes (cfg.size_samples stacks each), one cache folder per size
+    (where the stacks come from: data.larger_size_data)."""
     from dataclasses import replace
 
     from refocus_edge.export.distillation.ground_truth import build_ground_truth, default_ground_truth_dir, ground_truth_facts
 
-    w0, h0 = working_size(refocuser, cfg)
-    f = refocuser.vae_scale_factor
-    for w, h in cfg.sizes:  # before minutes of rendering, not after
-        if w % f or h % f or w < w0 or h < h0:
-            raise InvalidArgumentError(f"--sizes {w}x{h}: sides must be multiples of {f} and at least the "
-                                       f"working size {w0}x{h0} (each draw is a {w0}x{h0} crop of it)")
-    data = "synthetic" if str(cfg.data).endswith(".npy") else cfg.data
+    working = working_size(refocuser, cfg)
+    for size in cfg.sizes:  # before minutes of rendering, not after
+        check_larger_size(size, working, refocuser.vae_scale_factor)
+    data = larger_size_data(cfg.data)
     folders = []
     for w, h in cfg.sizes:
         facts = ground_truth_facts(refocuser, replace(cfg, data=data), (w, h))

@@ -86,7 +86,7 @@ Written by `{card['command']}`.
 
 
 def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "") -> Path:
-    from refocus_edge.export.distillation.data import FocalStackSource
+    from refocus_edge.export.distillation.data import FocalStackSource, check_larger_size, larger_size_data
     from refocus_edge.export.tiny_decoder.data import build_pairs, held_out_samples
     from refocus_edge.export.tiny_decoder.gate import decoder_gate, guided_gate
     from refocus_edge.export.tiny_decoder.trainer import TinyDecoderTrainer
@@ -124,7 +124,7 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
     else:
         init = _warm_start(tiny, Path(refocuser.source), log) if cfg.guided else "random weights"
     for extra_size in cfg.sizes:  # before hours of pairs, not after
-        _check_training_size(extra_size, size, factor)
+        check_larger_size(extra_size, size, factor)
     run_dir = cfg.resolved_run_dir(Path(refocuser.source))
     source = FocalStackSource(cfg.data, size)
     facts = pair_facts(Path(refocuser.source), cfg, size)
@@ -132,8 +132,7 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
     pairs = build_pairs(refocuser, source, run_dir / "pairs", cfg.samples, facts, cfg.seed, cfg.progress, log,
                         target=target)
     extra = []
-    # a stack cache (.npy) holds one size only: larger sizes are rendered by the synthetic generator
-    data = "synthetic" if str(cfg.data).endswith(".npy") else cfg.data
+    data = larger_size_data(cfg.data)
     for w, h in cfg.sizes:
         extra.append(build_pairs(refocuser, FocalStackSource(data, (w, h)), run_dir / f"pairs-{w}x{h}",
                                  cfg.size_samples, pair_facts(Path(refocuser.source), replace(cfg, data=data), (w, h)),
@@ -175,13 +174,6 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
             (stage / "README.md").write_text(readme(Path(refocuser.source), cfg, card))
     log(f"distill-decoder: wrote {out}")
     return out
-
-
-def _check_training_size(size, working, factor) -> None:
-    w, h = size
-    if w % factor or h % factor or w < working[0] or h < working[1]:
-        raise InvalidArgumentError(f"training size {w}x{h}: sides must be multiples of {factor} and at least the "
-                                   f"working size {working[0]}x{working[1]} (its stacks are cut to that size)")
 
 
 def _start_from(decoder, folder: Path, log) -> str:
