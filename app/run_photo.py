@@ -146,6 +146,9 @@ def _refocus_locked(cfg: RunConfig, log: Callable[[str], None]) -> RunReport:
     result = model.sample(rgb, SamplerConfig(position=position, num_inference_steps=cfg.steps, seed=cfg.seed,
                                              mode=cfg.mode, progress=cfg.progress))
     timings.update(result.timings)
+    for note in result.notes:  # e.g. generated at the model's learnt scale and brought back to w x h
+        notes.append(note)
+        log(f"note      {note}")
     # Weight 0 means no unconditional branch (the reference guides whenever the weight is > 0).
     guidance = (f"guidance {result.guidance_scale}" if result.guidance_scale > 0
                 else "no guidance (distilled in)")

@@ -150,7 +150,8 @@ def evaluate_quality(model, count: int = 8, positions=(0, 4, 8), seed: int = 0, 
 
     from refocus_edge.runtime.errors import InvalidArgumentError
     from refocus_edge.runtime.metrics.lpips import LPIPS
-    from refocus_edge.runtime.sampler import SamplerConfig, sample_focal_stack
+    from refocus_edge.runtime.run_model import RunModel
+    from refocus_edge.runtime.sampler import SamplerConfig
 
     if decoder is None and not isinstance(model, Refocuser):
         decoder = run_decoder(mode)  # as `refocus run` decodes in this mode
@@ -169,6 +170,7 @@ def evaluate_quality(model, count: int = 8, positions=(0, 4, 8), seed: int = 0, 
         raise InvalidArgumentError(f"size {w}x{h}: sides must be positive multiples of {factor}")
     data, names = _eval_stacks(eval_set, (h, w), count)
     lpips = LPIPS(LPIPS_NET)
+    runner = RunModel(refocuser, thin=False)
     model_d = np.zeros((count, len(positions), frames_n))
     base_d = np.zeros_like(model_d)
     vae_d = np.zeros((count, frames_n))
@@ -195,7 +197,9 @@ def evaluate_quality(model, count: int = 8, positions=(0, 4, 8), seed: int = 0, 
             depths.update(true=diopters_to_index(true_depth), gt=gt_index)
         for r, k in enumerate(positions):
             cfg = SamplerConfig(position=k, seed=seed + i, mode=mode, progress=False)
-            last = sample_focal_stack(refocuser, gt_pm1[k:k + 1], cfg)
+            # As `refocus run` samples (RunModel: a model's generate_scale included), frames back as torch.
+            last = runner.sample(np.ascontiguousarray(gt[k].permute(1, 2, 0).numpy()), cfg)
+            last.frames = torch.from_numpy(last.frames)
             model_d[i, r] = lpips(last.frames * 2 - 1, gt_pm1).numpy()
             # The input frame is bit-identical to GT frame k, so the j = k cell is exactly 0.
             base_d[i, r] = lpips(gt_pm1[k:k + 1].expand_as(gt_pm1), gt_pm1).numpy()

@@ -54,8 +54,9 @@ def _scheduler(folder: Path, arrays: bool):
 def served_config(config, specs: dict):
     """(the model config a bundle serves photos with, a note or None). A model that serves photos at
     their own shape (min_short_side) does so from a bundle only when its graphs' size profile takes
-    every size that policy can ask for; otherwise photos are fitted to the working size the graphs
-    were exported at, and the note says how to export for their own shape."""
+    every size that policy makes them run at (with generate_scale, the shrunk sizes the model
+    generates at); otherwise photos are fitted to the working size the graphs were exported at, and
+    the note says how to export for their own shape."""
     from dataclasses import replace
 
     from refocus_edge.runtime.resize import target_size
@@ -64,13 +65,16 @@ def served_config(config, specs: dict):
         return config, None
     policy = config.resolution_policy
     short = policy.min_short_side
-    longest = max(target_size(1_000_000, 1_000, policy))  # the long side at the widest aspect served
+    # The graphs see the sizes the model generates at: the smallest from a square photo at the minimum,
+    # the longest from the widest aspect served.
+    short = min(config.generation_size(short, short))
+    longest = max(config.generation_size(*target_size(1_000_000, 1_000, policy)))
     spec = specs.get(VAE_ENCODER)
     profile = spec.profile if spec is not None else {}
     h, w = profile.get("height"), profile.get("width")
     if h and w and max(h[0], w[0]) <= short and min(h[2], w[2]) >= longest:
         return config, None
-    fallback = replace(config, min_short_side=None, max_aspect=None)
+    fallback = replace(config, min_short_side=None, max_aspect=None, generate_scale=None)
     took = f"{w[0]}..{w[2]} x {h[0]}..{h[2]} px" if h and w else "one size"
     work = fallback.working_size
     return fallback, (f"this bundle's graphs take {took}: photos are fitted to {work[0]}x{work[1]}, not served "

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from refocus_edge.runtime.errors import InvalidArgumentError, ModelLoadError
+from refocus_edge.runtime.learnt_scale import generation_size
 from refocus_edge.runtime.resize import ResolutionPolicy
 
 REFOCUS_CONFIG_NAME = "refocus.json"
@@ -39,6 +40,11 @@ class RefocusModelConfig:
     # stays the size the model is trained, exported and benchmarked at.
     min_short_side: int | None = None
     max_aspect: float | None = None
+    # A model that learnt focus blur at a smaller size generates with the photo shrunk by this factor (its
+    # short side never below fixed_size's) and brings the frames back to the served size
+    # (runtime/learnt_scale.py), in either mode: it is how the model is run, around the sampler's loop.
+    # None (the released checkpoint): generate at the served size.
+    generate_scale: float | None = None
     # Distilled students carry their own sigmas (None: the scheduler's Karras schedule).
     sigmas: tuple[float, ...] | None = None
     extra: dict = field(default_factory=dict)
@@ -57,6 +63,12 @@ class RefocusModelConfig:
         """(W, H) the model's graphs are exported and measured at: its fixed size, else the
         reference's 512x320 (a multiple of 64 under the pixel budget)."""
         return tuple(self.fixed_size) if self.fixed_size else (512, 320)
+
+    def generation_size(self, w: int, h: int) -> tuple[int, int]:
+        """(W, H) this model generates at for a photo served at w x h (runtime/learnt_scale.py)."""
+        if self.generate_scale is None:
+            return w, h
+        return generation_size(w, h, self.generate_scale, min(self.fixed_size) if self.fixed_size else 0)
 
     @property
     def decoder(self) -> str:
@@ -85,6 +97,10 @@ class RefocusModelConfig:
         if self.sigmas is not None and len(self.sigmas) != self.num_inference_steps:
             raise ModelLoadError(
                 f"{len(self.sigmas)} sigmas given for {self.num_inference_steps} steps", where)
+        g = self.generate_scale
+        if g is not None and (not isinstance(g, (int, float)) or isinstance(g, bool) or not 0 < g <= 1):
+            raise ModelLoadError(f"generate_scale must be a number in (0, 1] (the share of the served size the "
+                                 f"model generates at), got {g!r}; fix {REFOCUS_CONFIG_NAME}", where)
         if self.min_short_side is not None:
             try:
                 self.resolution_policy  # checks min_short_side, max_aspect and the budget together

@@ -31,7 +31,17 @@ class RunModel:
         return "thin" if self.thin else "torch"
 
     def sample(self, rgb: np.ndarray, cfg):
-        """float32 H x W x 3 in [0, 1] -> SampleResult with float32 numpy frames [F, 3, H, W] in [0, 1]."""
+        """float32 H x W x 3 in [0, 1] -> SampleResult with float32 numpy frames [F, 3, H, W] in [0, 1]. A model
+        with `generate_scale` generates at that share of the photo's size (runtime/learnt_scale.py)."""
+        h, w = rgb.shape[:2]
+        size = self.refocuser.config.generation_size(w, h)
+        if size == (w, h):
+            return self._sample(rgb, cfg)
+        from refocus_edge.runtime.learnt_scale import sample_at_learnt_scale
+
+        return sample_at_learnt_scale(self._sample, rgb, cfg, size)
+
+    def _sample(self, rgb: np.ndarray, cfg):
         image = np.ascontiguousarray(rgb, dtype=np.float32).transpose(2, 0, 1)[None] * 2 - 1
         if self.thin:
             from refocus_edge.runtime.array_sampler import sample_focal_stack_arrays

@@ -33,6 +33,7 @@ class SampleResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     noise: str = ""  # where the initial noise came from (the generator and the seed), for run.json
     latents: object = None  # [1, F, C, h, w] scaled final latents, kept only by sample_focal_stack(decode=False)
+    notes: list[str] = field(default_factory=list)  # how the run differed from the plain loop (for the log, run.json)
 
 
 @dataclass(frozen=True)
