@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from refocus_edge.runtime.errors import InvalidArgumentError
+from refocus_edge.runtime.resize import resize_planes
 
 # Generation sides are multiples of this (pixels): the VAE's factor 8 times the tiny UNet's two
 # downsamplings, so every latent side halves twice without a remainder.
@@ -41,13 +42,6 @@ def generation_size(w: int, h: int, scale: float, min_short_side: int = 0,
     if s >= 1:
         return w, h
     return (max(multiple, round(w * s / multiple) * multiple), max(multiple, round(h * s / multiple) * multiple))
-
-
-def resize_planes(planes: np.ndarray, size: tuple[int, int], method=Image.Resampling.BICUBIC) -> np.ndarray:
-    """Resize float32 [..., H, W] planes to (W, H), each as a 32-bit float image (no 8-bit rounding)."""
-    flat = planes.reshape(-1, *planes.shape[-2:])
-    out = [np.asarray(Image.fromarray(np.ascontiguousarray(p, dtype=np.float32)).resize(size, method)) for p in flat]
-    return np.stack(out).reshape(*planes.shape[:-2], size[1], size[0])
 
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:

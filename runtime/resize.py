@@ -143,16 +143,22 @@ def fit_photo(rgb: np.ndarray, policy: ResolutionPolicy) -> tuple[np.ndarray, st
     if (tw, th) == (w, h) and not crop_note:
         return np.ascontiguousarray(rgb, dtype=np.float32), f"kept at {w}x{h} ({policy.describe()})"
 
-    # Resample each channel as a 32-bit float ("F") image: no 8-bit rounding,
-    # and Pillow's LANCZOS handles downscaling with a properly widened kernel.
-    # The crop goes in as the resize box, so a fractional crop stays exact.
-    channels = []
-    for c in range(3):
-        band = Image.fromarray(np.ascontiguousarray(rgb[:, :, c], dtype=np.float32))
-        channels.append(np.asarray(band.resize((tw, th), Image.Resampling.LANCZOS, box=box)))
-    out = np.clip(np.stack(channels, axis=2), 0.0, 1.0).astype(np.float32, copy=False)
+    # Pillow's LANCZOS handles downscaling with a properly widened kernel. The crop goes in as the
+    # resize box, so a fractional crop stays exact.
+    planes = resize_planes(rgb.transpose(2, 0, 1), (tw, th), Image.Resampling.LANCZOS, box=box)
+    out = np.ascontiguousarray(np.clip(planes.transpose(1, 2, 0), 0.0, 1.0), dtype=np.float32)
     note = f"{crop_note}resized {w}x{h} -> {tw}x{th} ({policy.describe()})"
     return out, note
+
+
+def resize_planes(planes: np.ndarray, size: tuple[int, int], method=Image.Resampling.BICUBIC,
+                  box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """Resize float [..., H, W] planes to (W, H) (optionally from a crop `box` of them), each as a 32-bit
+    float ("F") image: no 8-bit rounding. Returns float32 [..., size[1], size[0]]."""
+    flat = planes.reshape(-1, *planes.shape[-2:])
+    out = [np.asarray(Image.fromarray(np.ascontiguousarray(p, dtype=np.float32)).resize(size, method, box=box))
+           for p in flat]
+    return np.stack(out).reshape(*planes.shape[:-2], size[1], size[0])
 
 
 def _centre_box(w: int, h: int, aspect: float) -> tuple[float, float, float, float]:

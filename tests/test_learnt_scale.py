@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from refocus_edge.runtime.errors import InvalidArgumentError, ModelLoadError
-from refocus_edge.runtime.learnt_scale import detail_energy, generation_size, resize_planes, restore_size
+from refocus_edge.runtime.learnt_scale import detail_energy, generation_size, restore_size
+from refocus_edge.runtime.resize import resize_planes
 from refocus_edge.runtime.model_config import RefocusModelConfig, load_model_config
 
 
