@@ -55,6 +55,63 @@ def test_the_photo_reaches_every_frame_and_the_guide_is_required():
         TinyTemporalDecoder(**{**SMALL, "channels": (16, 8)}, shuffle=4, guided=True)
 
 
+def test_the_photo_blur_bank_mixes_in_the_photo_blurred():
+    """photo_blurs: with the whole share on one sigma (and nothing of the photo kept) every frame is the
+    photo under that Gaussian (an independent Gaussian, the interior away from the borders); its
+    weights start at zero, so it begins near the decoder it extends; refused without the guide."""
+    from refocus_edge.dof.focus_measure import gaussian_blur
+
+    z, photo = torch.randn(9, 4, 8, 8), torch.rand(1, 3, 64, 64) * 2 - 1
+    offsets = guide_offsets(2, 9, "cpu")
+    torch.manual_seed(0)
+    plain = TinyTemporalDecoder(**SMALL, guided=True).eval()
+    bank = TinyTemporalDecoder(**SMALL, guided=True, photo_blurs=(1.0, 2.5)).eval()
+    missing, unexpected = bank.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and sorted(missing) == ["guide.blurs.logits.bias", "guide.blurs.logits.weight"]
+    with torch.no_grad():
+        before, after = plain(z, photo, offsets), bank(z, photo, offsets)
+        # a 0.05 share of the (not kept) output moves toward the blurred photo: at most 5 % of their gap
+        gap = float(photo.abs().mean() + before.abs().mean())
+        assert 0 < float((before - after).abs().mean()) < 0.05 * gap
+        bias = bank.guide.blurs.logits.bias.view(3, 4)  # [share, sigma 1.0, sigma 2.5] x the 2x2 sub-pixels
+        bias[0], bias[1], bias[2] = 50.0, -50.0, 50.0  # all of it, on sigma 2.5
+        bank.guide.keep_logits.bias.fill_(-50.0)  # none of the photo itself
+        out = bank(z, photo, offsets)
+    want = gaussian_blur(photo[0], 2.5)
+    torch.testing.assert_close(out[:, :, 10:-10, 10:-10], want[None, :, 10:-10, 10:-10].expand(9, -1, -1, -1),
+                               atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="only a guided decoder"):
+        TinyTemporalDecoder(**SMALL, photo_blurs=(1.0,))
+    with pytest.raises(ValueError, match="positive sigmas"):
+        TinyTemporalDecoder(**SMALL, guided=True, photo_blurs=(0.0,))
+
+
+def test_a_decoder_without_the_bank_starts_one_with_it(tmp_path):
+    """--init from a guided decoder without photo_blurs loads all its weights (the bank starts new);
+    any other difference of architecture is refused by name."""
+    from refocus_edge.export.tiny_decoder.pipeline import _start_from
+    from refocus_edge.runtime.errors import InvalidArgumentError
+
+    plain = TinyTemporalDecoder(**SMALL, guided=True)
+    plain.save_pretrained(tmp_path / "plain")
+    bank = TinyTemporalDecoder(**SMALL, guided=True, photo_blurs=(1.0, 2.5))
+    assert "re-blur bank new" in _start_from(bank, tmp_path / "plain", lambda _m: None)
+    torch.testing.assert_close(bank.guide.keep_logits.weight, plain.guide.keep_logits.weight)
+    wider = TinyTemporalDecoder(**{**SMALL, "channels": (16, 16, 8)}, guided=True, photo_blurs=(1.0,))
+    with pytest.raises(InvalidArgumentError, match="another architecture .*channels"):
+        _start_from(wider, tmp_path / "plain", lambda _m: None)
+
+
+def test_photo_blurs_need_the_guided_decoder(capsys):
+    from refocus_edge.cli.main import main
+
+    assert main(["distill-decoder", "--model", "unused", "--photo-blurs", "1.0"]) == 2
+    err = capsys.readouterr().err
+    assert "--photo-blurs re-blur the input photo" in err and "add --guided" in err
+    assert main(["distill-decoder", "--model", "unused", "--guided", "--photo-blurs", "0"]) == 2
+    assert "--photo-blurs > 0" in capsys.readouterr().err
+
+
 def test_training_toward_the_truth_lowers_the_loss(tmp_path):
     cfg = TinyDecoderConfig(model="unused", iterations=40, batch=2, lr=3e-3, perceptual_weight=0.0,
                             channels=SMALL["channels"], blocks=SMALL["blocks"], run_dir=tmp_path, progress=False,
@@ -185,7 +242,8 @@ def model_with_guided(random_model_dir, tmp_path_factory):
     run_decoder_distillation(TinyDecoderConfig(**common, gate_threshold=1.0, run_dir=root.parent / "run-t"),
                              log=lambda _m: None)
     logs = []
-    run_decoder_distillation(TinyDecoderConfig(**common, gate_threshold=1.0, guided=True,
+    # with a re-blur bank, so the exports below carry it too
+    run_decoder_distillation(TinyDecoderConfig(**common, gate_threshold=1.0, guided=True, photo_blurs=(1.0, 2.5),
                                                run_dir=root.parent / "run-g"), log=logs.append)
     assert any("starts from" in m for m in logs)  # from the model's gated tiny decoder
     return root
@@ -197,7 +255,9 @@ def test_the_pipeline_writes_a_gated_guided_folder(model_with_guided):
     assert record["gate"]["metric"] == "lpips_alex_median_vs_truth_minus_full_decoder" and record["gate"]["passed"]
     assert {"guided_median", "full_median", "identity_median"} <= set(record["stats"])
     assert record["training"]["guided"] and "tiny_decoder" in record["training"]["init"]
-    assert json.loads((folder / "config.json").read_text())["guided"] is True
+    config = json.loads((folder / "config.json").read_text())
+    assert config["guided"] is True and config["photo_blurs"] == [1.0, 2.5]
+    assert record["training"]["photo_blurs"] == [1.0, 2.5]
     assert "true frames" in (folder / "README.md").read_text()
 
 

@@ -36,6 +36,9 @@ class TinyDecoderConfig:
     sizes: tuple[tuple[int, int], ...] = ()
     size_samples: int = 192  # training stacks per extra size
     size_mix: float = 0.5  # the share of each batch's stacks drawn from the extra sizes
+    # Gaussian sigmas (px at the output) of the guided decoder's bank of re-blurred photos (runtime/
+    # tiny_decoder._PhotoBlurs); empty: none
+    photo_blurs: tuple[float, ...] = ()
     init: Path | None = None  # a decoder folder of the same architecture to start from (default: the tiny decoder)
     channels: tuple[int, ...] = (64, 48, 32)
     blocks: tuple[int, ...] = (2, 1, 1)
@@ -54,7 +57,7 @@ class TinyDecoderConfig:
         """What a resumed run must share with the checkpoint it continues."""
         keep = ("samples", "batch", "lr", "ema_decay", "perceptual_weight", "channels", "blocks", "seed", "data",
                 "iterations") + (("guided",) if self.guided else ()) + (("focus_weight",) if self.focus_weight else ()) \
-            + (("curve_weight",) if self.curve_weight else ()) \
+            + (("curve_weight",) if self.curve_weight else ()) + (("photo_blurs",) if self.photo_blurs else ()) \
             + (("sizes", "size_samples", "size_mix") if self.sizes else ()) + (("init",) if self.init else ())
 
         def plain(v):

@@ -116,7 +116,7 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
     try:
         tiny = TinyTemporalDecoder(latent_channels=refocuser.latent_channels, channels=tuple(cfg.channels),
                                    blocks=tuple(cfg.blocks), num_frames=refocuser.config.num_frames,
-                                   shuffle=shuffle, guided=cfg.guided)
+                                   shuffle=shuffle, guided=cfg.guided, photo_blurs=tuple(cfg.photo_blurs))
     except ValueError as exc:  # a guided decoder's pyramid needs the 2x sub-pixel output
         raise InvalidArgumentError(f"--guided with --channels {list(cfg.channels)}: {exc}") from None
     if cfg.init is not None:
@@ -185,6 +185,14 @@ def _start_from(decoder, folder: Path, log) -> str:
                                    "guided_decoder folder")
     start = TinyTemporalDecoder.from_pretrained(folder, use_safetensors=True)
     differ = _differing(start, decoder, [k for k in decoder.config if not k.startswith("_")])
+    if differ == ["photo_blurs"] and not start.config.get("photo_blurs"):
+        # A decoder without the re-blur bank: everything else is the same network, and the bank starts
+        # as a near no-op (a 0.05 share), so it continues from where that decoder was.
+        missing, unexpected = decoder.load_state_dict(start.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("guide.blurs.") for k in missing):
+            raise InvalidArgumentError(f"--init {folder}: its weights do not fit this decoder")
+        log(f"distill-decoder: starting from {folder} (the photo re-blur bank is new)")
+        return f"{folder} (all its weights; the photo re-blur bank new)"
     if differ:
         raise InvalidArgumentError(f"--init {folder}: another architecture ({', '.join(differ)} differ)")
     decoder.load_state_dict(start.state_dict())
