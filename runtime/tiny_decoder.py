@@ -191,9 +191,10 @@ class _PhotoBlurs(nn.Module):
 
     Why: most of what a frame at another focus position shows is the photo with *more* blur where the
     scene is farther from the new focal plane than from the photo's; only the rest needs detail the photo
-    does not have. Measured on the held-out synthetic stacks (128x128, inputs 0, 4, 8): a stack built
-    only by re-blurring the true frames, never sharpening past the photo, ranks depth from focus at
-    0.73 (the true stacks: 0.75), where the guided decoder without it ranks it at 0.36. A latent decoder
+    does not have. Measured on the held-out synthetic stacks (128x128, inputs 0, 4, 8;
+    benchmarks/reblur_oracle.py): stacks that only re-blur, never sharpening past the photo, rank depth
+    from focus at 0.48 (0.28 / 0.48 / 0.69 per input; the true stacks: 0.75), where the guided decoder
+    without the bank ranks it at 0.36; the rest of the way needs sharpening. A latent decoder
     cannot make that blur exactly (its latents are 8x coarser than the pixels), a fixed bank of
     Gaussian blurs of the photo can, so the decoder only has to say how much, per pixel and frame.
 

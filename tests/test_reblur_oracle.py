@@ -1,0 +1,20 @@
+"""The re-blur oracle (benchmarks/reblur_oracle.py) adds blur, never detail: each output pixel is the
+true frame where that frame is at least as defocused as the photo, else the photo."""
+
+import numpy as np
+import torch
+
+from benchmarks.reblur_oracle import reblur_oracle
+
+
+def test_the_oracle_keeps_the_photo_where_a_frame_would_be_sharper():
+    frames = torch.rand(9, 3, 2, 2)
+    index = np.full((2, 2), 2.0, dtype=np.float32)  # the scene sits at focus index 2, the photo at k = 4
+    index[0, 0] = 4.0  # ... except one pixel the photo has in focus: every frame is blurrier there
+    out = reblur_oracle(frames, index, k=4)
+    for j in range(9):
+        blurrier = abs(j - 2) >= 2  # frames 0 and 4..8 blur the scene at least as much as the photo does
+        want = frames[j] if blurrier else frames[4]
+        assert torch.equal(out[j, :, 1, 1], want[:, 1, 1]), j
+        assert torch.equal(out[j, :, 0, 0], frames[j, :, 0, 0]), j
+    assert torch.equal(out[4], frames[4])  # the photo's own frame is the photo
