@@ -15,10 +15,11 @@ on luminance, averaged over a small Gaussian window. Why these choices:
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
+
+from refocus_edge.runtime.gaussian import gaussian_taps
 
 __all__ = [
     "LUMA_WEIGHTS", "luminance", "modified_laplacian", "gaussian_blur", "box_mean", "focus_measure", "focus_confidence",
@@ -65,13 +66,6 @@ def modified_laplacian(lum: torch.Tensor, step: int = 1) -> torch.Tensor:
     return dxx + dyy
 
 
-def _gaussian_kernel1d(sigma: float, dtype, device) -> torch.Tensor:
-    radius = max(1, int(math.ceil(3.0 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    return (k / k.sum()).to(dtype=dtype, device=device)
-
-
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of [N, H, W] maps with conv2d (reflected borders); sigma <= 0 is identity.
 
@@ -82,7 +76,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
         raise ValueError(f"expected [N, H, W], got {tuple(x.shape)}")
     if sigma <= 0:
         return x
-    k = _gaussian_kernel1d(float(sigma), x.dtype, x.device)
+    k = gaussian_taps(float(sigma), x.dtype, x.device)
     r = k.numel() // 2
     h, w = x.shape[-2:]
     # Reflect padding needs pad < size; replicate is the fallback for tiny images.

@@ -31,6 +31,8 @@ from diffusers.models.autoencoders.vae import DecoderOutput
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from refocus_edge.runtime.gaussian import gaussian_taps
+
 FOLDER = "tiny_decoder"  # inside a model folder
 GUIDED_FOLDER = "guided_decoder"  # the photo-guided one, trained toward the true frames
 FOLDERS = {"tiny": FOLDER, "guided": GUIDED_FOLDER}  # --decoder choice -> folder
@@ -178,14 +180,6 @@ class _PhotoGuide(nn.Module):
         return torch.sigmoid(self.to_pixels(self.keep_logits(torch.cat([x, plane], 1))))
 
 
-def gaussian_taps(sigma: float) -> torch.Tensor:
-    """Normalised 1-D Gaussian taps of standard deviation `sigma` px, radius ceil(3 sigma)."""
-    radius = max(1, int(-(-3.0 * float(sigma) // 1)))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    taps = torch.exp(-0.5 * (x / float(sigma)) ** 2)
-    return (taps / taps.sum()).float()
-
-
 class _PhotoBlurs(nn.Module):
     """The input photo re-blurred, mixed into each frame per pixel.
 
@@ -202,7 +196,7 @@ class _PhotoBlurs(nn.Module):
     blur weights p (softmax over the bank) predicted, like the keep blend, by a 3x3 convolution of the
     last level's features and the frame's offset, sub-pixel shuffled to full resolution. The
     convolution starts with zero weights: a = 0.05 and an even mix of the bank everywhere, so a
-    decoder trained without it starts close to where it was. Separable depthwise convolutions with
+    decoder trained without it starts close to where it was. Separable one-channel convolutions with
     replicated borders only: every export target takes them. Sigmas are pixels at the decoder's output.
     """
 
@@ -211,7 +205,6 @@ class _PhotoBlurs(nn.Module):
         sigmas = [float(s) for s in sigmas]
         if not sigmas or any(not s > 0 for s in sigmas):
             raise ValueError(f"photo_blurs must be positive sigmas in pixels, got {list(sigmas)}")
-        self.sigmas = sigmas
         # Taps are a function of the config: rebuilt, never saved, so the weights file holds only weights.
         for i, s in enumerate(sigmas):
             self.register_buffer(f"taps{i}", gaussian_taps(s), persistent=False)
@@ -231,9 +224,8 @@ class _PhotoBlurs(nn.Module):
         # kernel (checked by hand; 5 taps compiles), and one-channel convolutions compile in 0.03 s.
         planes = image.transpose(0, 1)  # [3, 1, H, W]: no shape arithmetic for the converters to trace
         out = []
-        for i in range(len(self.sigmas)):
+        for i, r in enumerate(self.radii):
             taps = getattr(self, f"taps{i}").to(image.dtype)
-            r = self.radii[i]
             x = nn.functional.pad(planes, (r, r, r, r), mode="replicate")
             x = nn.functional.conv2d(x, taps.view(1, 1, 1, -1))
             out.append(nn.functional.conv2d(x, taps.view(1, 1, -1, 1)).transpose(0, 1))
