@@ -5,9 +5,13 @@ the true frame j where that frame is at least as defocused as the photo (|j - d|
 photo itself elsewhere: every pixel gets the blur max(|j - d|, |k - d|). No detail is invented, only
 blur added. Its depth-from-focus rank correlation, next to the true stacks', says how much of the
 issue-23 depth bar a decoder can reach by re-blurring the photo correctly, and why the guided
-decoder's photo re-blur bank (runtime/tiny_decoder._PhotoBlurs) exists.
+decoder's photo re-blur bank (runtime/tiny_decoder._PhotoBlurs) exists. With `--sharpen SIGMA AMOUNT`
+the pixels where frame j should be sharper than the photo get the photo unsharp-masked,
+photo + AMOUNT * (photo - G(SIGMA) * photo), instead of the photo: what the bank's unsharp masks
+(`photo_sharpen`) could add at most, with the same sharpening for every such frame.
 
     python -m benchmarks.reblur_oracle --count 8 --positions 0 4 8 --out benchmarks/results/reblur-oracle
+    python -m benchmarks.reblur_oracle --count 8 --positions 0 4 8 --sharpen 1.0 2.0 --out benchmarks/results/reblur-oracle-sharpen
 """
 
 from __future__ import annotations
@@ -24,17 +28,26 @@ import torch
 from benchmarks.quality import _depth_from_focus, _depth_rank, _eval_stacks
 
 
-def reblur_oracle(frames: torch.Tensor, index: np.ndarray, k: int) -> torch.Tensor:
-    """[9, 3, H, W] true stack, [H, W] true focus index, input k -> the oracle's [9, 3, H, W] stack."""
+def unsharp(image: torch.Tensor, sigma: float, amount: float) -> torch.Tensor:
+    """[3, H, W] -> image + amount * (image - its Gaussian blur)."""
+    from refocus_edge.dof.focus_measure import gaussian_blur
+
+    return image + amount * (image - gaussian_blur(image, sigma))
+
+
+def reblur_oracle(frames: torch.Tensor, index: np.ndarray, k: int, sharpen=None) -> torch.Tensor:
+    """[9, 3, H, W] true stack, [H, W] true focus index, input k -> the oracle's [9, 3, H, W] stack;
+    sharpen = (sigma, amount): the photo unsharp-masked where a frame should be sharper than it."""
     d = torch.as_tensor(index, dtype=frames.dtype)
+    sharper = frames[k] if sharpen is None else unsharp(frames[k], *sharpen)
     out = []
     for j in range(frames.shape[0]):
         more_blur = ((j - d).abs() >= (k - d).abs())[None]  # this frame blurs the pixel at least as much
-        out.append(torch.where(more_blur, frames[j], frames[k]))
+        out.append(torch.where(more_blur, frames[j], sharper))
     return torch.stack(out)
 
 
-def evaluate(count: int, positions, eval_set: str = "synthetic", size_hw=(128, 128)) -> dict:
+def evaluate(count: int, positions, eval_set: str = "synthetic", size_hw=(128, 128), sharpen=None) -> dict:
     from refocus_edge.dof.depth import diopters_to_index
 
     data, names = _eval_stacks(eval_set, size_hw, count)
@@ -46,8 +59,9 @@ def evaluate(count: int, positions, eval_set: str = "synthetic", size_hw=(128, 1
         truth[i] = _depth_rank(_depth_from_focus(gt), true_depth)
         index = diopters_to_index(true_depth)
         for r, k in enumerate(positions):
-            oracle[i, r] = _depth_rank(_depth_from_focus(reblur_oracle(gt, index, k)), true_depth)
+            oracle[i, r] = _depth_rank(_depth_from_focus(reblur_oracle(gt, index, k, sharpen)), true_depth)
     return {"set": eval_set, "size_hw": list(size_hw), "stacks": names, "positions": list(positions),
+            "sharpen_sigma_amount": list(sharpen) if sharpen else None,
             "depth_rank_reblur_oracle": float(oracle.mean()),
             "depth_rank_reblur_oracle_per_position": oracle.mean(0).tolist(),
             "depth_rank_ground_truth": float(truth.mean()),
@@ -62,14 +76,19 @@ def main(argv=None) -> int:
     parser.add_argument("--positions", type=int, nargs="+", default=[0, 4, 8])
     parser.add_argument("--set", dest="eval_set", choices=("synthetic", "photos"), default="synthetic")
     parser.add_argument("--size", type=size_wxh, default=(128, 128), metavar="WxH")
+    parser.add_argument("--sharpen", type=float, nargs=2, default=None, metavar=("SIGMA", "AMOUNT"),
+                        help="unsharp-mask the photo where a frame should be sharper than it (default: keep the photo)")
     parser.add_argument("--out", type=Path, default=Path("out/reblur-oracle"))
     args = parser.parse_args(argv)
-    res = evaluate(args.count, args.positions, args.eval_set, (args.size[1], args.size[0]))
+    if args.sharpen and (args.sharpen[0] <= 0 or args.sharpen[1] < 0):
+        parser.error(f"--sharpen needs SIGMA > 0 and AMOUNT >= 0, got {args.sharpen}")
+    res = evaluate(args.count, args.positions, args.eval_set, (args.size[1], args.size[0]), args.sharpen)
     res["command"] = "python -m benchmarks.reblur_oracle " + shlex.join(sys.argv[1:] if argv is None else argv)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(res, indent=1))
     per_k = ", ".join(f"k={k}: {v:.3f}" for k, v in zip(res["positions"], res["depth_rank_reblur_oracle_per_position"]))
-    print(f"[{res['set']}] depth from focus rank: re-blur oracle {res['depth_rank_reblur_oracle']:.3f} ({per_k}); "
+    kind = "re-blur oracle" + (f" (unsharp {args.sharpen[1]:g} at sigma {args.sharpen[0]:g})" if args.sharpen else "")
+    print(f"[{res['set']}] depth from focus rank: {kind} {res['depth_rank_reblur_oracle']:.3f} ({per_k}); "
           f"true stacks {res['depth_rank_ground_truth']:.3f}; wrote {args.out / 'results.json'}")
     return 0
 

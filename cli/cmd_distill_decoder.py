@@ -56,6 +56,10 @@ def register(sub) -> None:
                    help="with --guided: Gaussian sigmas (px at the working size) of a bank of re-blurred copies of "
                         "the photo that it mixes into each frame per pixel, the blur a frame farther from the scene's "
                         "focus needs (default: none)")
+    p.add_argument("--photo-sharpen", type=float, nargs="+", default=list(D.photo_sharpen), metavar="SIGMA",
+                   help="with --photo-blurs: sigmas (px) of unsharp masks of the photo (2 x photo - its blur) joining "
+                        "that bank, so it can sharpen past the photo where a frame's focal plane meets the scene "
+                        "(default: none)")
     p.add_argument("--init", type=Path, default=None, metavar="DIR",
                    help="start from this decoder folder's weights (same architecture; default: the model's tiny "
                         "decoder for --guided, else random)")
@@ -92,18 +96,22 @@ def run(args) -> int:
     gate = args.gate if args.gate is not None else (GUIDED_GATE_MARGIN if args.guided else GATE_LPIPS_MEDIAN)
     if not 0 < args.ema < 1 or args.lr <= 0 or args.perceptual_weight < 0 or args.focus_weight < 0 or \
             args.curve_weight < 0 or not 0 <= args.size_mix <= 1 or (gate <= 0 and not args.guided) or \
-            any(not s > 0 for s in args.photo_blurs):
+            any(not s > 0 for s in args.photo_blurs + args.photo_sharpen):
         raise InvalidArgumentError("--ema must be in (0, 1), --lr and --gate > 0, --perceptual-weight, "
-                                   "--focus-weight and --curve-weight >= 0, --size-mix in [0, 1], --photo-blurs > 0")
+                                   "--focus-weight and --curve-weight >= 0, --size-mix in [0, 1], --photo-blurs and "
+                                   "--photo-sharpen > 0")
     if args.photo_blurs and not args.guided:
         raise InvalidArgumentError("--photo-blurs re-blur the input photo, which only the photo-guided decoder "
                                    "sees; add --guided")
+    if args.photo_sharpen and not args.photo_blurs:
+        raise InvalidArgumentError("--photo-sharpen adds unsharp masks to the --photo-blurs bank; give --photo-blurs "
+                                   "too (for example --photo-blurs 0.5 1.0 2.6 5.0)")
     cfg = TinyDecoderConfig(model=args.model, out=args.out, samples=args.samples, held_out=args.held_out,
                             iterations=args.iterations, batch=args.batch, lr=args.lr, ema_decay=args.ema,
                             perceptual_weight=args.perceptual_weight, focus_weight=args.focus_weight,
                             curve_weight=args.curve_weight, sizes=tuple(tuple(s) for s in args.sizes),
                             size_samples=args.size_samples, size_mix=args.size_mix, init=args.init,
-                            photo_blurs=tuple(args.photo_blurs),
+                            photo_blurs=tuple(args.photo_blurs), photo_sharpen=tuple(args.photo_sharpen),
                             channels=tuple(args.channels),
                             blocks=tuple(args.blocks), seed=args.seed, data=args.data, gate_threshold=gate, guided=args.guided,
                             run_dir=args.run_dir, device=args.device, force=args.force, progress=not args.quiet)

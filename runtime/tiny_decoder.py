@@ -76,7 +76,7 @@ class TinyTemporalDecoder(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, latent_channels: int = 16, channels: tuple = (64, 48, 32), blocks: tuple = (2, 1, 1),
                  temporal_levels: tuple = (0, 1), shuffle: int = 2, num_frames: int = 9, guided: bool = False,
-                 guide_channels: int = 16, photo_blurs: tuple = ()):
+                 guide_channels: int = 16, photo_blurs: tuple = (), photo_sharpen: tuple = ()):
         super().__init__()
         channels = [int(c) for c in channels]
         self.conv_in = nn.Conv2d(latent_channels, channels[0], 3, padding=1)
@@ -90,9 +90,12 @@ class TinyTemporalDecoder(ModelMixin, ConfigMixin):
         self.to_pixels = nn.PixelShuffle(shuffle)
         if guided and shuffle != 2:  # its stride-2 pyramid meets the levels only after a 2x sub-pixel output
             raise ValueError(f"a guided decoder needs shuffle 2, got {shuffle}")
-        if photo_blurs and not guided:
-            raise ValueError("photo_blurs re-blur the input photo: only a guided decoder has one")
-        self.guide = _PhotoGuide(channels, shuffle, guide_channels, photo_blurs) if guided else None
+        if (photo_blurs or photo_sharpen) and not guided:
+            raise ValueError("photo_blurs and photo_sharpen re-blur or sharpen the input photo: only a guided "
+                             "decoder has them")
+        if photo_sharpen and not photo_blurs:
+            raise ValueError("photo_sharpen entries join the photo_blurs bank: give photo_blurs too")
+        self.guide = _PhotoGuide(channels, shuffle, guide_channels, photo_blurs, photo_sharpen) if guided else None
 
     @property
     def scale_factor(self) -> int:
@@ -143,9 +146,10 @@ class _PhotoGuide(nn.Module):
     features into the decoder to keep fidelity (Wang et al., 2023); the blend is this project's.
     """
 
-    def __init__(self, channels: list[int], shuffle: int, width: int, photo_blurs: tuple = ()):
+    def __init__(self, channels: list[int], shuffle: int, width: int, photo_blurs: tuple = (),
+                 photo_sharpen: tuple = ()):
         super().__init__()
-        self.blurs = _PhotoBlurs(channels[-1], shuffle, photo_blurs) if photo_blurs else None
+        self.blurs = _PhotoBlurs(channels[-1], shuffle, photo_blurs, photo_sharpen) if photo_blurs else None
         self.stem = nn.Conv2d(3, width, 3, padding=1)
         # from full resolution down to each decoder level: last level first (H / shuffle), then coarser
         widths = [width, *reversed(channels)]
@@ -181,7 +185,7 @@ class _PhotoGuide(nn.Module):
 
 
 class _PhotoBlurs(nn.Module):
-    """The input photo re-blurred, mixed into each frame per pixel.
+    """The input photo re-blurred (or sharpened), mixed into each frame per pixel.
 
     Why: most of what a frame at another focus position shows is the photo with *more* blur where the
     scene is farther from the new focal plane than from the photo's; only the rest needs detail the photo
@@ -191,34 +195,46 @@ class _PhotoBlurs(nn.Module):
     without the bank ranks it at 0.36; the rest of the way needs sharpening. A latent decoder
     cannot make that blur exactly (its latents are 8x coarser than the pixels), a fixed bank of
     Gaussian blurs of the photo can, so the decoder only has to say how much, per pixel and frame.
+    The same oracle with the photo unsharp-masked (amount 2 at sigma 1 px, or 1 at 2 px) where the
+    frame should be sharper ranks depth at 0.55 (`--sharpen`), so the bank may also hold unsharp masks
+    of the photo, 2 * photo - G(sigma) * photo (`photo_sharpen` sigmas): mixed with the blurs, the
+    decoder can sharpen past the photo by a learnt amount where a frame's focal plane meets the scene.
 
-    Output: a * sum_b p_b * G(sigma_b) * photo + (1 - a) * frame, with the share a (sigmoid) and the
-    blur weights p (softmax over the bank) predicted, like the keep blend, by a 3x3 convolution of the
-    last level's features and the frame's offset, sub-pixel shuffled to full resolution. The
-    convolution starts with zero weights: a = 0.05 and an even mix of the bank everywhere, so a
-    decoder trained without it starts close to where it was. Separable one-channel convolutions with
-    replicated borders only: every export target takes them. Sigmas are pixels at the decoder's output.
+    Output: a * sum_b p_b * bank_b + (1 - a) * frame, with the share a (sigmoid) and the bank weights
+    p (softmax over the bank: the blurs, then the unsharp masks) predicted, like the keep blend, by a
+    3x3 convolution of the last level's features and the frame's offset, sub-pixel shuffled to full
+    resolution. The convolution starts with zero weights: a = 0.05 and an even mix of the bank
+    everywhere, so a decoder trained without it starts close to where it was. Separable one-channel
+    convolutions with replicated borders only: every export target takes them. Sigmas are pixels at
+    the decoder's output.
     """
 
-    def __init__(self, channels: int, shuffle: int, sigmas: tuple):
+    def __init__(self, channels: int, shuffle: int, sigmas: tuple, sharpen: tuple = ()):
         super().__init__()
-        sigmas = [float(s) for s in sigmas]
+        sigmas, sharpen = [float(s) for s in sigmas], [float(s) for s in sharpen]
         if not sigmas or any(not s > 0 for s in sigmas):
             raise ValueError(f"photo_blurs must be positive sigmas in pixels, got {list(sigmas)}")
+        if any(not s > 0 for s in sharpen):
+            raise ValueError(f"photo_sharpen must be positive sigmas in pixels, got {list(sharpen)}")
+        # One blur per distinct sigma; the unsharp masks reuse a blur of the same sigma.
+        distinct = list(dict.fromkeys(sigmas + sharpen))
         # Taps are a function of the config: rebuilt, never saved, so the weights file holds only weights.
-        for i, s in enumerate(sigmas):
+        for i, s in enumerate(distinct):
             self.register_buffer(f"taps{i}", gaussian_taps(s), persistent=False)
         # plain ints: a radius read off a tensor while tracing becomes an op Core ML cannot convert
-        self.radii = [getattr(self, f"taps{i}").numel() // 2 for i in range(len(sigmas))]
-        self.logits = nn.Conv2d(channels + 1, (1 + len(sigmas)) * shuffle * shuffle, 3, padding=1)
+        self.radii = [getattr(self, f"taps{i}").numel() // 2 for i in range(len(distinct))]
+        self.blur_index = [distinct.index(s) for s in sigmas]
+        self.sharpen_index = [distinct.index(s) for s in sharpen]
+        entries = len(sigmas) + len(sharpen)
+        self.logits = nn.Conv2d(channels + 1, (1 + entries) * shuffle * shuffle, 3, padding=1)
         nn.init.zeros_(self.logits.weight)
         nn.init.zeros_(self.logits.bias)
         with torch.no_grad():
-            self.logits.bias.view(1 + len(sigmas), shuffle * shuffle)[0].fill_(-3.0)  # a starts at 0.05
+            self.logits.bias.view(1 + entries, shuffle * shuffle)[0].fill_(-3.0)  # a starts at 0.05
         self.to_pixels = nn.PixelShuffle(shuffle)
 
     def blurred(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """[1, 3, H, W] -> the bank: one [1, 3, H, W] blur per sigma (separable, replicated borders)."""
+        """[1, 3, H, W] -> one [1, 3, H, W] blur per distinct sigma (separable, replicated borders)."""
         # Colour planes as a batch of one-channel images, not a grouped convolution: OpenVINO 2026.4's
         # CPU plugin never finishes a static-shape bf16 compile of a 3-group convolution with a 17-tap
         # kernel (checked by hand; 5 taps compiles), and one-channel convolutions compile in 0.03 s.
@@ -231,16 +247,21 @@ class _PhotoBlurs(nn.Module):
             out.append(nn.functional.conv2d(x, taps.view(1, 1, -1, 1)).transpose(0, 1))
         return out
 
+    def bank(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """[1, 3, H, W] -> the bank's entries: the blurs, then the unsharp masks 2 * photo - blur."""
+        blurs = self.blurred(image)
+        return [blurs[i] for i in self.blur_index] + [2 * image - blurs[i] for i in self.sharpen_index]
+
     def forward(self, x: torch.Tensor, frame_offsets: torch.Tensor, image: torch.Tensor,
                 frames: torch.Tensor) -> torch.Tensor:
         plane = frame_offsets.to(x.dtype).reshape(-1, 1, 1, 1).expand(x.shape[0], 1, x.shape[-2], x.shape[-1])
         logits = self.to_pixels(self.logits(torch.cat([x, plane], 1)))  # [frames, 1 + bank, H, W]
         share = torch.sigmoid(logits[:, :1])
         weights = torch.softmax(logits[:, 1:], dim=1)
-        reblurred = 0
-        for b, blurred in enumerate(self.blurred(image)):
-            reblurred = reblurred + weights[:, b:b + 1] * blurred
-        return share * reblurred + (1 - share) * frames
+        mixed = 0
+        for b, entry in enumerate(self.bank(image)):
+            mixed = mixed + weights[:, b:b + 1] * entry
+        return share * mixed + (1 - share) * frames
 
 
 class TinyDecoderVAE(nn.Module):

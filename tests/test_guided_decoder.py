@@ -86,6 +86,33 @@ def test_the_photo_blur_bank_mixes_in_the_photo_blurred():
         TinyTemporalDecoder(**SMALL, guided=True, photo_blurs=(0.0,))
 
 
+def test_the_bank_s_unsharp_masks_sharpen_past_the_photo():
+    """photo_sharpen: with the whole share on an unsharp entry every frame is 2 * photo - G(sigma) *
+    photo (the interior), sharper than the photo; a sigma shared with a blur is blurred once; refused
+    without photo_blurs or with a sigma <= 0."""
+    from refocus_edge.dof.focus_measure import gaussian_blur
+
+    z, photo = torch.randn(9, 4, 8, 8), torch.rand(1, 3, 64, 64) * 2 - 1
+    offsets = guide_offsets(2, 9, "cpu")
+    torch.manual_seed(0)
+    bank = TinyTemporalDecoder(**SMALL, guided=True, photo_blurs=(1.0, 2.5), photo_sharpen=(1.0,)).eval()
+    assert len(bank.guide.blurs.radii) == 2  # sigma 1.0 serves both its blur and its unsharp mask
+    with torch.no_grad():
+        bias = bank.guide.blurs.logits.bias.view(4, 4)  # [share, blur 1.0, blur 2.5, unsharp 1.0] x sub-pixels
+        bias[0], bias[1], bias[2], bias[3] = 50.0, -50.0, -50.0, 50.0
+        bank.guide.keep_logits.bias.fill_(-50.0)
+        out = bank(z, photo, offsets)
+    want = 2 * photo[0] - gaussian_blur(photo[0], 1.0)
+    inner = (slice(None), slice(None), slice(10, -10), slice(10, -10))
+    torch.testing.assert_close(out[inner], want[None].expand(9, -1, -1, -1)[inner], atol=1e-5, rtol=0)
+    detail = lambda x: (x - gaussian_blur(x.reshape(-1, 64, 64), 1.0).reshape(x.shape))[inner].abs().mean()
+    assert detail(out) > 1.5 * detail(photo.expand(9, -1, -1, -1))
+    with pytest.raises(ValueError, match="give photo_blurs too"):
+        TinyTemporalDecoder(**SMALL, guided=True, photo_sharpen=(1.0,))
+    with pytest.raises(ValueError, match="photo_sharpen must be positive"):
+        TinyTemporalDecoder(**SMALL, guided=True, photo_blurs=(1.0,), photo_sharpen=(-1.0,))
+
+
 def test_a_decoder_without_the_bank_starts_one_with_it(tmp_path):
     """--init from a guided decoder without photo_blurs loads all its weights (the bank starts new);
     any other difference of architecture is refused by name."""
@@ -97,6 +124,11 @@ def test_a_decoder_without_the_bank_starts_one_with_it(tmp_path):
     bank = TinyTemporalDecoder(**SMALL, guided=True, photo_blurs=(1.0, 2.5))
     assert "re-blur bank new" in _start_from(bank, tmp_path / "plain", lambda _m: None)
     torch.testing.assert_close(bank.guide.keep_logits.weight, plain.guide.keep_logits.weight)
+    sharpening = TinyTemporalDecoder(**SMALL, guided=True, photo_blurs=(1.0,), photo_sharpen=(2.0,))
+    assert "re-blur bank new" in _start_from(sharpening, tmp_path / "plain", lambda _m: None)
+    bank.save_pretrained(tmp_path / "bank")  # a bank decoder does not silently start a different bank
+    with pytest.raises(InvalidArgumentError, match="another architecture .*photo_sharpen"):
+        _start_from(sharpening, tmp_path / "bank", lambda _m: None)
     wider = TinyTemporalDecoder(**{**SMALL, "channels": (16, 16, 8)}, guided=True, photo_blurs=(1.0,))
     with pytest.raises(InvalidArgumentError, match="another architecture .*channels"):
         _start_from(wider, tmp_path / "plain", lambda _m: None)
@@ -109,7 +141,9 @@ def test_photo_blurs_need_the_guided_decoder(capsys):
     err = capsys.readouterr().err
     assert "--photo-blurs re-blur the input photo" in err and "add --guided" in err
     assert main(["distill-decoder", "--model", "unused", "--guided", "--photo-blurs", "0"]) == 2
-    assert "--photo-blurs > 0" in capsys.readouterr().err
+    assert "--photo-blurs and --photo-sharpen > 0" in capsys.readouterr().err
+    assert main(["distill-decoder", "--model", "unused", "--guided", "--photo-sharpen", "1.0"]) == 2
+    assert "give --photo-blurs too" in capsys.readouterr().err
 
 
 def test_training_toward_the_truth_lowers_the_loss(tmp_path):
@@ -244,7 +278,7 @@ def model_with_guided(random_model_dir, tmp_path_factory):
     logs = []
     # with a re-blur bank, so the exports below carry it too
     run_decoder_distillation(TinyDecoderConfig(**common, gate_threshold=1.0, guided=True, photo_blurs=(1.0, 2.5),
-                                               run_dir=root.parent / "run-g"), log=logs.append)
+                                               photo_sharpen=(2.0,), run_dir=root.parent / "run-g"), log=logs.append)
     assert any("starts from" in m for m in logs)  # from the model's gated tiny decoder
     return root
 
@@ -256,8 +290,8 @@ def test_the_pipeline_writes_a_gated_guided_folder(model_with_guided):
     assert {"guided_median", "full_median", "identity_median"} <= set(record["stats"])
     assert record["training"]["guided"] and "tiny_decoder" in record["training"]["init"]
     config = json.loads((folder / "config.json").read_text())
-    assert config["guided"] is True and config["photo_blurs"] == [1.0, 2.5]
-    assert record["training"]["photo_blurs"] == [1.0, 2.5]
+    assert config["guided"] is True and config["photo_blurs"] == [1.0, 2.5] and config["photo_sharpen"] == [2.0]
+    assert record["training"]["photo_blurs"] == [1.0, 2.5] and record["training"]["photo_sharpen"] == [2.0]
     assert "true frames" in (folder / "README.md").read_text()
 
 

@@ -18,3 +18,17 @@ def test_the_oracle_keeps_the_photo_where_a_frame_would_be_sharper():
         assert torch.equal(out[j, :, 1, 1], want[:, 1, 1]), j
         assert torch.equal(out[j, :, 0, 0], frames[j, :, 0, 0]), j
     assert torch.equal(out[4], frames[4])  # the photo's own frame is the photo
+
+
+def test_sharpen_unsharp_masks_the_photo_only_where_a_frame_would_be_sharper():
+    torch.manual_seed(0)
+    frames = torch.rand(9, 3, 8, 8)
+    index = np.full((8, 8), 2.0, dtype=np.float32)
+    plain, sharp = reblur_oracle(frames, index, k=4), reblur_oracle(frames, index, k=4, sharpen=(1.0, 2.0))
+    for j in range(9):
+        if abs(j - 2) >= 2:  # blurrier than the photo: the true frame either way
+            assert torch.equal(sharp[j], frames[j]), j
+        else:  # sharper: more high-frequency energy than the photo, and not the photo
+            lap = lambda x: (x[..., 1:-1, 1:-1] * 4 - x[..., :-2, 1:-1] - x[..., 2:, 1:-1]
+                             - x[..., 1:-1, :-2] - x[..., 1:-1, 2:]).abs().mean()
+            assert not torch.equal(sharp[j], plain[j]) and lap(sharp[j]) > 1.5 * lap(plain[j]), j

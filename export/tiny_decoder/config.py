@@ -39,6 +39,9 @@ class TinyDecoderConfig:
     # Gaussian sigmas (px at the output) of the guided decoder's bank of re-blurred photos (runtime/
     # tiny_decoder._PhotoBlurs); empty: none
     photo_blurs: tuple[float, ...] = ()
+    # sigmas (px) of unsharp masks of the photo (2 * photo - G(sigma) * photo) joining that bank: they
+    # let the decoder sharpen past the photo where a frame's focal plane meets the scene; empty: none
+    photo_sharpen: tuple[float, ...] = ()
     init: Path | None = None  # a decoder folder of the same architecture to start from (default: the tiny decoder)
     channels: tuple[int, ...] = (64, 48, 32)
     blocks: tuple[int, ...] = (2, 1, 1)
@@ -58,6 +61,7 @@ class TinyDecoderConfig:
         keep = ("samples", "batch", "lr", "ema_decay", "perceptual_weight", "channels", "blocks", "seed", "data",
                 "iterations") + (("guided",) if self.guided else ()) + (("focus_weight",) if self.focus_weight else ()) \
             + (("curve_weight",) if self.curve_weight else ()) + (("photo_blurs",) if self.photo_blurs else ()) \
+            + (("photo_sharpen",) if self.photo_sharpen else ()) \
             + (("sizes", "size_samples", "size_mix") if self.sizes else ()) + (("init",) if self.init else ())
 
         def plain(v):

@@ -116,7 +116,8 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
     try:
         tiny = TinyTemporalDecoder(latent_channels=refocuser.latent_channels, channels=tuple(cfg.channels),
                                    blocks=tuple(cfg.blocks), num_frames=refocuser.config.num_frames,
-                                   shuffle=shuffle, guided=cfg.guided, photo_blurs=tuple(cfg.photo_blurs))
+                                   shuffle=shuffle, guided=cfg.guided, photo_blurs=tuple(cfg.photo_blurs),
+                                   photo_sharpen=tuple(cfg.photo_sharpen))
     except ValueError as exc:  # a guided decoder's pyramid needs the 2x sub-pixel output
         raise InvalidArgumentError(f"--guided with --channels {list(cfg.channels)}: {exc}") from None
     if cfg.init is not None:
@@ -185,7 +186,8 @@ def _start_from(decoder, folder: Path, log) -> str:
                                    "guided_decoder folder")
     start = TinyTemporalDecoder.from_pretrained(folder, use_safetensors=True)
     differ = _differing(start, decoder, [k for k in decoder.config if not k.startswith("_")])
-    if differ == ["photo_blurs"] and not start.config.get("photo_blurs"):
+    bank_keys = {"photo_blurs", "photo_sharpen"}
+    if differ and set(differ) <= bank_keys and not any(start.config.get(k) for k in bank_keys):
         # A decoder without the re-blur bank: everything else is the same network, and the bank starts
         # as a near no-op (a 0.05 share), so it continues from where that decoder was.
         missing, unexpected = decoder.load_state_dict(start.state_dict(), strict=False)
