@@ -55,6 +55,10 @@ def register(sub) -> None:
     p.add_argument("--focus-weight", type=float, default=0.0,
                    help="ground-truth: weight of the L1 between log focus maps (local Laplacian energy) of the "
                         "decoded crop and the true frames, for a stack whose sharpness sweeps with depth (default 0)")
+    p.add_argument("--curve-weight", type=float, default=0.0,
+                   help="ground-truth: weight of the cross-entropy between the decoded crop's per-pixel focus curves "
+                        "across frames and the truth's: which frame is sharpest where, the order depth from focus "
+                        "ranks (default 0)")
     p.add_argument("--sizes", type=size_wxh, nargs="+", default=[], metavar="WxH",
                    help="ground-truth: larger sizes the student also learns from, as random working-size crops "
                    "of stacks rendered there (the blur of a photo served at that size)")
@@ -80,13 +84,14 @@ def run(args) -> int:
         raise InvalidArgumentError("--samples must be >= 4, --iterations and --batch >= 1")
     if not 0.0 <= args.rollout_fraction <= 1.0:
         raise InvalidArgumentError(f"--rollout-fraction must be in [0, 1], got {args.rollout_fraction}")
-    if min(args.perceptual_weight, args.teacher_weight, args.perceptual_crop, args.focus_weight) < 0:
-        raise InvalidArgumentError("--perceptual-weight, --teacher-weight, --focus-weight and --perceptual-crop "
-                                   "must be >= 0")
+    if min(args.perceptual_weight, args.teacher_weight, args.perceptual_crop, args.focus_weight,
+           args.curve_weight) < 0:
+        raise InvalidArgumentError("--perceptual-weight, --teacher-weight, --focus-weight, --curve-weight and "
+                                   "--perceptual-crop must be >= 0")
     if args.objective == "teacher" and (args.teacher_weight or args.perceptual_weight != 1.0 or args.focus_weight
-                                        or args.sizes):
-        raise InvalidArgumentError("--teacher-weight, --perceptual-weight, --focus-weight and --sizes belong to "
-                                   "--objective ground-truth")
+                                        or args.curve_weight or args.sizes):
+        raise InvalidArgumentError("--teacher-weight, --perceptual-weight, --focus-weight, --curve-weight and --sizes "
+                                   "belong to --objective ground-truth")
     if not 0.0 <= args.size_mix <= 1.0:
         raise InvalidArgumentError(f"--size-mix must be in [0, 1], got {args.size_mix}")
     cfg = DistillConfig(
@@ -97,6 +102,7 @@ def run(args) -> int:
         device=args.device, sigma_max=args.sigma_max, sigma_min=args.sigma_min, run_dir=args.run_dir,
         cache=args.cache, force=args.force, objective=args.objective, perceptual_weight=args.perceptual_weight,
         perceptual_crop=args.perceptual_crop, teacher_weight=args.teacher_weight, focus_weight=args.focus_weight,
+        curve_weight=args.curve_weight,
         sizes=tuple(tuple(s) for s in args.sizes), size_samples=args.size_samples, size_mix=args.size_mix)
     out = run_distillation(cfg, log=lambda msg: print(msg, file=sys.stderr))
     print(out)

@@ -111,6 +111,44 @@ def test_focus_weight_adds_the_focus_term(tmp_path, random_model_dir, stacks_npy
     assert float(plain["mse"]) == pytest.approx(float(terms["mse"]), rel=1e-6)
 
 
+def test_curve_weight_adds_the_focus_curve_term_and_its_gradient_reaches_the_unet(tmp_path, random_model_dir,
+                                                                                   stacks_npy):
+    """--curve-weight: the terms gain 'curve' (the focus-curve cross-entropy of the decoded crop with the
+    truth's, the crop's frames as the curve's axis), MSE and LPIPS are those of a run without it, and the
+    curve term alone sends a gradient through the decoder and the sampler into the UNet."""
+    from refocus_edge.export.distillation.ground_truth import focus_curve_loss
+
+    cfg = _cfg(tmp_path, random_model_dir, stacks_npy, steps=1, curve_weight=1.0)
+    trainer = _trainer(cfg)
+    idx, pos = torch.tensor([0, 1]), torch.tensor([2, 7])
+    noise = torch.randn((2, *trainer.data.latents.shape[1:]), generator=torch.Generator().manual_seed(1))
+    terms = trainer.losses(trainer.student, trainer.batch(idx, pos), noise, torch.Generator().manual_seed(2))
+    assert set(terms) == {"mse", "perceptual", "curve"} and float(terms["curve"].detach()) > 0
+    trainer.student.zero_grad()
+    terms["curve"].backward()
+    grads = [p.grad for p in trainer.student.parameters() if p.requires_grad]
+    assert any(g is not None and float(g.abs().sum()) > 0 for g in grads)
+    without = _trainer(_cfg(tmp_path / "b", random_model_dir, stacks_npy, steps=1, cache=tmp_path / "gt-cache"))
+    with torch.no_grad():
+        plain = without.losses(without.student, without.batch(idx, pos), noise, torch.Generator().manual_seed(2))
+    assert "curve" not in plain
+    assert float(plain["mse"]) == pytest.approx(float(terms["mse"]), rel=1e-6)
+    # the term is focus_curve_loss, zero for a stack against itself
+    stack = torch.rand(9, 3, 16, 16) * 2 - 1
+    assert float(focus_curve_loss(stack, stack, 9)) == pytest.approx(0.0, abs=1e-6)
+    assert cfg.training_facts()["curve_weight"] == 1.0 and "curve_weight" not in without.cfg.training_facts()
+
+
+def test_curve_weight_belongs_to_the_ground_truth_objective(capsys):
+    from refocus_edge.cli.main import main
+
+    assert main(["distill", "--teacher", "unused", "--out", "unused", "--curve-weight", "1.0"]) == 2
+    assert "--curve-weight and --sizes belong to --objective ground-truth" in capsys.readouterr().err.replace("\n", " ")
+    assert main(["distill", "--teacher", "unused", "--out", "unused", "--objective", "ground-truth",
+                 "--curve-weight", "-1"]) == 2
+    assert "--curve-weight and --perceptual-crop must be >= 0" in capsys.readouterr().err
+
+
 def test_ground_truth_loss_decreases(tmp_path, random_model_dir, stacks_npy, one_thread):
     # The latent term alone: a random decoder's LPIPS is noise that hides the trend in 40 updates
     # (the perceptual path is covered by the gradient test above).

@@ -50,6 +50,9 @@ class DistillConfig:
     # ground-truth: L1 between the log focus maps (local Laplacian energy) of the decoded crop and of
     # the true frames: the per-pixel sharpness curve across frames that depth from focus reads.
     focus_weight: float = 0.0
+    # ground-truth: cross-entropy of the decoded crop's per-pixel focus curves across the frames with the
+    # truth's (focus_curve_loss): only which frame is sharpest where, the order depth from focus ranks
+    curve_weight: float = 0.0
     # ground-truth: larger sizes (W, H) the student also learns from, as random working-size latent crops of
     # stacks rendered there (the lens blur grows with the image, so a crop of a larger render shows the blur a
     # photo served at that size has); `size_mix` of the updates draw their batch from them.
@@ -77,5 +80,7 @@ class DistillConfig:
                 "perceptual_weight", "perceptual_crop", "teacher_weight", "focus_weight")
         if self.sizes:  # only when set, so that runs from before the option resume
             keys += ("sizes", "size_samples", "size_mix")
+        if self.curve_weight:
+            keys += ("curve_weight",)
         d = asdict(self)
         return {k: d[k] for k in keys} | {"init": str(self.init) if self.init else None}

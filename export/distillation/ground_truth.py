@@ -254,12 +254,12 @@ class GroundTruthTrainer(TrainerCore):
         return torch.cat(out)
 
     def losses(self, unet, batch: GroundTruthBatch, noise: torch.Tensor, crop_gen) -> dict:
-        """{'mse', 'perceptual', 'focus'} of the student's samples for a batch of stacks and input positions
+        """{'mse', 'perceptual', 'focus', 'curve'} of the student's samples for a batch of stacks and input positions
         (the decoded-crop terms only when their weight is nonzero)."""
         out = self.sample(unet, self.conditioning(batch), noise)
         target = batch.latents.to(self.device) * self.scaling
         terms = {"mse": (out - target).pow(2).mean()}
-        if self.lpips is not None or self.cfg.focus_weight > 0:
+        if self.lpips is not None or self.cfg.focus_weight > 0 or self.cfg.curve_weight > 0:
             # One stack of the batch, one crop: the decoder's backward pass is the costly part.
             b = int(torch.randint(len(batch.pos), (1,), generator=crop_gen))
             h, w = out.shape[-2:]
@@ -271,8 +271,12 @@ class GroundTruthTrainer(TrainerCore):
             frames = frames.clamp(-1, 1)
             if self.lpips is not None:
                 terms["perceptual"] = self.lpips(frames, gt).mean()
-            if self.cfg.focus_weight > 0:
-                terms["focus"] = (log_focus_maps(frames) - log_focus_maps(gt)).abs().mean()
+            if self.cfg.focus_weight > 0 or self.cfg.curve_weight > 0:
+                maps, gt_maps = log_focus_maps(frames), log_focus_maps(gt)  # once for both terms
+                if self.cfg.focus_weight > 0:
+                    terms["focus"] = (maps - gt_maps).abs().mean()
+                if self.cfg.curve_weight > 0:  # the crop is one stack: its frames are the curve's axis
+                    terms["curve"] = curve_cross_entropy(maps, gt_maps, frames.shape[0])
         return terms
 
     def noise(self, n: int) -> torch.Tensor:
@@ -292,7 +296,7 @@ class GroundTruthTrainer(TrainerCore):
         batch = self.batch(idx, pos, data, crop_gen=crop_gen)
         terms = self.losses(self.student, batch, self.noise(b), self.gen)
         loss = (terms["mse"] + cfg.perceptual_weight * terms.get("perceptual", 0.0)
-                + cfg.focus_weight * terms.get("focus", 0.0))
+                + cfg.focus_weight * terms.get("focus", 0.0) + cfg.curve_weight * terms.get("curve", 0.0))
         if cfg.teacher_weight > 0:
             loss = loss + cfg.teacher_weight * self.teacher_objective.loss(self)
         return loss

@@ -121,6 +121,8 @@ def _readme(cfg: DistillConfig, card: dict) -> str:
                    if cfg.teacher_weight > 0 else "")
         focus = (f", plus {cfg.focus_weight:g} x L1 of the crop's log focus maps to the truth's"
                  if cfg.focus_weight > 0 else "")
+        focus += (f", plus {cfg.curve_weight:g} x cross-entropy of its per-pixel focus curves with the truth's"
+                  if cfg.curve_weight > 0 else "")
         method = _GROUND_TRUTH_METHOD.format(steps=cfg.steps, pw=cfg.perceptual_weight, crop=crop,
                                              teacher=teacher, focus=focus)
         data = f"{t['samples']} ground-truth stacks from {card['data']}"
@@ -273,6 +275,7 @@ def run_distillation(cfg: DistillConfig, log=print) -> Path:
     method = ("few-step sampler trained end to end toward the ground-truth stacks "
               f"(latent MSE + {cfg.perceptual_weight:g} x LPIPS of decoded crops"
               + (f" + {cfg.focus_weight:g} x L1 of log focus maps" if cfg.focus_weight > 0 else "")
+              + (f" + {cfg.curve_weight:g} x focus-curve cross-entropy" if cfg.curve_weight > 0 else "")
               + (f" + {cfg.teacher_weight:g} x trajectory distillation" if cfg.teacher_weight > 0 else "")
               + ", export/distillation/ground_truth.py)"
               if cfg.objective == "ground-truth" else "trajectory distillation, guidance folded in (export/distillation)")
