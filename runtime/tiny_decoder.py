@@ -125,9 +125,11 @@ class TinyTemporalDecoder(ModelMixin, ConfigMixin):
         frames = self.to_pixels(self.conv_out(x))
         if features is None:
             return frames
+        # the last level's features + each frame's offset plane, built once: both blends read it
+        head = self.guide._with_offsets(x, frame_offsets)
         if self.guide.blurs is not None:  # part of each pixel: the photo re-blurred by a learnt amount
-            frames = self.guide.blurs(x, frame_offsets, image, frames)
-        keep = self.guide.keep(x, frame_offsets)  # per output pixel: how much of the photo to keep
+            frames = self.guide.blurs(head, image, frames)
+        keep = self.guide.keep(head)  # per output pixel: how much of the photo to keep
         return keep * image + (1 - keep) * frames
 
 
@@ -179,9 +181,9 @@ class _PhotoGuide(nn.Module):
         pyramid = pyramid[::-1]  # coarsest (the latent resolution) first, like the decoder's levels
         return [inject(self._with_offsets(p, frame_offsets)) for inject, p in zip(self.inject, pyramid)]
 
-    def keep(self, x: torch.Tensor, frame_offsets: torch.Tensor) -> torch.Tensor:
-        plane = frame_offsets.to(x.dtype).reshape(-1, 1, 1, 1).expand(x.shape[0], 1, x.shape[-2], x.shape[-1])
-        return torch.sigmoid(self.to_pixels(self.keep_logits(torch.cat([x, plane], 1))))
+    def keep(self, head: torch.Tensor) -> torch.Tensor:
+        """head: the last level's features with the frame's offset plane (_with_offsets)."""
+        return torch.sigmoid(self.to_pixels(self.keep_logits(head)))
 
 
 class _PhotoBlurs(nn.Module):
@@ -252,10 +254,9 @@ class _PhotoBlurs(nn.Module):
         blurs = self.blurred(image)
         return [blurs[i] for i in self.blur_index] + [2 * image - blurs[i] for i in self.sharpen_index]
 
-    def forward(self, x: torch.Tensor, frame_offsets: torch.Tensor, image: torch.Tensor,
-                frames: torch.Tensor) -> torch.Tensor:
-        plane = frame_offsets.to(x.dtype).reshape(-1, 1, 1, 1).expand(x.shape[0], 1, x.shape[-2], x.shape[-1])
-        logits = self.to_pixels(self.logits(torch.cat([x, plane], 1)))  # [frames, 1 + bank, H, W]
+    def forward(self, head: torch.Tensor, image: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """head: the last level's features with the frame's offset plane, as the keep blend reads them."""
+        logits = self.to_pixels(self.logits(head))  # [frames, 1 + bank, H, W]
         share = torch.sigmoid(logits[:, :1])
         weights = torch.softmax(logits[:, 1:], dim=1)
         mixed = 0

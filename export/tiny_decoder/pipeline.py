@@ -118,8 +118,9 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
                                    blocks=tuple(cfg.blocks), num_frames=refocuser.config.num_frames,
                                    shuffle=shuffle, guided=cfg.guided, photo_blurs=tuple(cfg.photo_blurs),
                                    photo_sharpen=tuple(cfg.photo_sharpen))
-    except ValueError as exc:  # a guided decoder's pyramid needs the 2x sub-pixel output
-        raise InvalidArgumentError(f"--guided with --channels {list(cfg.channels)}: {exc}") from None
+    except ValueError as exc:  # the decoder's own checks: the guided pyramid's 2x output, the bank's sigmas
+        raise InvalidArgumentError(f"decoder settings (--channels {list(cfg.channels)}, --guided, --photo-blurs, "
+                                   f"--photo-sharpen): {exc}") from None
     if cfg.init is not None:
         init = _start_from(tiny, Path(cfg.init), log)
     else:
