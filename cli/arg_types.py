@@ -35,12 +35,21 @@ def seed(text: str) -> int:
     return value
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (steps, counts), checked at parse time."""
+def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (a count that may be none), checked at parse time."""
+    return _int_at_least(text, 0)
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (steps, counts), checked at parse time."""
+    return _int_at_least(text, 1)

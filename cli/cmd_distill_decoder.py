@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from refocus_edge.cli.arg_types import positive_int, seed, size_wxh
+from refocus_edge.cli.arg_types import non_negative_int, positive_int, seed, size_wxh
 from refocus_edge.runtime.zoo import DEFAULT_MODEL
 
 
@@ -32,7 +32,9 @@ def register(sub) -> None:
                    help="training stacks, each giving two latent stacks (default %(default)s)")
     p.add_argument("--held-out", type=positive_int, default=D.held_out,
                    help="held-out stacks the gate decodes (default %(default)s)")
-    p.add_argument("--iterations", type=positive_int, default=D.iterations, help="updates (default %(default)s)")
+    p.add_argument("--iterations", type=non_negative_int, default=D.iterations,
+                   help="updates (default %(default)s); 0 with --init: gate that decoder as it is, with what is new "
+                        "in it (a --lens-head)")
     p.add_argument("--batch", type=positive_int, default=D.batch, help="stacks per update (default %(default)s)")
     p.add_argument("--lr", type=float, default=D.lr, help="peak AdamW learning rate (default %(default)s)")
     p.add_argument("--ema", type=float, default=D.ema_decay, help="EMA decay of the shipped weights (default %(default)s)")
@@ -60,6 +62,15 @@ def register(sub) -> None:
                    help="with --photo-blurs: sigmas (px) of unsharp masks of the photo (2 x photo - its blur) joining "
                         "that bank, so it can sharpen past the photo where a frame's focal plane meets the scene "
                         "(default: none)")
+    p.add_argument("--lens-head", type=Path, default=None, metavar="HEAD.pt",
+                   help="with --guided: a focus-depth head (`python -m training.depth_head`) whose per-pixel focus "
+                        "index makes a thin-lens stack from the photo (re-blurred or sharpened per frame), mixed into "
+                        "the output; frozen while the decoder trains (default: none)")
+    p.add_argument("--lens-mix", type=float, default=D.lens_mix,
+                   help="with --lens-head: the lens stack's share of each output frame, in (0, 1] (default %(default)s)")
+    p.add_argument("--lens-amount", type=float, default=D.lens_amount,
+                   help="with --lens-head: unsharp amount per frame of focus a frame gains over the photo "
+                        "(default %(default)s)")
     p.add_argument("--init", type=Path, default=None, metavar="DIR",
                    help="start from this decoder folder's weights (same architecture; default: the model's tiny "
                         "decoder for --guided, else random)")
@@ -106,12 +117,22 @@ def run(args) -> int:
     if args.photo_sharpen and not args.photo_blurs:
         raise InvalidArgumentError("--photo-sharpen adds unsharp masks to the --photo-blurs bank; give --photo-blurs "
                                    "too (for example --photo-blurs 0.5 1.0 2.6 5.0)")
+    if args.lens_head and not args.guided:
+        raise InvalidArgumentError("--lens-head builds frames from the input photo, which only the photo-guided "
+                                   "decoder sees; add --guided")
+    if args.lens_head and (not 0 < args.lens_mix <= 1 or args.lens_amount < 0):
+        raise InvalidArgumentError(f"--lens-mix must be in (0, 1] and --lens-amount >= 0, got {args.lens_mix}, "
+                                   f"{args.lens_amount}")
+    if args.iterations == 0 and args.init is None:
+        raise InvalidArgumentError("--iterations 0 gates a decoder without training it: give --init DIR (the decoder "
+                                   "to start from)")
     cfg = TinyDecoderConfig(model=args.model, out=args.out, samples=args.samples, held_out=args.held_out,
                             iterations=args.iterations, batch=args.batch, lr=args.lr, ema_decay=args.ema,
                             perceptual_weight=args.perceptual_weight, focus_weight=args.focus_weight,
                             curve_weight=args.curve_weight, sizes=tuple(tuple(s) for s in args.sizes),
                             size_samples=args.size_samples, size_mix=args.size_mix, init=args.init,
                             photo_blurs=tuple(args.photo_blurs), photo_sharpen=tuple(args.photo_sharpen),
+                            lens_head=args.lens_head, lens_mix=args.lens_mix, lens_amount=args.lens_amount,
                             channels=tuple(args.channels),
                             blocks=tuple(args.blocks), seed=args.seed, data=args.data, gate_threshold=gate, guided=args.guided,
                             run_dir=args.run_dir, device=args.device, force=args.force, progress=not args.quiet)

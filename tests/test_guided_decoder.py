@@ -113,6 +113,28 @@ def test_the_bank_s_unsharp_masks_sharpen_past_the_photo():
         TinyTemporalDecoder(**SMALL, guided=True, photo_blurs=(1.0,), photo_sharpen=(-1.0,))
 
 
+def test_the_lens_stack_is_mixed_in_and_keeps_the_photo_at_its_own_position():
+    """lens_head: the thin-lens stack (runtime/lens_stack.py) joins the output at lens_mix; at the
+    photo's own position the lens frame is the photo, so that frame moves toward the photo only."""
+    torch.manual_seed(0)
+    plain = TinyTemporalDecoder(**SMALL, guided=True).eval()
+    lens = TinyTemporalDecoder(**SMALL, guided=True, lens_head=(8, 8, 8, 8), lens_mix=0.5).eval()
+    lens.load_state_dict(plain.state_dict(), strict=False)
+    z, photo = torch.randn(9, 4, 8, 8), torch.rand(1, 3, 64, 64) * 2 - 1
+    offsets = guide_offsets(3, 9, "cpu")
+    with torch.no_grad():
+        a, b, stack = plain(z, photo, offsets), lens(z, photo, offsets), lens.lens(photo, offsets)
+    torch.testing.assert_close(b, 0.5 * stack + 0.5 * a)
+    torch.testing.assert_close(stack[3], photo[0], atol=1e-5, rtol=0)
+    assert not torch.allclose(stack[0], photo[0], atol=1e-3)  # other frames: re-blurred or sharpened
+    with pytest.raises(ValueError, match="all 9 frames in one chunk"):
+        lens(z[:8], photo, offsets[:8])
+    with pytest.raises(ValueError, match="only a guided decoder"):
+        TinyTemporalDecoder(**SMALL, lens_head=(8, 8, 8, 8), lens_mix=0.5)
+    with pytest.raises(ValueError, match="lens_mix must be in"):
+        TinyTemporalDecoder(**SMALL, guided=True, lens_head=(8, 8, 8, 8), lens_mix=0.0)
+
+
 def test_a_decoder_without_the_bank_starts_one_with_it(tmp_path):
     """--init from a guided decoder without photo_blurs loads all its weights (the bank starts new);
     any other difference of architecture is refused by name."""
@@ -276,11 +298,31 @@ def model_with_guided(random_model_dir, tmp_path_factory):
     run_decoder_distillation(TinyDecoderConfig(**common, gate_threshold=1.0, run_dir=root.parent / "run-t"),
                              log=lambda _m: None)
     logs = []
-    # with a re-blur bank, so the exports below carry it too
+    # with a re-blur bank and then a lens stack (attached with no updates), so the exports below carry both
+    banked = root.parent / "banked"
     run_decoder_distillation(TinyDecoderConfig(**common, gate_threshold=1.0, guided=True, photo_blurs=(1.0, 2.5),
-                                               photo_sharpen=(2.0,), run_dir=root.parent / "run-g"), log=logs.append)
+                                               photo_sharpen=(2.0,), run_dir=root.parent / "run-g", out=banked),
+                             log=logs.append)
     assert any("starts from" in m for m in logs)  # from the model's gated tiny decoder
+    head = _tiny_head(root.parent)
+    run_decoder_distillation(TinyDecoderConfig(**{**common, "iterations": 0}, gate_threshold=1.0, guided=True,
+                                               photo_blurs=(1.0, 2.5), photo_sharpen=(2.0,), init=banked,
+                                               lens_head=head, lens_mix=0.5, run_dir=root.parent / "run-l"),
+                             log=logs.append)
+    assert any("lens stack new" in m for m in logs) and any("no updates" in m for m in logs)
     return root
+
+
+def _tiny_head(folder: Path) -> Path:
+    """A small focus-depth head's weights and facts, as `python -m training.depth_head` writes them."""
+    from refocus_edge.runtime.lens_stack import FocusDepthHead
+
+    torch.manual_seed(5)
+    head = FocusDepthHead(9, (8, 8, 8, 8))
+    path = folder / "head.pt"
+    torch.save(head.state_dict(), path)
+    path.with_suffix(".json").write_text(json.dumps({"positions": 9, "channels": [8, 8, 8, 8]}))
+    return path
 
 
 def test_the_pipeline_writes_a_gated_guided_folder(model_with_guided):
@@ -288,10 +330,17 @@ def test_the_pipeline_writes_a_gated_guided_folder(model_with_guided):
     record = json.loads((folder / "gate.json").read_text())
     assert record["gate"]["metric"] == "lpips_alex_median_vs_truth_minus_full_decoder" and record["gate"]["passed"]
     assert {"guided_median", "full_median", "identity_median"} <= set(record["stats"])
-    assert record["training"]["guided"] and "tiny_decoder" in record["training"]["init"]
+    assert record["training"]["guided"] and "banked" in record["training"]["init"]
+    assert record["training"]["updates"] == 0 and "lens stack" in record["training"]["init"]
+    assert record["training"]["lens_head"]["sha256"] and record["training"]["lens_mix"] == 0.5
     config = json.loads((folder / "config.json").read_text())
     assert config["guided"] is True and config["photo_blurs"] == [1.0, 2.5] and config["photo_sharpen"] == [2.0]
+    assert config["lens_head"] == [8, 8, 8, 8] and config["lens_mix"] == 0.5
     assert record["training"]["photo_blurs"] == [1.0, 2.5] and record["training"]["photo_sharpen"] == [2.0]
+    # the head's weights went in unchanged (frozen)
+    head = torch.load(folder.parent.parent / "head.pt", weights_only=True)
+    decoder = TinyTemporalDecoder.from_pretrained(folder, use_safetensors=True)
+    torch.testing.assert_close(decoder.lens.head.state_dict(), head, rtol=0, atol=0)
     assert "true frames" in (folder / "README.md").read_text()
 
 

@@ -2,6 +2,7 @@
 true frame where that frame is at least as defocused as the photo, else the photo."""
 
 import numpy as np
+import pytest
 import torch
 
 from benchmarks.reblur_oracle import reblur_oracle
@@ -32,3 +33,17 @@ def test_sharpen_unsharp_masks_the_photo_only_where_a_frame_would_be_sharper():
             lap = lambda x: (x[..., 1:-1, 1:-1] * 4 - x[..., :-2, 1:-1] - x[..., 2:, 1:-1]
                              - x[..., 1:-1, :-2] - x[..., 1:-1, 2:]).abs().mean()
             assert not torch.equal(sharp[j], plain[j]) and lap(sharp[j]) > 1.5 * lap(plain[j]), j
+
+
+def test_graded_sharpening_grows_toward_the_frame_focused_on_the_pixel():
+    torch.manual_seed(0)
+    frames = torch.rand(9, 3, 8, 8)
+    index = np.full((8, 8), 1.0, dtype=np.float32)  # the scene at focus index 1, the photo at k = 5
+    graded = reblur_oracle(frames, index, k=5, sharpen=(1.0, 0.5), graded=True)
+    lap = lambda x: (x[..., 1:-1, 1:-1] * 4 - x[..., :-2, 1:-1] - x[..., 2:, 1:-1]
+                     - x[..., 1:-1, :-2] - x[..., 1:-1, 2:]).abs().mean()
+    detail = [float(lap(graded[j])) for j in range(2, 5)]  # frames 2, 3, 4: 3, 2, 1 frames of focus gained
+    assert detail[0] > detail[1] > detail[2] > float(lap(frames[5]))
+    assert torch.equal(graded[5], frames[5]) and torch.equal(graded[8], frames[8])  # as blurred: the true frame
+    with pytest.raises(ValueError, match="graded sharpening needs"):
+        reblur_oracle(frames, index, k=5, graded=True)

@@ -29,6 +29,7 @@ SUPPORTED_OPS = frozenset({
     "expand_dims", "tile", "gather", "pad", "upsample_nearest_neighbor", "identity", "select",
     "maximum", "minimum", "clip", "abs", "floor", "ceil", "range_1d", "shape", "fill",
     "relu", "pixel_shuffle",  # the tiny and photo-guided decoders (runtime/tiny_decoder.py), iOS 15 ops
+    "avg_pool", "upsample_bilinear",  # the lens stack's focus-depth head (runtime/lens_stack.py), iOS 15 ops
 })
 
 

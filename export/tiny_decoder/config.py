@@ -42,6 +42,11 @@ class TinyDecoderConfig:
     # sigmas (px) of unsharp masks of the photo (2 * photo - G(sigma) * photo) joining that bank: they
     # let the decoder sharpen past the photo where a frame's focal plane meets the scene; empty: none
     photo_sharpen: tuple[float, ...] = ()
+    # the focus-depth head (weights from `python -m training.depth_head`) of a thin-lens stack mixed into the
+    # guided decoder's output at lens_mix (runtime/lens_stack.LensStack); frozen while the decoder trains
+    lens_head: Path | None = None
+    lens_mix: float = 0.75
+    lens_amount: float = 1.0  # unsharp amount per frame of focus a frame gains over the photo
     init: Path | None = None  # a decoder folder of the same architecture to start from (default: the tiny decoder)
     channels: tuple[int, ...] = (64, 48, 32)
     blocks: tuple[int, ...] = (2, 1, 1)
@@ -62,6 +67,7 @@ class TinyDecoderConfig:
                 "iterations") + (("guided",) if self.guided else ()) + (("focus_weight",) if self.focus_weight else ()) \
             + (("curve_weight",) if self.curve_weight else ()) + (("photo_blurs",) if self.photo_blurs else ()) \
             + (("photo_sharpen",) if self.photo_sharpen else ()) \
+            + (("lens_head", "lens_mix", "lens_amount") if self.lens_head else ()) \
             + (("sizes", "size_samples", "size_mix") if self.sizes else ()) + (("init",) if self.init else ())
 
         def plain(v):

@@ -113,48 +113,61 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
         raise InvalidArgumentError(f"--channels {list(cfg.channels)} gives a {upsamplings * shuffle}x decoder; the VAE "
                                    f"upsamples {factor}x")
     torch.manual_seed(cfg.seed)  # the initial weights
+    lens = _lens_head_facts(cfg, refocuser.config.num_frames) if cfg.lens_head else {}
     try:
         tiny = TinyTemporalDecoder(latent_channels=refocuser.latent_channels, channels=tuple(cfg.channels),
                                    blocks=tuple(cfg.blocks), num_frames=refocuser.config.num_frames,
                                    shuffle=shuffle, guided=cfg.guided, photo_blurs=tuple(cfg.photo_blurs),
-                                   photo_sharpen=tuple(cfg.photo_sharpen))
+                                   photo_sharpen=tuple(cfg.photo_sharpen), lens_head=tuple(lens.get("channels", ())),
+                                   lens_mix=cfg.lens_mix if lens else 0.0, lens_amount=cfg.lens_amount)
     except ValueError as exc:  # the decoder's own checks: the guided pyramid's 2x output, the bank's sigmas
         raise InvalidArgumentError(f"decoder settings (--channels {list(cfg.channels)}, --guided, --photo-blurs, "
-                                   f"--photo-sharpen): {exc}") from None
+                                   f"--photo-sharpen, --lens-head, --lens-mix): {exc}") from None
     if cfg.init is not None:
         init = _start_from(tiny, Path(cfg.init), log)
     else:
         init = _warm_start(tiny, Path(refocuser.source), log) if cfg.guided else "random weights"
+    if lens:  # the trained head, frozen: the decoder learns around it, never retrains it toward frames
+        tiny.lens.head.load_state_dict(torch.load(cfg.lens_head, weights_only=True, map_location="cpu"))
+        tiny.lens.requires_grad_(False)
+        init += f"; lens stack: focus-depth head {cfg.lens_head} (sha256 {lens['sha256'][:12]}), mix {cfg.lens_mix}"
     for extra_size in cfg.sizes:  # before hours of pairs, not after
         check_larger_size(extra_size, size, factor)
     run_dir = cfg.resolved_run_dir(Path(refocuser.source))
-    source = FocalStackSource(cfg.data, size)
     facts = pair_facts(Path(refocuser.source), cfg, size)
-    target = "truth" if cfg.guided else "model"
-    pairs = build_pairs(refocuser, source, run_dir / "pairs", cfg.samples, facts, cfg.seed, cfg.progress, log,
-                        target=target)
-    extra = []
-    data = larger_size_data(cfg.data)
-    for w, h in cfg.sizes:
-        extra.append(build_pairs(refocuser, FocalStackSource(data, (w, h)), run_dir / f"pairs-{w}x{h}",
-                                 cfg.size_samples, pair_facts(Path(refocuser.source), replace(cfg, data=data), (w, h)),
-                                 cfg.seed, cfg.progress, log, target=target))
-    trainer = TinyDecoderTrainer(tiny, pairs, cfg, run_dir / "tiny_decoder.ckpt", log, extra=tuple(extra))
-    trainer.resume()
-    trainer.run()
+    if cfg.iterations > 0:
+        source = FocalStackSource(cfg.data, size)
+        target = "truth" if cfg.guided else "model"
+        pairs = build_pairs(refocuser, source, run_dir / "pairs", cfg.samples, facts, cfg.seed, cfg.progress, log,
+                            target=target)
+        extra = []
+        data = larger_size_data(cfg.data)
+        for w, h in cfg.sizes:
+            extra.append(build_pairs(refocuser, FocalStackSource(data, (w, h)), run_dir / f"pairs-{w}x{h}",
+                                     cfg.size_samples, pair_facts(Path(refocuser.source), replace(cfg, data=data), (w, h)),
+                                     cfg.seed, cfg.progress, log, target=target))
+        trainer = TinyDecoderTrainer(tiny, pairs, cfg, run_dir / "tiny_decoder.ckpt", log, extra=tuple(extra))
+        trainer.resume()
+        trainer.run()
+        decoder, seconds, history, pair_count = trainer.ema, trainer.seconds, trainer.history, len(pairs)
+    else:  # no updates: the --init decoder (with what is new in it, a lens stack) is gated as it is
+        if cfg.init is None:
+            raise InvalidArgumentError("--iterations 0 gates a decoder without training it: give --init")
+        log("distill-decoder: no updates (--iterations 0); gating the decoder as built")
+        decoder, seconds, history, pair_count = tiny.eval(), 0.0, [], 0
 
     log(f"distill-decoder: gate on the model's samples of {cfg.held_out} held-out stacks")
     latents, frames, truth, positions = held_out_samples(refocuser, cfg.held_out, size, HELD_OUT_SEED)
     if cfg.guided:
-        gate, stats = guided_gate(trainer.ema, latents, frames, truth, positions, cfg.gate_threshold)
+        gate, stats = guided_gate(decoder, latents, frames, truth, positions, cfg.gate_threshold)
     else:
-        gate, stats = decoder_gate(trainer.ema, latents, frames, cfg.gate_threshold)
+        gate, stats = decoder_gate(decoder, latents, frames, cfg.gate_threshold)
     log(f"distill-decoder: {gate.metric} = {gate.value:.4f} (threshold {gate.threshold}; {gate.detail})")
     gate.enforce()  # ParityError: nothing is written, the checkpoint stays for another try
 
     card = {"command": command or "refocus distill-decoder", "parameters": sum(p.numel() for p in tiny.parameters()),
             "full_decoder_parameters": sum(p.numel() for p in refocuser.vae.decoder.parameters()),
-            "pairs": len(pairs), "train_minutes": trainer.seconds / 60,
+            "pairs": pair_count, "train_minutes": seconds / 60, "lens": lens,
             "machine": f"{cfg.device} ({platform.machine()}, {torch.get_num_threads()} threads)",
             "gate": gate.to_json(), "stats": stats, "init": init, "working_size": list(size)}
     with output_lock(out):
@@ -162,20 +175,42 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
         if out.exists() and not cfg.force:  # again, under the lock: another writer may have been faster
             raise InvalidArgumentError(f"{out} already exists; pass --force to replace it")
         with publishing(out) as stage:
-            trainer.ema.save_pretrained(stage, safe_serialization=True)
+            decoder.save_pretrained(stage, safe_serialization=True)
             weights = sorted(stage.glob("*.safetensors"))
             # the gate was measured on this UNet's samples: another UNet needs the gate again
             record = {"gate": gate.to_json(), "stats": stats, "vae_hash": facts["vae"], "unet_hash": facts["unet"],
                       "weights_sha256": {w.name: file_sha256(w) for w in weights},
-                      "training": {**cfg.training_facts(), "init": init, "updates": trainer.step,
-                                   "seconds": trainer.seconds,
-                                   "final_loss": trainer.history[-1][1] if trainer.history else None},
+                      "training": {**cfg.training_facts(), "init": init, "updates": len(history),
+                                   "seconds": seconds, "final_loss": history[-1][1] if history else None,
+                                   **({"lens_head": lens} if lens else {})},
                       "command": card["command"]}
             (stage / GATE_FILE).write_text(json.dumps(record, indent=2) + "\n")
             readme = _guided_readme if cfg.guided else _readme
             (stage / "README.md").write_text(readme(Path(refocuser.source), cfg, card))
     log(f"distill-decoder: wrote {out}")
     return out
+
+
+def _lens_head_facts(cfg: TinyDecoderConfig, frames: int) -> dict:
+    """The --lens-head weights' facts (<head>.json from `python -m training.depth_head`), checked."""
+    from refocus_edge.runtime.artifacts import file_sha256
+
+    head = Path(cfg.lens_head)
+    if not cfg.guided:
+        raise InvalidArgumentError("--lens-head builds frames from the input photo, which only the photo-guided "
+                                   "decoder sees; add --guided")
+    meta = head.with_suffix(".json")
+    if not head.is_file() or not meta.is_file():
+        raise InvalidArgumentError(f"--lens-head {head}: needs the weights and {meta.name} beside them, as "
+                                   "`python -m training.depth_head --out HEAD.pt` writes them")
+    facts = json.loads(meta.read_text())
+    if int(facts.get("positions", -1)) != frames:
+        raise InvalidArgumentError(f"--lens-head {head}: a head for {facts.get('positions')} focus positions; this "
+                                   f"model makes {frames} frames")
+    if not 0 < cfg.lens_mix <= 1 or cfg.lens_amount < 0:
+        raise InvalidArgumentError(f"--lens-mix must be in (0, 1] and --lens-amount >= 0, got {cfg.lens_mix}, "
+                                   f"{cfg.lens_amount}")
+    return {**facts, "path": str(head), "sha256": file_sha256(head), "mix": cfg.lens_mix, "amount": cfg.lens_amount}
 
 
 def _start_from(decoder, folder: Path, log) -> str:
@@ -187,15 +222,21 @@ def _start_from(decoder, folder: Path, log) -> str:
                                    "guided_decoder folder")
     start = TinyTemporalDecoder.from_pretrained(folder, use_safetensors=True)
     differ = _differing(start, decoder, [k for k in decoder.config if not k.startswith("_")])
-    bank_keys = {"photo_blurs", "photo_sharpen"}
-    if differ and set(differ) <= bank_keys and not any(start.config.get(k) for k in bank_keys):
-        # A decoder without the re-blur bank: everything else is the same network, and the bank starts
-        # as a near no-op (a 0.05 share), so it continues from where that decoder was.
+    # Parts a decoder can gain on top of the one it starts from: (the config keys that define it, the key
+    # that says it is there, its weights' prefix, its name)
+    parts = [({"photo_blurs", "photo_sharpen"}, "photo_blurs", "guide.blurs.", "the photo re-blur bank"),
+             ({"lens_head", "lens_mix", "lens_amount", "lens_sharpen_sigma", "lens_step_fraction"}, "lens_head",
+              "lens.", "the lens stack")]
+    adding = [p for p in parts if set(differ) & p[0] and not start.config.get(p[1])]
+    if differ and adding and set(differ) <= set().union(*(p[0] for p in adding)):
+        # The same network without the bank or the lens stack: everything else continues from where that
+        # decoder was; the bank starts as a near no-op (a 0.05 share), the lens stack takes its trained head.
         missing, unexpected = decoder.load_state_dict(start.state_dict(), strict=False)
-        if unexpected or any(not k.startswith("guide.blurs.") for k in missing):
+        if unexpected or any(not k.startswith(tuple(p[2] for p in adding)) for k in missing):
             raise InvalidArgumentError(f"--init {folder}: its weights do not fit this decoder")
-        log(f"distill-decoder: starting from {folder} (the photo re-blur bank is new)")
-        return f"{folder} (all its weights; the photo re-blur bank new)"
+        what = " and ".join(p[3] for p in adding)
+        log(f"distill-decoder: starting from {folder} ({what} new)")
+        return f"{folder} (all its weights; {what} new)"
     if differ:
         raise InvalidArgumentError(f"--init {folder}: another architecture ({', '.join(differ)} differ)")
     decoder.load_state_dict(start.state_dict())
