@@ -28,7 +28,7 @@ from benchmarks.quality import LARGE_JUMP, LPIPS_NET, _depth_from_focus, _depth_
 
 @torch.no_grad()
 def evaluate(head, count: int = 8, positions=(0, 4, 8), eval_set: str = "synthetic", size_hw=(128, 128),
-             amount: float = 1.0, sharpen_sigma: float = 2.0, progress: bool = True) -> dict:
+             amount: float = 1.0, sharpen_sigma: float = 2.0, progress: bool = True, start: int = 0) -> dict:
     from tqdm.auto import tqdm
 
     from refocus_edge.focalstacks.lens import LensConfig
@@ -37,7 +37,7 @@ def evaluate(head, count: int = 8, positions=(0, 4, 8), eval_set: str = "synthet
 
     lens = LensConfig()
     step = lens.max_blur_fraction * size_hw[1] / (lens.num_positions - 1)  # blur radius per frame of focus, px
-    data, names = _eval_stacks(eval_set, size_hw, count)
+    data, names = _eval_stacks(eval_set, size_hw, count, start)
     lpips = LPIPS(LPIPS_NET)
     positions = [int(k) for k in positions]
     n = lens.num_positions
@@ -110,6 +110,7 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=size_wxh, default=(128, 128), metavar="WxH")
     p.add_argument("--amount", type=float, default=1.0, help="unsharp amount per frame of focus gained")
     p.add_argument("--sharpen-sigma", type=float, default=2.0)
+    p.add_argument("--start", type=int, default=0, help="synthetic set: first held-out stack (validation: 64)")
     p.add_argument("--out", type=Path, default=Path("out/lens-route"))
     a = p.parse_args(argv)
     if not a.head.is_file() or not a.head.with_suffix(".json").is_file():
@@ -120,7 +121,7 @@ def main(argv=None) -> int:
     from training.depth_head import load_head
 
     res = evaluate(load_head(a.head), a.count, a.positions, a.eval_set, (a.size[1], a.size[0]), a.amount,
-                   a.sharpen_sigma)
+                   a.sharpen_sigma, start=a.start)
     res["command"] = "python -m benchmarks.lens_route " + shlex.join(sys.argv[1:] if argv is None else argv)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "results.json").write_text(json.dumps(res, indent=1))

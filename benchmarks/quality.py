@@ -120,8 +120,23 @@ def _depth_rank(index: np.ndarray, true_diopters) -> float:
     return spearman(-index, np.asarray(true_diopters))
 
 
-def _eval_stacks(eval_set: str, size_hw: tuple[int, int], count: int):
-    """(dataset, names of its first `count` stacks) of an evaluation set; raises on a bad set or count."""
+class _From(torch.utils.data.Dataset):
+    """Items start, start + 1, ... of a dataset."""
+
+    def __init__(self, data, start: int):
+        self.data, self.start = data, int(start)
+
+    def __len__(self) -> int:
+        return len(self.data) - self.start
+
+    def __getitem__(self, i: int):
+        return self.data[self.start + i]
+
+
+def _eval_stacks(eval_set: str, size_hw: tuple[int, int], count: int, start: int = 0):
+    """(dataset, names of its `count` stacks from `start`) of an evaluation set; raises on a bad set,
+    count or start. A start past the reported tables' stacks (synthetic: 64; photos: 8) gives stacks
+    those tables never use: a validation set to choose settings on."""
     from refocus_edge.focalstacks.photo_stacks import PhotoFocalStacks, photo_stack_specs
     from refocus_edge.focalstacks.synthetic import SYNTHETIC_SPLITS, SyntheticFocalStacks
     from refocus_edge.runtime.errors import InvalidArgumentError
@@ -132,16 +147,20 @@ def _eval_stacks(eval_set: str, size_hw: tuple[int, int], count: int):
     total = heldout.count if eval_set == "synthetic" else len(specs)
     if not 1 <= count <= total:
         raise InvalidArgumentError(f"count must be in 1..{total} for the {eval_set} set, got {count}")
+    if not 0 <= start <= total - count:
+        raise InvalidArgumentError(f"start must be in 0..{total - count} for {count} stacks of the {eval_set} set, "
+                                   f"got {start}")
     if eval_set == "synthetic":
-        names = [f"heldout/{heldout.seed(i)}" for i in range(count)]
-        return SyntheticFocalStacks("heldout", size=size_hw, length=count), names
-    return PhotoFocalStacks(size=size_hw, length=count), [spec.name for spec in specs[:count]]
+        names = [f"heldout/{heldout.seed(start + i)}" for i in range(count)]
+        return _From(SyntheticFocalStacks("heldout", size=size_hw, length=start + count), start), names
+    return (_From(PhotoFocalStacks(size=size_hw, length=start + count), start),
+            [spec.name for spec in specs[start:start + count]])
 
 
 @torch.no_grad()
 def evaluate_quality(model, count: int = 8, positions=(0, 4, 8), seed: int = 0, mode: str = "fast",
                      progress: bool = True, eval_set: str = "synthetic", size: tuple[int, int] | None = None,
-                     decoder: str | None = None) -> dict:
+                     decoder: str | None = None, start: int = 0) -> dict:
     """LPIPS tables (model, identity baseline, VAE floor) and depth-from-focus rank correlations
     (model's stacks, ground-truth stacks) over the first `count` stacks of `eval_set`, rendered at
     `size` (W, H; default: the model's working size). The lens blur scales with the width, so a
@@ -168,7 +187,7 @@ def evaluate_quality(model, count: int = 8, positions=(0, 4, 8), seed: int = 0, 
     factor = refocuser.vae_scale_factor
     if w % factor or h % factor or w < factor or h < factor:
         raise InvalidArgumentError(f"size {w}x{h}: sides must be positive multiples of {factor}")
-    data, names = _eval_stacks(eval_set, (h, w), count)
+    data, names = _eval_stacks(eval_set, (h, w), count, start)
     lpips = LPIPS(LPIPS_NET)
     runner = RunModel(refocuser, thin=False)
     model_d = np.zeros((count, len(positions), frames_n))
@@ -426,13 +445,16 @@ def main(argv=None) -> int:
     parser.add_argument("--decoder", choices=("full", "tiny", "guided", "auto"), default=None,
                         help="the model folder's decoder (default: as `refocus run`: its gated photo-guided "
                         "decoder where it has one, else the full one; the full one in reference mode)")
+    parser.add_argument("--start", type=int, default=0,
+                        help="begin at this stack of the set (default 0); past the reported tables' first 8 "
+                        "(synthetic: 64, photos: 8) it gives stacks they never use, to choose settings on")
     parser.add_argument("--out", type=Path, default=Path("out/quality"))
     args = parser.parse_args(argv)
     from refocus_edge.runtime.errors import RefocusError
 
     try:
         result = evaluate_quality(args.model, args.count, args.positions, args.seed, args.mode,
-                                  eval_set=args.eval_set, size=args.size, decoder=args.decoder)
+                                  eval_set=args.eval_set, size=args.size, decoder=args.decoder, start=args.start)
     except RefocusError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -56,15 +56,19 @@ class FocusDepthHead(nn.Module):
     farther than the focus, at the last position nearer) and the step (the same scene served larger
     has proportionally wider blur in pixels)."""
 
-    def __init__(self, positions: int = 9, channels: tuple = (24, 48, 96, 128), detail_sigmas: tuple = (1.0, 2.0, 4.0)):
+    def __init__(self, positions: int = 9, channels: tuple = (24, 48, 96, 128), detail_sigmas: tuple = (1.0, 2.0, 4.0),
+                 colour: bool = True):
         super().__init__()
         self.positions, self.detail_sigmas = int(positions), tuple(float(s) for s in detail_sigmas)
+        # colour=False: the head sees only the blur cues (detail energies), position and step, not the
+        # photo's colours, so it cannot learn which textures the training scenes put at which depth
+        self.colour = bool(colour)
         for i, s in enumerate(self.detail_sigmas):
             self.register_buffer(f"taps{i}", gaussian_taps(s), persistent=False)
         self.radii = [getattr(self, f"taps{i}").numel() // 2 for i in range(len(self.detail_sigmas))]
         self.register_buffer("grid", torch.arange(self.positions, dtype=torch.float32), persistent=False)
         ch = [int(c) for c in channels]
-        self.stem = _block(3 + len(self.detail_sigmas) + self.positions + 1, ch[0])
+        self.stem = _block(3 * self.colour + len(self.detail_sigmas) + self.positions + 1, ch[0])
         self.downs = nn.ModuleList(_block(a, b) for a, b in zip(ch, ch[1:]))
         self.ups = nn.ModuleList(_block(b + a, a) for a, b in reversed(list(zip(ch, ch[1:]))))
         self.out = nn.Conv2d(ch[0], self.positions, 1)
@@ -89,7 +93,7 @@ class FocusDepthHead(nn.Module):
         onehot = torch.relu(1 - (self.grid.to(photo.dtype)[None] - position).abs())[:, :, None, None]
         ones = photo[:, :1] * 0 + 1  # (not ones_like: one op fewer for the Core ML package's op set)
         grey = photo.mean(1, keepdim=True)
-        x = self.stem(torch.cat([photo, *self._detail(grey), onehot * ones, step * ones], 1))
+        x = self.stem(torch.cat([photo] * self.colour + [*self._detail(grey), onehot * ones, step * ones], 1))
         skips = [x]
         for down in self.downs:
             x = down(F.avg_pool2d(x, 2))
@@ -169,10 +173,10 @@ class LensStack(nn.Module):
     graph serves every position and size."""
 
     def __init__(self, positions: int = 9, channels: tuple = (24, 48, 96, 128), blurs: tuple = LENS_BLURS,
-                 amount: float = 1.0, sharpen_sigma: float = 2.0, step_fraction: float = 0.05 / 8):
+                 amount: float = 1.0, sharpen_sigma: float = 2.0, step_fraction: float = 0.05 / 8, colour: bool = True):
         super().__init__()
         self.positions, self.amount, self.step_fraction = int(positions), float(amount), float(step_fraction)
-        self.head = FocusDepthHead(positions, channels)
+        self.head = FocusDepthHead(positions, channels, colour=colour)
         self.grid = [0.0] + [float(s) for s in blurs]  # sigma 0: the photo itself
         if any(b <= a for a, b in zip(self.grid, self.grid[1:])):
             raise ValueError(f"lens blurs must be positive and increasing, got {list(blurs)}")

@@ -79,7 +79,7 @@ class TinyTemporalDecoder(ModelMixin, ConfigMixin):
                  temporal_levels: tuple = (0, 1), shuffle: int = 2, num_frames: int = 9, guided: bool = False,
                  guide_channels: int = 16, photo_blurs: tuple = (), photo_sharpen: tuple = (),
                  lens_head: tuple = (), lens_mix: float = 0.0, lens_amount: float = 1.0,
-                 lens_sharpen_sigma: float = 2.0, lens_step_fraction: float = 0.05 / 8):
+                 lens_sharpen_sigma: float = 2.0, lens_step_fraction: float = 0.05 / 8, lens_colour: bool = True):
         super().__init__()
         channels = [int(c) for c in channels]
         self.conv_in = nn.Conv2d(latent_channels, channels[0], 3, padding=1)
@@ -108,7 +108,7 @@ class TinyTemporalDecoder(ModelMixin, ConfigMixin):
         if lens_head and not 0 < lens_mix <= 1:
             raise ValueError(f"lens_mix must be in (0, 1] with a lens_head, got {lens_mix}")
         self.lens = LensStack(num_frames, tuple(lens_head), amount=lens_amount, sharpen_sigma=lens_sharpen_sigma,
-                              step_fraction=lens_step_fraction) if lens_head else None
+                              step_fraction=lens_step_fraction, colour=lens_colour) if lens_head else None
 
     @property
     def scale_factor(self) -> int:

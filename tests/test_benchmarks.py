@@ -174,3 +174,21 @@ def test_measure_stages(random_refocuser, one_thread, tmp_path):
     assert "diffusers_baseline" in paths["markdown"].read_text()
     with Image.open(paths["figure"]) as im:
         assert im.width > 0
+
+
+def test_a_validation_start_gives_held_out_stacks_the_tables_never_use():
+    from benchmarks.quality import _eval_stacks
+    from refocus_edge.focalstacks.photo_stacks import photo_stack_specs
+    from refocus_edge.runtime.errors import InvalidArgumentError
+
+    first, names = _eval_stacks("synthetic", (32, 32), 2)
+    later, later_names = _eval_stacks("synthetic", (32, 32), 2, start=64)
+    assert names == ["heldout/10000000", "heldout/10000001"] and later_names == ["heldout/10000064", "heldout/10000065"]
+    assert len(later) == 2 and later[0]["seed"] == 10000064
+    assert not np.array_equal(np.asarray(first[0]["frames"]), np.asarray(later[0]["frames"]))
+    photos, photo_names = _eval_stacks("photos", (32, 32), 2, start=8)
+    assert photo_names == [s.name for s in photo_stack_specs()[8:10]] and len(photos) == 2
+    with pytest.raises(InvalidArgumentError, match="start must be in"):
+        _eval_stacks("synthetic", (32, 32), 2, start=255)
+    with pytest.raises(InvalidArgumentError, match="start must be in"):
+        _eval_stacks("photos", (32, 32), 2, start=19)

@@ -341,7 +341,9 @@ def test_the_pipeline_writes_a_gated_guided_folder(model_with_guided):
     head = torch.load(folder.parent.parent / "head.pt", weights_only=True)
     decoder = TinyTemporalDecoder.from_pretrained(folder, use_safetensors=True)
     torch.testing.assert_close(decoder.lens.head.state_dict(), head, rtol=0, atol=0)
-    assert "true frames" in (folder / "README.md").read_text()
+    readme = (folder / "README.md").read_text()
+    assert "No updates" in readme and "focus-depth head" in readme and "mixed into the" in readme
+    assert "## The decoder it started from" in readme and "true frames" in readme  # the banked decoder's own README
 
 
 def test_selection_the_sampler_hands_it_the_photo(model_with_guided, tmp_path):

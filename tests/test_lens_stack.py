@@ -56,6 +56,10 @@ def test_the_head_reads_the_position_and_refuses_sides_it_cannot_take():
     assert not torch.allclose(a, head(photo, torch.tensor([0]), torch.tensor([1.6])))  # it reads the blur scale
     with pytest.raises(ValueError, match="multiples of 8"):
         head(torch.rand(1, 3, 30, 48), torch.tensor([0]), step)
+    grey = FocusDepthHead(9, (8, 8, 8, 8), colour=False).eval()  # blur cues only: colours do not reach it
+    swapped = photo[:, [2, 0, 1]]  # the same grey level, other colours
+    assert torch.allclose(grey(photo, torch.tensor([0]), step), grey(swapped, torch.tensor([0]), step), atol=1e-6)
+    assert not torch.allclose(head(photo, torch.tensor([0]), step), head(swapped, torch.tensor([0]), step))
 
 
 @pytest.fixture(scope="module")

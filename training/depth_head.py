@@ -39,6 +39,7 @@ class DepthHeadConfig:
     lr: float = 2e-3
     ema_decay: float = 0.999
     channels: tuple = (24, 48, 96, 128)
+    colour: bool = True  # False: the head sees blur cues only (runtime/lens_stack.FocusDepthHead)
     seed: int = 0
     run_dir: Path = Path("runs/depth-head")
     checkpoint_minutes: float = 5.0
@@ -46,7 +47,8 @@ class DepthHeadConfig:
     progress: bool = True
 
     def training_facts(self) -> dict:
-        keep = ("data", "more_data", "more_mix", "iterations", "batch", "lr", "ema_decay", "channels", "seed")
+        keep = ("data", "more_data", "more_mix", "iterations", "batch", "lr", "ema_decay", "channels", "seed") \
+            + (() if self.colour else ("colour",))
         def plain(v):
             return [plain(x) for x in v] if isinstance(v, (tuple, list)) else str(v) if isinstance(v, Path) else v
 
@@ -99,7 +101,7 @@ class DepthHeadTrainer(CheckpointedTrainer):
                                            f"{data.frames.shape[3]}x{data.frames.shape[2]}; --more-data needs "
                                            f"{self.positions} frames and sides at least --data's "
                                            f"{self.crop[1]}x{self.crop[0]}")
-        self.model = FocusDepthHead(self.positions, cfg.channels).train()
+        self.model = FocusDepthHead(self.positions, cfg.channels, colour=cfg.colour).train()
         self.params = list(self.model.parameters())
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=1e-4)
@@ -153,7 +155,7 @@ def train(cfg: DepthHeadConfig, log=print) -> Path:
     tmp = out.with_suffix(".tmp")
     torch.save(trainer.ema.state_dict(), tmp)
     tmp.replace(out)
-    facts = {**cfg.training_facts(), "positions": trainer.positions, "seconds": round(trainer.seconds, 1),
+    facts = {**cfg.training_facts(), "colour": cfg.colour, "positions": trainer.positions, "seconds": round(trainer.seconds, 1),
              "final_loss_mean_last_100": float(np.mean([v for _, v in trainer.history[-100:]]))}
     out.with_suffix(".json").write_text(json.dumps(facts, indent=1))
     log(f"depth-head: {trainer.step} updates in {trainer.seconds / 60:.1f} min; wrote {out}")
@@ -163,7 +165,7 @@ def train(cfg: DepthHeadConfig, log=print) -> Path:
 def load_head(path: Path) -> FocusDepthHead:
     """The EMA weights `train` wrote, with the architecture from <path>.json."""
     facts = json.loads(Path(path).with_suffix(".json").read_text())
-    head = FocusDepthHead(facts["positions"], tuple(facts["channels"]))
+    head = FocusDepthHead(facts["positions"], tuple(facts["channels"]), colour=facts.get("colour", True))
     head.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
     return head.eval()
 
@@ -179,6 +181,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-colour", action="store_true",
+                   help="the head sees only blur cues (detail energies), not the photo's colours")
     p.add_argument("--run-dir", type=Path, default=Path("runs/depth-head"))
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -191,7 +195,8 @@ def main(argv=None) -> int:
             p.error(f"{path}: no such file; render it with `python -m training.train_tiny data --count 3000`")
     if not 0 <= a.more_mix <= 1:
         p.error(f"--more-mix must be in [0, 1], got {a.more_mix}")
-    train(DepthHeadConfig(data=a.data, out=a.out, more_data=tuple(a.more_data), more_mix=a.more_mix, iterations=a.iterations, batch=a.batch, lr=a.lr, seed=a.seed,
+    train(DepthHeadConfig(data=a.data, out=a.out, more_data=tuple(a.more_data), more_mix=a.more_mix,
+                          colour=not a.no_colour, iterations=a.iterations, batch=a.batch, lr=a.lr, seed=a.seed,
                           run_dir=a.run_dir, threads=a.threads, progress=not a.no_progress))
     return 0
 

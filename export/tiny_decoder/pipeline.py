@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +22,35 @@ def pair_facts(root: Path, cfg: TinyDecoderConfig, size) -> dict:
     facts = {"vae": model_hash(root / "vae"), "unet": model_hash(root / "unet"), "data": str(cfg.data),
              "size": list(size), "seed": cfg.seed}
     return {**facts, "target": "truth"} if cfg.guided else facts
+
+
+def _attached_readme(root: Path, cfg: TinyDecoderConfig, card: dict) -> str:
+    """The README of a decoder gated with no updates (--iterations 0): --init's weights plus a lens stack."""
+    g, lens = card["gate"], card["lens"]
+    head = (f"focus-depth head `{lens['path']}` (SHA-256 {lens['sha256'][:16]}..., {lens.get('iterations')} updates on "
+            f"`{lens.get('data')}`" + (f" + `{', '.join(lens.get('more_data') or [])}`" if lens.get("more_data") else "")
+            + (", blur cues only (no colour)" if not lens.get("colour", True) else "") + ")") if lens else "nothing new"
+    before = re.sub(r"(?m)^(#+) ", r"##\1 ", card.get("init_readme", ""))  # its headings under this README's
+    return f"""# Photo-guided decoder of {root.name}, with a lens stack
+
+Written by `{card['command']}`.
+
+- **No updates**: the weights of `{cfg.init}` (its training: below), plus the lens stack
+  (runtime/lens_stack.py): {head}, whose per-pixel focus index makes a stack from the photo by the
+  thin-lens model (re-blurred where a frame is farther from the pixel's focus than the photo,
+  unsharp-masked by {cfg.lens_amount} per frame of focus gained where it is closer), mixed into the
+  output at {cfg.lens_mix}. {card['parameters'] / 1e6:.3f} M parameters in all (the model's VAE decoder:
+  {card['full_decoder_parameters'] / 1e6:.3f} M). It decodes a whole 9-frame stack in one chunk.
+- **Gate** ({g['metric']}): {g['value']:+.4f} <= {g['threshold']} on the model's own samples of {cfg.held_out}
+  held-out stacks ({g['detail']}).
+- `gate.json` records the gate and the SHA-256 of the weights it passed; a changed weights file is
+  refused at load time. `refocus run` uses it by default on this model (`--decoder guided`; `--decoder full`
+  for the VAE's own decoder).
+
+## The decoder it started from
+
+{before or "(no README)"}
+"""
 
 
 def _guided_readme(root: Path, cfg: TinyDecoderConfig, card: dict) -> str:
@@ -119,7 +149,8 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
                                    blocks=tuple(cfg.blocks), num_frames=refocuser.config.num_frames,
                                    shuffle=shuffle, guided=cfg.guided, photo_blurs=tuple(cfg.photo_blurs),
                                    photo_sharpen=tuple(cfg.photo_sharpen), lens_head=tuple(lens.get("channels", ())),
-                                   lens_mix=cfg.lens_mix if lens else 0.0, lens_amount=cfg.lens_amount)
+                                   lens_mix=cfg.lens_mix if lens else 0.0, lens_amount=cfg.lens_amount,
+                                   lens_colour=bool(lens.get("colour", True)))
     except ValueError as exc:  # the decoder's own checks: the guided pyramid's 2x output, the bank's sigmas
         raise InvalidArgumentError(f"decoder settings (--channels {list(cfg.channels)}, --guided, --photo-blurs, "
                                    f"--photo-sharpen, --lens-head, --lens-mix): {exc}") from None
@@ -169,7 +200,8 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
             "full_decoder_parameters": sum(p.numel() for p in refocuser.vae.decoder.parameters()),
             "pairs": pair_count, "train_minutes": seconds / 60, "lens": lens,
             "machine": f"{cfg.device} ({platform.machine()}, {torch.get_num_threads()} threads)",
-            "gate": gate.to_json(), "stats": stats, "init": init, "working_size": list(size)}
+            "gate": gate.to_json(), "stats": stats, "init": init, "working_size": list(size),
+            "init_readme": _read_text(Path(cfg.init) / "README.md") if cfg.init else ""}
     with output_lock(out):
         recover(out)
         if out.exists() and not cfg.force:  # again, under the lock: another writer may have been faster
@@ -185,10 +217,14 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
                                    **({"lens_head": lens} if lens else {})},
                       "command": card["command"]}
             (stage / GATE_FILE).write_text(json.dumps(record, indent=2) + "\n")
-            readme = _guided_readme if cfg.guided else _readme
+            readme = _attached_readme if cfg.iterations == 0 else _guided_readme if cfg.guided else _readme
             (stage / "README.md").write_text(readme(Path(refocuser.source), cfg, card))
     log(f"distill-decoder: wrote {out}")
     return out
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text() if path.is_file() else ""
 
 
 def _lens_head_facts(cfg: TinyDecoderConfig, frames: int) -> dict:
@@ -225,8 +261,8 @@ def _start_from(decoder, folder: Path, log) -> str:
     # Parts a decoder can gain on top of the one it starts from: (the config keys that define it, the key
     # that says it is there, its weights' prefix, its name)
     parts = [({"photo_blurs", "photo_sharpen"}, "photo_blurs", "guide.blurs.", "the photo re-blur bank"),
-             ({"lens_head", "lens_mix", "lens_amount", "lens_sharpen_sigma", "lens_step_fraction"}, "lens_head",
-              "lens.", "the lens stack")]
+             ({"lens_head", "lens_mix", "lens_amount", "lens_sharpen_sigma", "lens_step_fraction", "lens_colour"},
+              "lens_head", "lens.", "the lens stack")]
     adding = [p for p in parts if set(differ) & p[0] and not start.config.get(p[1])]
     if differ and adding and set(differ) <= set().union(*(p[0] for p in adding)):
         # The same network without the bank or the lens stack: everything else continues from where that
