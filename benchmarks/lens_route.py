@@ -32,11 +32,13 @@ def evaluate(head, count: int = 8, positions=(0, 4, 8), eval_set: str = "synthet
     from tqdm.auto import tqdm
 
     from refocus_edge.focalstacks.lens import LensConfig
-    from refocus_edge.runtime.lens_stack import lens_stack
+    from refocus_edge.runtime.lens_stack import LensStack
     from refocus_edge.runtime.metrics.lpips import LPIPS
 
     lens = LensConfig()
-    step = lens.max_blur_fraction * size_hw[1] / (lens.num_positions - 1)  # blur radius per frame of focus, px
+    # the very synthesis the guided decoder runs, with this head in it
+    stack_maker = LensStack(lens.num_positions, amount=amount, sharpen_sigma=sharpen_sigma).eval()
+    stack_maker.head = head
     data, names = _eval_stacks(eval_set, size_hw, count, start)
     lpips = LPIPS(LPIPS_NET)
     positions = [int(k) for k in positions]
@@ -52,10 +54,13 @@ def evaluate(head, count: int = 8, positions=(0, 4, 8), eval_set: str = "synthet
         gt, true_depth = item["frames"], item["depth"].numpy()
         gt_pm1 = gt * 2 - 1
         for r, k in enumerate(positions):
-            probs = torch.softmax(head(gt[k:k + 1] * 2 - 1, torch.tensor([k]), torch.tensor([step])), 1)[0]
+            photo = gt[k:k + 1] * 2 - 1
+            offsets = (torch.arange(n, dtype=photo.dtype) - k) / (n - 1)
+            step = stack_maker.step(photo)
+            probs = stack_maker.probs(photo, offsets, step)
             expected = (probs * torch.arange(n, dtype=probs.dtype)[:, None, None]).sum(0)
             rank_head[i, r] = _depth_rank(expected.numpy(), true_depth)
-            stack = lens_stack(gt[k], probs, k, step, amount, sharpen_sigma)
+            stack = (stack_maker.draw(photo, probs, offsets, step) + 1) / 2
             model_d[i, r] = lpips(stack * 2 - 1, gt_pm1).numpy()
             base_d[i, r] = lpips(gt_pm1[k:k + 1].expand_as(gt_pm1), gt_pm1).numpy()
             rank_stack[i, r] = _depth_rank(_depth_from_focus(stack), true_depth)
@@ -67,7 +72,8 @@ def evaluate(head, count: int = 8, positions=(0, 4, 8), eval_set: str = "synthet
     own = cols == np.array(positions)[:, None]
     return {
         "benchmark": "lens_route", "set": eval_set, "count": count, "positions": positions, "stacks": names,
-        "size": [size_hw[1], size_hw[0]], "amount": amount, "sharpen_sigma": sharpen_sigma, "step_px": step,
+        "size": [size_hw[1], size_hw[0]], "amount": amount, "sharpen_sigma": sharpen_sigma,
+        "step_px": stack_maker.step_fraction * size_hw[1],
         "lpips_net": LPIPS_NET, "wall_time_s": time.perf_counter() - start,
         "large_jump": {"model": float(model_t[jump].mean()), "baseline": float(base_t[jump].mean())},
         "own_frame": {"model": float(model_t[own].mean()), "baseline": float(base_t[own].mean())},
@@ -86,7 +92,7 @@ def markdown(res: dict, head_path: str) -> str:
     return "\n".join([
         f"# Lens route ({res['set']}, {res['size'][0]}x{res['size'][1]})", "",
         f"- command: `{res['command']}`",
-        f"- head: `{head_path}`; synthesis: runtime/lens_stack.lens_stack, unsharp amount {res['amount']:g} per "
+        f"- head: `{head_path}`; synthesis: runtime/lens_stack.LensStack (as in the guided decoder), unsharp amount {res['amount']:g} per "
         f"frame of focus gained at sigma {res['sharpen_sigma']:g} px, blur step {res['step_px']:.2f} px per frame",
         f"- {res['count']} stacks, input positions {res['positions']}; wall time {res['wall_time_s']:.1f} s", "",
         "| | lens route | identity baseline |", "|---|---|---|",

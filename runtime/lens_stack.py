@@ -7,7 +7,7 @@ frames of focus gained where a frame is closer, rank depth as well as the true s
 0.749). What such a stack needs is the pixel's focus index, and a small convolutional network reads
 that from the photo and its focus position far better than the 1-step refocuser's latents carry it
 (benchmarks/lens_route.py). This module holds both halves: the estimate (:class:`FocusDepthHead`)
-and the synthesis (:func:`lens_stack`); benchmarks/lens_route.py measures the route, training/
+and the synthesis (:class:`LensStack`); benchmarks/lens_route.py measures the route, training/
 depth_head.py trains the head.
 
 Geometry (focalstacks/lens.py): blur is linear in diopters, so a pixel at focus index d photographed
@@ -22,15 +22,13 @@ ops every export target takes.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from refocus_edge.runtime.gaussian import gaussian_taps
 
-__all__ = ["FocusDepthHead", "lens_weights", "lens_stack", "blur_bank_sigmas"]
+__all__ = ["FocusDepthHead", "LensStack", "LENS_BLURS"]
 
 
 def _blur(x: torch.Tensor, taps: torch.Tensor, r: int) -> torch.Tensor:
@@ -105,58 +103,6 @@ class FocusDepthHead(nn.Module):
         return self.out(x)
 
 
-def blur_bank_sigmas(step_px: float, positions: int = 9) -> list[float]:
-    """Gaussian sigmas (px) of the re-blur bank: from step / 4 up to the largest blur a frame can add,
-    step x (positions - 1) / 2, spaced by a factor of about 1.5 (interpolating between neighbours
-    then stays close to a Gaussian of the sigma in between)."""
-    top = step_px * (positions - 1) / 2
-    sigmas = [step_px / 4]
-    while sigmas[-1] < top:
-        sigmas.append(min(sigmas[-1] * 1.5, top))
-    return sigmas
-
-
-def lens_weights(position: int, step_px: float, sigmas: list[float], amount: float, positions: int = 9) -> torch.Tensor:
-    """[frames j, focus index d, bank entries] weights of the bank (the photo, its Gaussian blurs at
-    `sigmas`, its detail) that make frame j of a pixel at index d for a photo taken at `position`."""
-    k = int(position)
-    grid = [0.0] + list(sigmas)  # sigma 0: the photo itself
-    w = torch.zeros(positions, positions, len(grid) + 1, dtype=torch.float64)
-    for j in range(positions):
-        for d in range(positions):
-            need, have = abs(j - d), abs(k - d)
-            if need >= have:  # more blur than the photo: interpolate the added sigma on the bank's grid
-                s = step_px * math.sqrt(need * need - have * have) / 2
-                if s >= grid[-1]:
-                    w[j, d, len(grid) - 1] = 1.0
-                else:
-                    i = next(i for i in range(1, len(grid)) if grid[i] > s)
-                    t = (s - grid[i - 1]) / (grid[i] - grid[i - 1])
-                    w[j, d, i - 1], w[j, d, i] = 1 - t, t
-            else:  # sharper than the photo: photo + amount x gained frames x detail
-                w[j, d, 0] = 1.0
-                w[j, d, -1] = amount * (have - need)
-    return w.float()
-
-
-def lens_stack(photo: torch.Tensor, probs: torch.Tensor, position: int, step_px: float, amount: float = 1.0,
-               sharpen_sigma: float = 2.0) -> torch.Tensor:
-    """photo [3, H, W] in [0, 1], focus-index probabilities [positions, H, W] (sum 1 per pixel) ->
-    the stack [positions, 3, H, W], clamped to [0, 1]; see the module docstring."""
-    def blur(image, sigma):  # colour planes as a batch of one-channel images
-        taps = gaussian_taps(sigma, image.dtype, image.device)
-        return _blur(image[:, None], taps, taps.numel() // 2)[:, 0]
-
-    positions = probs.shape[0]
-    sigmas = blur_bank_sigmas(step_px, positions)
-    bank = [photo] + [blur(photo, s) for s in sigmas]
-    bank.append(photo - blur(photo, sharpen_sigma))
-    bank = torch.stack(bank)  # [entries, 3, H, W]
-    weights = lens_weights(position, step_px, sigmas, amount, positions).to(probs)  # [j, d, entries]
-    per_pixel = torch.einsum("jde,dhw->jehw", weights, probs)  # [j, entries, H, W]
-    return torch.einsum("jehw,echw->jchw", per_pixel, bank).clamp(0, 1)
-
-
 # The re-blur bank of the decoder's lens stack: fixed sigmas (px), a factor 1.5 apart from 0.2 px to
 # 17 px, so the convolutions are constants of every exported graph while the blur each frame needs
 # (which grows with the image width) is interpolated between neighbours at run time. 17 px covers
@@ -209,11 +155,18 @@ class LensStack(nn.Module):
         sharpen = self.amount * torch.relu(have - need)  # frames of focus gained over the photo
         return torch.cat([x[..., None] for x in [*hats, sharpen]], -1)
 
-    def forward(self, image: torch.Tensor, frame_offsets: torch.Tensor) -> torch.Tensor:
-        width = (image[0, 0, 0] * 0 + 1).sum()  # W as a graph value, not a constant of the trace
-        step = self.step_fraction * width
+    def step(self, image: torch.Tensor) -> torch.Tensor:
+        """The blur radius (px) per frame of focus at this image's width, as a graph value."""
+        return self.step_fraction * (image[0, 0, 0] * 0 + 1).sum()  # W, not a constant of the trace
+
+    def probs(self, image: torch.Tensor, frame_offsets: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """[positions, H, W]: the head's focus-index probabilities (k read off the first frame's offset)."""
         k = -(self.positions - 1) * frame_offsets[:1].to(image.dtype)
-        probs = torch.softmax(self.head(image, k, step.reshape(1)), 1)[0]  # [positions, H, W]
+        return torch.softmax(self.head(image, k, step.reshape(1)), 1)[0]
+
+    def draw(self, image: torch.Tensor, probs: torch.Tensor, frame_offsets: torch.Tensor,
+             step: torch.Tensor) -> torch.Tensor:
+        """The frames [F, 3, H, W] in [-1, 1] of focus-index probabilities [positions, H, W]."""
         w = self.weights(frame_offsets, step)[..., None, None]  # [F, positions, entries, 1, 1]
         out = 0
         for e, entry in enumerate(self._bank(image)):
@@ -222,3 +175,7 @@ class LensStack(nn.Module):
             share = (w[:, :, e] * probs[None]).sum(1, keepdim=True)  # [F, 1, H, W]
             out = out + share * entry
         return out.clamp(-1, 1)
+
+    def forward(self, image: torch.Tensor, frame_offsets: torch.Tensor) -> torch.Tensor:
+        step = self.step(image)
+        return self.draw(image, self.probs(image, frame_offsets, step), frame_offsets, step)

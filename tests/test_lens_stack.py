@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from refocus_edge.runtime.lens_stack import FocusDepthHead, blur_bank_sigmas, lens_stack, lens_weights
+from refocus_edge.runtime.lens_stack import LENS_BLURS, FocusDepthHead, LensStack
+
+
+def _offsets(k: int) -> torch.Tensor:
+    return (torch.arange(9.0) - k) / 8
 
 
 def _detail(frames: torch.Tensor) -> torch.Tensor:
@@ -17,15 +21,16 @@ def _detail(frames: torch.Tensor) -> torch.Tensor:
 
 
 def test_weights_blur_where_a_frame_is_farther_from_focus_and_sharpen_where_closer():
-    step, sigmas = 0.8, blur_bank_sigmas(0.8)
-    w = lens_weights(4, step, sigmas, amount=0.5)  # photo at position 4
+    lens = LensStack(9, (8, 8, 8, 8), amount=0.5)
+    w = lens.weights(_offsets(4), torch.tensor(0.8))  # photo at position 4, 0.8 px of blur per frame
     blur_part = w[..., :-1]
     assert torch.allclose(blur_part.sum(-1), torch.ones(9, 9))  # photo + blurs: a convex mix, always
     assert w[4, 4, 0] == 1 and w[4, 4, 1:].abs().sum() == 0  # the photo's own frame at its focus: the photo
     assert w[0, 4, 0] == 0  # frame 0 of an in-focus pixel: blurred, not the photo
     assert w[2, 0, -1] == pytest.approx(0.5 * (4 - 2))  # two frames of focus gained: twice the amount
     assert w[6, 0, -1] == 0  # farther than the photo: no sharpening
-    assert sigmas[0] == pytest.approx(0.2) and sigmas[-1] == pytest.approx(0.8 * 8 / 2)
+    sigmas = LENS_BLURS
+    assert sigmas[0] == pytest.approx(0.2) and sigmas[-1] >= 3.2 * 8 / 2  # the widest blur at 512 px wide
     assert all(b > a for a, b in zip(sigmas, sigmas[1:]))
 
 
@@ -37,9 +42,10 @@ def test_a_stack_from_a_known_depth_peaks_in_sharpness_at_that_depth():
     photo = gaussian_blur(photo, 1.5)  # the photo at position 6 of a scene at focus index 2: blurred
     probs = torch.zeros(9, 48, 48)
     probs[2] = 1.0
-    stack = lens_stack(photo, probs, position=6, step_px=1.0, amount=0.5)
+    lens = LensStack(9, (8, 8, 8, 8), amount=0.5)
+    stack = (lens.draw(photo[None] * 2 - 1, probs, _offsets(6), torch.tensor(1.0)) + 1) / 2
     assert stack.shape == (9, 3, 48, 48)
-    assert torch.allclose(stack[6], photo.clamp(0, 1))  # the input frame is the photo
+    assert torch.allclose(stack[6], photo.clamp(0, 1), atol=1e-6)  # the input frame is the photo
     detail = _detail(stack)
     assert int(detail.argmax()) == 2  # sharpest at the scene's own focus
     assert all(detail[j] > detail[j + 1] for j in range(2, 8))  # and blurrier frame by frame beyond it

@@ -70,10 +70,11 @@ def soft_index_target(index: torch.Tensor, positions: int) -> torch.Tensor:
 def lens_step(data) -> float:
     """Blur radius (px) per frame of focus of a render_cache's stacks: the renderer's lens
     (focalstacks/lens.py) at the stacks' width."""
-    from refocus_edge.focalstacks.lens import LensConfig
+    from refocus_edge.focalstacks.lens import LensConfig, blur_radius_px, focus_planes
 
     lens = LensConfig(**(data.meta or {}).get("lens", {}))
-    return lens.max_blur_fraction * int(data.frames.shape[3]) / (lens.num_positions - 1)
+    planes = focus_planes(lens)
+    return blur_radius_px(planes[0], planes[1], int(data.frames.shape[3]), lens)
 
 
 class DepthHeadTrainer(CheckpointedTrainer):

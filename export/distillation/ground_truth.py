@@ -179,6 +179,21 @@ def curve_cross_entropy(maps: torch.Tensor, target_maps: torch.Tensor, frames_pe
     return (want * (torch.log(want.clamp_min(1e-12)) - got)).sum(dim=1).mean()
 
 
+def focus_terms(frames: torch.Tensor, target: torch.Tensor, frames_per_stack: int, focus_weight: float,
+                curve_weight: float) -> dict:
+    """{'focus': L1 of log focus maps, 'curve': curve_cross_entropy} of frames against the target frames,
+    each only when its weight is nonzero, the focus maps computed once for both."""
+    if focus_weight <= 0 and curve_weight <= 0:
+        return {}
+    maps, target_maps = log_focus_maps(frames), log_focus_maps(target)
+    terms = {}
+    if focus_weight > 0:
+        terms["focus"] = (maps - target_maps).abs().mean()
+    if curve_weight > 0:
+        terms["curve"] = curve_cross_entropy(maps, target_maps, frames_per_stack)
+    return terms
+
+
 class GroundTruthTrainer(TrainerCore):
     """The student's own sampler, end to end, regressed on the true stacks (see the module docstring)."""
 
@@ -271,12 +286,8 @@ class GroundTruthTrainer(TrainerCore):
             frames = frames.clamp(-1, 1)
             if self.lpips is not None:
                 terms["perceptual"] = self.lpips(frames, gt).mean()
-            if self.cfg.focus_weight > 0 or self.cfg.curve_weight > 0:
-                maps, gt_maps = log_focus_maps(frames), log_focus_maps(gt)  # once for both terms
-                if self.cfg.focus_weight > 0:
-                    terms["focus"] = (maps - gt_maps).abs().mean()
-                if self.cfg.curve_weight > 0:  # the crop is one stack: its frames are the curve's axis
-                    terms["curve"] = curve_cross_entropy(maps, gt_maps, frames.shape[0])
+            # the crop is one stack: its frames are the curve's axis
+            terms.update(focus_terms(frames, gt, frames.shape[0], self.cfg.focus_weight, self.cfg.curve_weight))
         return terms
 
     def noise(self, n: int) -> torch.Tensor:

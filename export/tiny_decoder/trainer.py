@@ -87,12 +87,7 @@ class TinyDecoderTrainer(CheckpointedTrainer):
         loss = (out - target).abs().mean()
         if self.lpips is not None:
             loss = loss + self.cfg.perceptual_weight * self.lpips(out, target).mean()
-        if self.cfg.focus_weight > 0 or self.cfg.curve_weight > 0:
-            from refocus_edge.export.distillation.ground_truth import curve_cross_entropy, log_focus_maps
+        from refocus_edge.export.distillation.ground_truth import focus_terms
 
-            maps, target_maps = log_focus_maps(out), log_focus_maps(target)  # once for both terms
-            if self.cfg.focus_weight > 0:
-                loss = loss + self.cfg.focus_weight * (maps - target_maps).abs().mean()
-            if self.cfg.curve_weight > 0:
-                loss = loss + self.cfg.curve_weight * curve_cross_entropy(maps, target_maps, self.pairs.frames.shape[1])
-        return loss
+        terms = focus_terms(out, target, self.pairs.frames.shape[1], self.cfg.focus_weight, self.cfg.curve_weight)
+        return loss + self.cfg.focus_weight * terms.get("focus", 0.0) + self.cfg.curve_weight * terms.get("curve", 0.0)
