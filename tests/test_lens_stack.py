@@ -135,3 +135,20 @@ def test_a_run_with_other_settings_is_refused_and_data_without_depth_is_named(ti
     np.save(bare, np.zeros((2, 9, 32, 32, 3), np.uint8))
     with pytest.raises(InvalidArgumentError, match="no depth sidecar"):
         DepthHeadTrainer(_cfg(bare, tmp_path / "bare"), log=lambda *_: None)
+
+
+def test_the_command_line_sets_the_heads_depth_and_refuses_widths_it_cannot_build(tiny_data, tmp_path):
+    import json
+
+    from training.depth_head import load_head, main
+
+    out = tmp_path / "head.pt"
+    assert main(["--data", str(tiny_data), "--out", str(out), "--iterations", "2", "--batch", "2", "--no-colour",
+                 "--channels", "8", "8", "8", "8", "8", "--run-dir", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["channels"] == [8, 8, 8, 8, 8]
+    head = load_head(out)
+    assert head.multiple == 16  # five levels: four halvings
+    assert head(torch.zeros(1, 3, 32, 32), torch.tensor([4]), torch.tensor([0.4])).shape == (1, 9, 32, 32)
+    for bad in (["8"], ["8", "6"]):
+        with pytest.raises(SystemExit):
+            main(["--data", str(tiny_data), "--out", str(tmp_path / "x.pt"), "--channels", *bad])

@@ -184,6 +184,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-colour", action="store_true",
                    help="the head sees only blur cues (detail energies), not the photo's colours")
+    p.add_argument("--channels", type=int, nargs="+", default=[24, 48, 96, 128],
+                   help="the head's U-Net widths, one per level (each level halves the size: more levels "
+                        "see wider context, e.g. which region surrounds the others)")
     p.add_argument("--run-dir", type=Path, default=Path("runs/depth-head"))
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -194,10 +197,12 @@ def main(argv=None) -> int:
     for path in (a.data, *a.more_data):
         if not path.is_file():
             p.error(f"{path}: no such file; render it with `python -m training.train_tiny data --count 3000`")
+    if len(a.channels) < 2 or min(a.channels) < 4 or any(c % 4 for c in a.channels):
+        p.error(f"--channels needs at least two widths, each a multiple of 4 (group norm), got {a.channels}")
     if not 0 <= a.more_mix <= 1:
         p.error(f"--more-mix must be in [0, 1], got {a.more_mix}")
     train(DepthHeadConfig(data=a.data, out=a.out, more_data=tuple(a.more_data), more_mix=a.more_mix,
-                          colour=not a.no_colour, iterations=a.iterations, batch=a.batch, lr=a.lr, seed=a.seed,
+                          colour=not a.no_colour, channels=tuple(a.channels), iterations=a.iterations, batch=a.batch, lr=a.lr, seed=a.seed,
                           run_dir=a.run_dir, threads=a.threads, progress=not a.no_progress))
     return 0
 
