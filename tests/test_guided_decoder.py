@@ -313,16 +313,40 @@ def model_with_guided(random_model_dir, tmp_path_factory):
     return root
 
 
-def _tiny_head(folder: Path) -> Path:
+def _tiny_head(folder: Path, channels=(8, 8, 8, 8), name="head.pt") -> Path:
     """A small focus-depth head's weights and facts, as `python -m training.depth_head` writes them."""
     from refocus_edge.runtime.lens_stack import FocusDepthHead
 
     torch.manual_seed(5)
-    head = FocusDepthHead(9, (8, 8, 8, 8))
-    path = folder / "head.pt"
+    head = FocusDepthHead(9, channels)
+    path = folder / name
     torch.save(head.state_dict(), path)
-    path.with_suffix(".json").write_text(json.dumps({"positions": 9, "channels": [8, 8, 8, 8]}))
+    path.with_suffix(".json").write_text(json.dumps({"positions": 9, "channels": list(channels)}))
     return path
+
+
+def test_another_head_replaces_the_lens_stack_of_the_decoder_it_starts_from(model_with_guided, tmp_path):
+    from refocus_edge.export.tiny_decoder.pipeline import run_decoder_distillation
+
+    start = model_with_guided / GUIDED_FOLDER
+    head = _tiny_head(tmp_path, channels=(8, 8, 8, 8, 8), name="deeper.pt")
+    logs = []
+    out = run_decoder_distillation(TinyDecoderConfig(
+        model=model_with_guided, samples=2, held_out=1, iterations=0, channels=(16, 8, 8), blocks=(1, 1, 1),
+        progress=False, gate_threshold=1.0, guided=True, photo_blurs=(1.0, 2.5), photo_sharpen=(2.0,), init=start,
+        lens_head=head, lens_mix=0.75, run_dir=tmp_path / "run", out=tmp_path / "replaced"), log=logs.append)
+    assert any("lens stack replaced" in m for m in logs)
+    before = TinyTemporalDecoder.from_pretrained(start, use_safetensors=True).state_dict()
+    after = TinyTemporalDecoder.from_pretrained(out, use_safetensors=True)
+    assert list(after.config["lens_head"]) == [8, 8, 8, 8, 8] and after.config["lens_mix"] == 0.75
+    torch.testing.assert_close(after.lens.head.state_dict(), torch.load(head, weights_only=True), rtol=0, atol=0)
+    kept = {k: v for k, v in after.state_dict().items() if not k.startswith("lens.")}
+    assert kept and all(torch.equal(v, before[k]) for k, v in kept.items())  # all else: the start's weights
+    readme = (out / "README.md").read_text()
+    # the lineage stays flat: the new head, then the decoder the first lens stack was attached to
+    assert "but its lens stack" in readme and "deeper.pt" in readme
+    assert readme.count("## The decoder it started from") == 1 and "banked" not in readme.split("## The decoder")[0]
+    assert "true frames" in readme.split("## The decoder it started from")[1]
 
 
 def test_the_pipeline_writes_a_gated_guided_folder(model_with_guided):

@@ -27,15 +27,22 @@ def pair_facts(root: Path, cfg: TinyDecoderConfig, size) -> dict:
 def _attached_readme(root: Path, cfg: TinyDecoderConfig, card: dict) -> str:
     """The README of a decoder gated with no updates (--iterations 0): --init's weights plus a lens stack."""
     g, lens = card["gate"], card["lens"]
-    head = (f"focus-depth head `{lens['path']}` (SHA-256 {lens['sha256'][:16]}..., {lens.get('iterations')} updates on "
+    head = (f"focus-depth head `{lens['path']}` (SHA-256 {lens['sha256'][:16]}..., U-Net widths {lens.get('channels')}, "
+            f"{lens.get('iterations')} updates on "
             f"`{lens.get('data')}`" + (f" + `{', '.join(lens.get('more_data') or [])}`" if lens.get("more_data") else "")
             + (", blur cues only (no colour)" if not lens.get("colour", True) else "") + ")") if lens else "nothing new"
-    before = re.sub(r"(?m)^(#+) ", r"##\1 ", card.get("init_readme", ""))  # its headings under this README's
+    before = card.get("init_readme", "")
+    marker = "\n## The decoder it started from\n"
+    replaced = before.startswith("# Photo-guided decoder") and "with a lens stack" in before.split("\n", 1)[0] \
+        and marker in before
+    if replaced:  # --init was itself a decoder with a lens stack: keep the lineage flat, not nested
+        before = re.sub(r"(?m)^##(#+) ", r"\1 ", before.split(marker, 1)[1]).strip() + "\n"
+    before = re.sub(r"(?m)^(#+) ", r"##\1 ", before)  # its headings under this README's
     return f"""# Photo-guided decoder of {root.name}, with a lens stack
 
 Written by `{card['command']}`.
 
-- **No updates**: the weights of `{cfg.init}` (its training: below), plus the lens stack
+- **No updates**: the weights of `{cfg.init}`{" but its lens stack" if replaced else ""} (its training: below), plus the lens stack
   (runtime/lens_stack.py): {head}, whose per-pixel focus index makes a stack from the photo by the
   thin-lens model (re-blurred where a frame is farther from the pixel's focus than the photo,
   unsharp-masked by {cfg.lens_amount} per frame of focus gained where it is closer), mixed into the
@@ -273,6 +280,16 @@ def _start_from(decoder, folder: Path, log) -> str:
         what = " and ".join(p[3] for p in adding)
         log(f"distill-decoder: starting from {folder} ({what} new)")
         return f"{folder} (all its weights; {what} new)"
+    lens_keys = parts[1][0]
+    if differ and set(differ) <= lens_keys and start.config.get("lens_head") and decoder.config.get("lens_head"):
+        # A decoder with a lens stack, given another head or mix: everything but the lens stack continues
+        # from that decoder; the lens stack is the new one (its head comes from --lens-head).
+        kept = {k: v for k, v in start.state_dict().items() if not k.startswith("lens.")}
+        missing, unexpected = decoder.load_state_dict(kept, strict=False)
+        if unexpected or any(not k.startswith("lens.") for k in missing):
+            raise InvalidArgumentError(f"--init {folder}: its weights do not fit this decoder")
+        log(f"distill-decoder: starting from {folder} (its lens stack replaced: {', '.join(differ)} differ)")
+        return f"{folder} (all its weights but the lens stack, which is replaced)"
     if differ:
         raise InvalidArgumentError(f"--init {folder}: another architecture ({', '.join(differ)} differ)")
     decoder.load_state_dict(start.state_dict())
