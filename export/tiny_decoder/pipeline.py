@@ -31,11 +31,9 @@ def _attached_readme(root: Path, cfg: TinyDecoderConfig, card: dict) -> str:
             f"{lens.get('iterations')} updates on "
             f"`{lens.get('data')}`" + (f" + `{', '.join(lens.get('more_data') or [])}`" if lens.get("more_data") else "")
             + (", blur cues only (no colour)" if not lens.get("colour", True) else "") + ")") if lens else "nothing new"
-    before = card.get("init_readme", "")
+    before, replaced = card.get("init_readme", ""), card.get("init_lens", False)
     marker = "\n## The decoder it started from\n"
-    replaced = before.startswith("# Photo-guided decoder") and "with a lens stack" in before.split("\n", 1)[0] \
-        and marker in before
-    if replaced:  # --init was itself a decoder with a lens stack: keep the lineage flat, not nested
+    if replaced and marker in before:  # --init had a lens stack, so this README: keep the lineage flat
         before = re.sub(r"(?m)^##(#+) ", r"\1 ", before.split(marker, 1)[1]).strip() + "\n"
     before = re.sub(r"(?m)^(#+) ", r"##\1 ", before)  # its headings under this README's
     return f"""# Photo-guided decoder of {root.name}, with a lens stack
@@ -208,7 +206,8 @@ def run_decoder_distillation(cfg: TinyDecoderConfig, log=print, command: str = "
             "pairs": pair_count, "train_minutes": seconds / 60, "lens": lens,
             "machine": f"{cfg.device} ({platform.machine()}, {torch.get_num_threads()} threads)",
             "gate": gate.to_json(), "stats": stats, "init": init, "working_size": list(size),
-            "init_readme": _read_text(Path(cfg.init) / "README.md") if cfg.init else ""}
+            "init_readme": _read_text(Path(cfg.init) / "README.md") if cfg.init else "",
+            "init_lens": bool(cfg.init) and bool(json.loads((Path(cfg.init) / "config.json").read_text()).get("lens_head"))}
     with output_lock(out):
         recover(out)
         if out.exists() and not cfg.force:  # again, under the lock: another writer may have been faster
@@ -265,31 +264,25 @@ def _start_from(decoder, folder: Path, log) -> str:
                                    "guided_decoder folder")
     start = TinyTemporalDecoder.from_pretrained(folder, use_safetensors=True)
     differ = _differing(start, decoder, [k for k in decoder.config if not k.startswith("_")])
-    # Parts a decoder can gain on top of the one it starts from: (the config keys that define it, the key
-    # that says it is there, its weights' prefix, its name)
-    parts = [({"photo_blurs", "photo_sharpen"}, "photo_blurs", "guide.blurs.", "the photo re-blur bank"),
+    # Parts a decoder can take fresh on top of the one it starts from: (the config keys that define it, the
+    # key that says it is there, its weights' prefix, its name, whether one the start has can be replaced)
+    parts = [({"photo_blurs", "photo_sharpen"}, "photo_blurs", "guide.blurs.", "the photo re-blur bank", False),
              ({"lens_head", "lens_mix", "lens_amount", "lens_sharpen_sigma", "lens_step_fraction", "lens_colour"},
-              "lens_head", "lens.", "the lens stack")]
-    adding = [p for p in parts if set(differ) & p[0] and not start.config.get(p[1])]
-    if differ and adding and set(differ) <= set().union(*(p[0] for p in adding)):
-        # The same network without the bank or the lens stack: everything else continues from where that
-        # decoder was; the bank starts as a near no-op (a 0.05 share), the lens stack takes its trained head.
-        missing, unexpected = decoder.load_state_dict(start.state_dict(), strict=False)
-        if unexpected or any(not k.startswith(tuple(p[2] for p in adding)) for k in missing):
-            raise InvalidArgumentError(f"--init {folder}: its weights do not fit this decoder")
-        what = " and ".join(p[3] for p in adding)
-        log(f"distill-decoder: starting from {folder} ({what} new)")
-        return f"{folder} (all its weights; {what} new)"
-    lens_keys = parts[1][0]
-    if differ and set(differ) <= lens_keys and start.config.get("lens_head") and decoder.config.get("lens_head"):
-        # A decoder with a lens stack, given another head or mix: everything but the lens stack continues
-        # from that decoder; the lens stack is the new one (its head comes from --lens-head).
-        kept = {k: v for k, v in start.state_dict().items() if not k.startswith("lens.")}
+              "lens_head", "lens.", "the lens stack", True)]
+    fresh = [p for p in parts if set(differ) & p[0]
+             and (not start.config.get(p[1]) or (p[4] and decoder.config.get(p[1])))]
+    if differ and fresh and set(differ) <= set().union(*(p[0] for p in fresh)):
+        # The same network but for these parts: everything else continues from where that decoder was; a
+        # new bank starts as a near no-op (a 0.05 share), a lens stack (new or replacing the start's) takes
+        # its trained head from --lens-head.
+        prefixes = tuple(p[2] for p in fresh)
+        kept = {k: v for k, v in start.state_dict().items() if not k.startswith(prefixes)}
         missing, unexpected = decoder.load_state_dict(kept, strict=False)
-        if unexpected or any(not k.startswith("lens.") for k in missing):
+        if unexpected or any(not k.startswith(prefixes) for k in missing):
             raise InvalidArgumentError(f"--init {folder}: its weights do not fit this decoder")
-        log(f"distill-decoder: starting from {folder} (its lens stack replaced: {', '.join(differ)} differ)")
-        return f"{folder} (all its weights but the lens stack, which is replaced)"
+        what = " and ".join(f"{p[3]} {'replaced' if start.config.get(p[1]) else 'new'}" for p in fresh)
+        log(f"distill-decoder: starting from {folder} ({what})")
+        return f"{folder} (all its weights; {what})"
     if differ:
         raise InvalidArgumentError(f"--init {folder}: another architecture ({', '.join(differ)} differ)")
     decoder.load_state_dict(start.state_dict())
