@@ -5,7 +5,8 @@ SVD temporal VAE decoder and the tiny temporal decoder at the same size, one who
 with its time, peak memory and achieved GFLOP/s against this CPU's matrix-multiply peak for the
 precision, measured in the same run.
 
-Routes: torch fp32, torch bf16 eager (weights and activations cast to bf16), ONNX Runtime fp32
+Routes: torch fp32, torch bf16 eager (weights and activations cast to bf16), torch.compile bf16
+(inductor; it compiles in the warm-up call, whose time the table notes), ONNX Runtime fp32
 (CPU provider), OpenVINO fp32 / bf16 (the same ONNX graph, INFERENCE_PRECISION_HINT) and int8 (the
 graph quantized by the project's int8 recipe, as `refocus quantize` writes it, except for the
 calibration method, below). Every stage runs in its own child process watched by
@@ -133,7 +134,7 @@ def _matmul_graphs(n: int) -> dict[str, Path]:
     return out
 
 
-def child_torch_unet(width: int, height: int, precision: str, repeats: int) -> None:
+def child_torch_unet(width: int, height: int, precision: str, repeats: int, compiled: bool = False) -> None:
     import torch
     from diffusers import UNetSpatioTemporalConditionModel
 
@@ -146,6 +147,8 @@ def child_torch_unet(width: int, height: int, precision: str, repeats: int) -> N
     module = UNetComponent(UNetSpatioTemporalConditionModel().eval()).eval()
     torch.set_default_dtype(torch.float32)
     stage("built", seconds=round(time.perf_counter() - t0, 1))
+    if compiled:
+        module = torch.compile(module)  # compiles on its first call: the warm-up call
     feeds = {k: v.to(dtype) if v.is_floating_point() else v for k, v in _unet_feeds(width, height).items()}
     with torch.inference_mode():
         res = _timed_calls(lambda: module(**feeds), repeats)
@@ -310,7 +313,7 @@ def _flops(width: int, height: int) -> dict:
             "tiny": tiny_decoder_flops(refocuser, (width, height))}
 
 
-UNET_ROUTES = (("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"),
+UNET_ROUTES = (("torch", "fp32"), ("torch", "bf16"), ("torch.compile", "bf16"), ("onnxruntime", "fp32"),
                ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"))
 DECODER_ROUTES = ("torch-fp32", "torch-bf16", "openvino-fp32", "openvino-bf16")
 
@@ -334,8 +337,10 @@ def run_all(args) -> dict:
     for route, precision in UNET_ROUTES:
         if args.routes and f"{route} {precision}" not in args.routes:
             continue
-        if route == "torch":
-            res["unet"][f"{route} {precision}"] = child(f"torch-{precision}", "torch", "--precision", precision)
+        if route in ("torch", "torch.compile"):
+            compiled = ["--compiled"] if route == "torch.compile" else []
+            res["unet"][f"{route} {precision}"] = child(f"{route}-{precision}", "torch", "--precision", precision,
+                                                       *compiled)
             continue
         graph = work / ("unet_int8.onnx" if precision == "int8" else "unet.onnx")
         if not (work / "unet.onnx").is_file():
@@ -391,6 +396,8 @@ def report(res: dict) -> str:
         loaded = next((s.get("seconds") for s in run.get("stages", []) if s["stage"] in ("loaded", "built")), None)
         if any(s["stage"].startswith("static compile failed") for s in run.get("stages", [])):
             run = {**run, "error": (run.get("error") or "") + "dynamic-shape graph (the static compile failed)"}
+        if name.startswith("torch.compile") and c.get("warmup_s"):
+            run = {**run, "error": (run.get("error") or "") + f"first call (compiles) {c['warmup_s']:.0f} s"}
         if c.get("best_s"):
             gf = flops["unet"] / c["best_s"] / 1e9
             peak = peaks.get(name.split()[-1], 0)
@@ -439,6 +446,7 @@ def main(argv=None) -> None:
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     p.add_argument("--runtime", default="onnxruntime", help=argparse.SUPPRESS)
     p.add_argument("--kind", default="full", help=argparse.SUPPRESS)
+    p.add_argument("--compiled", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--route", default="torch-fp32", help=argparse.SUPPRESS)
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--height", type=int, default=320)
@@ -451,7 +459,8 @@ def main(argv=None) -> None:
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per child")
     p.add_argument("--work", type=Path, default=Path("/tmp/full-size"), help="graphs (about 11 GiB) go here")
     p.add_argument("--routes", nargs="+", default=None, metavar="ROUTE",
-                   help="only these, e.g. 'openvino int8' 'torch bf16' 'full openvino-bf16' (default: all)")
+                   help="only these, e.g. 'openvino int8' 'torch bf16' 'torch.compile bf16' 'full openvino-bf16' "
+                        "(default: all)")
     p.add_argument("--stem", default="full_size_calls", help="result file names under --out")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
@@ -459,7 +468,7 @@ def main(argv=None) -> None:
     if args.child == "peaks":
         return child_peaks(args.matmul)
     if args.child == "torch":
-        return child_torch_unet(w, h, args.precision, args.repeats)
+        return child_torch_unet(w, h, args.precision, args.repeats, args.compiled)
     if args.child == "export":
         return child_export(w, h, work / "unet.onnx")
     if args.child == "quantize":

@@ -241,6 +241,37 @@ def test_a_graph_that_cannot_export_says_what_and_where():
     assert "u0 > 2" in text and "test_backend_executorch.py:" in text and "in forward: if torch.nonzero(x)" in text
 
 
+@pytest.mark.parametrize("shape", [(2, 24, 32, 48), (1, 16, 9, 8, 12)], ids=["4d", "5d"])
+def test_the_group_norm_rewrite_is_group_norm(shape):
+    """The staged means XNNPACK gets (rewrites.py) are group norm: 4-D and the temporal decoder's 5-D."""
+    from refocus_edge.export.executorch.rewrites import group_norm_as_means
+
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(shape).double() + 0.5, torch.randn(shape[1]).double(), torch.randn(shape[1]).double()
+    got = group_norm_as_means(x, 4, weight, bias, 1e-5)
+    torch.testing.assert_close(got, torch.nn.functional.group_norm(x, 4, weight, bias, 1e-5), rtol=1e-10, atol=1e-10)
+
+
+@needs_executorch
+def test_a_large_group_norm_on_xnnpack_stays_float32_exact(one_thread):
+    """One group of 6 x 128 x 128 values: taken as one XNNPACK mean it was 1e-5 off float64 (its float32
+    running sum), enough to fail the guided decoder's 1e-4 fp32 gate; in stages it is within 1e-6, and
+    all of it still runs on XNNPACK."""
+    from executorch.runtime import Runtime
+
+    from refocus_edge.export.executorch.lower import export_graph, lower
+
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(4, 24).eval()
+    x = torch.randn(1, 24, 128, 128) + 0.5
+    data, counts = lower(export_graph(norm, (x,), "group_norm"), "group_norm")
+    assert counts.share == 1.0 and counts.to_json()["delegate_subgraphs"] == 1
+    got = Runtime.get().load_program(data).load_method("forward").execute([x])[0].double()
+    with torch.no_grad():
+        exact = norm.double()(x.double())
+    assert float((got - exact).abs().max() / exact.abs().max()) < 1e-6
+
+
 def test_the_int8_gate_uses_the_project_int8_budget():
     """export may not import quantization (tests/test_layout.py): its copy of the budget is held equal here."""
     from refocus_edge.export.executorch.int8_gate import int8_budget

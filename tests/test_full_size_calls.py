@@ -49,9 +49,12 @@ def test_a_watched_child_and_the_report(tmp_path):
            "repeats": 2, "uptime_start": "-", "uptime_end": "-", "peaks": run,
            "flops": {"unet": 6e12, "full": 1.7e13, "tiny": 4.8e10},
            "unet": {"torch bf16": called(8.0), "openvino bf16": called(4.0),
+                    "torch.compile bf16": {"stages": [{"stage": "called", "best_s": 7.0, "warmup_s": 190.0,
+                                                       "finite": True}], "peak_rss_mib_sampled": 1024},
                     "openvino int8": {"stages": [], "peak_rss_mib_sampled": 0, "killed": "killed at 20 GiB"}},
            "decoders": {"tiny openvino-bf16": called(0.1)}}
     text = report(res)
     assert "openvino bf16, 4.00 s = 0.50x torch bf16 eager" in text
     assert "| openvino int8 | - |" in text and "killed at 20 GiB" in text
+    assert "| torch.compile bf16 | 7.00 s | 0.88x |" in text and "first call (compiles) 190 s" in text
     assert "| tiny | openvino-bf16 | 0.10 s | 480 |" in text
