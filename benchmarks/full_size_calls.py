@@ -409,8 +409,10 @@ def report(res: dict) -> str:
         else:
             lines.append(f"| {name} | - | - | - | - | {run['peak_rss_mib_sampled'] / 1024:.1f} GiB | - | "
                          f"{_note(run) or 'no call'} |")
+    calibrated = any(s.get("calibrated") for s in res.get("unet_quantize", {}).get("stages", []))
     for key, label in (("unet_export", "ONNX export (opset 18, external data)"),
-                       ("unet_quantize", "int8 QDQ quantization (MinMax, one feed)")):
+                       ("unet_quantize", "int8 QDQ quantization (" + ("MinMax, one feed" if calibrated else
+                                                                     "fixed ranges, no calibration") + ")")):
         if key in res:
             run = res[key]
             secs = next((s.get("seconds") for s in run["stages"]), None)

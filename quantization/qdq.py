@@ -96,7 +96,8 @@ def quantize_graph(source: Path, out: Path, recipe, *, nodes: list[str] | None =
                    exclude: list[str] = (), cache: Path,
                    feeds: list[dict] | None = None, input_names: list[str] | None = None,
                    activation_type: str | None = None) -> Path:
-    """Quantize `nodes` (None: every node of the recipe's op types but `exclude`) of the fp32 graph `source`.
+    """Quantize `nodes` (None: every node of the recipe's op types but `exclude`) of the fp32 graph `source`;
+    the embedding layers of units.always_float stay float either way.
 
     The first call for a component needs `feeds`: it calibrates and fills `cache`;
     later calls reuse the cached ranges. `activation_type` overrides the recipe's
@@ -106,6 +107,17 @@ def quantize_graph(source: Path, out: Path, recipe, *, nodes: list[str] | None =
 
     if nodes is not None and not nodes:
         raise ValueError("quantize_graph: an empty node list would quantize everything; pass None")
+    import onnx
+
+    from refocus_edge.quantization.units import always_float
+
+    # the layers every QDQ graph keeps float (units.py says why), whatever the caller asked for
+    kept = [n.name for n in onnx.load(str(source), load_external_data=False).graph.node if always_float(n.name)]
+    exclude = [*exclude, *(n for n in kept if n not in set(exclude))]
+    if nodes is not None:
+        nodes = [n for n in nodes if not always_float(n)]
+        if not nodes:
+            raise ValueError("quantize_graph: every node asked for stays float (quantization/units.py always_float)")
     act = activation_type or recipe.activation_type
     symmetric = recipe.activation_symmetric or act == "QInt8"
     reader = _Reader(feeds, input_names) if feeds is not None and not cache.is_file() else None

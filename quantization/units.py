@@ -21,6 +21,20 @@ _SENSITIVE = (r"conv_in$", r"conv_out$", r"time_embedding$", r"add_embedding$", 
               r"temporal_res_block$", r"decoder/up_blocks\.3/")
 
 
+# Layers every QDQ recipe keeps float: the UNet's timestep and added-time-id embedding MLPs and its
+# temporal transformers' frame-position embeddings. Why: they are a few Gemms over one row per item
+# or frame (no measurable time), and quantized they stop OpenVINO 2026.4's CPU plugin from compiling
+# the UNet with static shapes ("DequantizationSubtract contains empty child edge"), on the tiny
+# student and on the released architecture alike; the dynamic-shape graph it falls back to was 1.16x
+# slower at full size (benchmarks/results/full-size-calls/).
+_ALWAYS_FLOAT = (r"/time_embedding/", r"/add_embedding/", r"/time_pos_embed/")
+
+
+def always_float(node_name: str) -> bool:
+    """Whether a node (by its exporter-written module path) stays float in every QDQ graph."""
+    return any(re.search(p, node_name) for p in _ALWAYS_FLOAT)
+
+
 @dataclass(frozen=True)
 class Unit:
     component: str
@@ -68,7 +82,7 @@ def graph_units(component: str, model, op_types) -> list[Unit]:
     """Units of an ONNX model (onnx.ModelProto): quantizable nodes grouped by block, in graph order."""
     groups: dict[str, list[str]] = {}
     for node in model.graph.node:
-        if node.op_type in op_types and node.name:
+        if node.op_type in op_types and node.name and not always_float(node.name):
             groups.setdefault(unit_of(node.name), []).append(node.name)
     return [Unit(component, name, tuple(nodes), any(re.search(p, name) for p in _SENSITIVE))
             for name, nodes in groups.items()]

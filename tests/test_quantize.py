@@ -30,7 +30,7 @@ from refocus_edge.quantization.quantize import QuantizationError, QuantizeConfig
 from refocus_edge.runtime.artifacts import TENSORRT_TWIN  # noqa: E402
 from refocus_edge.quantization.recipes import RECIPES, get_recipe  # noqa: E402
 from refocus_edge.quantization.sensitivity import ScanResult, UnitResult, scan_units, tighten, write_table  # noqa: E402
-from refocus_edge.quantization.units import graph_units, unit_of  # noqa: E402
+from refocus_edge.quantization.units import always_float, graph_units, unit_of  # noqa: E402
 from refocus_edge.runtime.backends.base import BackendUnavailableError  # noqa: E402
 from refocus_edge.runtime.backends.finite_guard import FiniteGuard  # noqa: E402
 from refocus_edge.runtime.bundle import read_bundle  # noqa: E402
@@ -126,6 +126,27 @@ def test_int8_bundle_has_a_quantized_graph_per_component_and_its_twin(int8):
 
     assert report.sizes_mib["int8"] < report.sizes_mib["fp32"]
     assert record["sizes_mib"] == report.sizes_mib
+
+
+def test_int8_unet_keeps_its_embeddings_float_and_openvino_compiles_it_static(int8):
+    """Quantized embedding Gemms made OpenVINO 2026.4's CPU plugin refuse the int8 UNet's static compile
+    (the backend then ran the slower dynamic graph); kept float, the static compile succeeds."""
+    from refocus_edge.runtime.backends.backend_openvino import compiled_runner
+
+    out, _, _ = int8
+    bundle = read_bundle(out)
+    path = bundle.artifact_path("onnx", "int8", "unet")
+    fp32 = onnx.load(str(bundle.artifact_path("onnx", "fp32", "unet")), load_external_data=False)
+    embeddings = [n for n in fp32.graph.node if n.op_type == "Gemm" and always_float(n.name)]
+    assert embeddings
+    # (the int8 graph's node names are compacted: count its Gemms whose weights are not dequantized)
+    model = onnx.load(str(path))
+    made_by = {o: n.op_type for n in model.graph.node for o in n.output}
+    float_gemms = [n for n in model.graph.node if n.op_type == "Gemm" and made_by.get(n.input[1]) != "DequantizeLinear"]
+    assert len(float_gemms) >= len(embeddings)
+    pytest.importorskip("openvino", reason="needs openvino (pip install -e '.[test]')")
+    runner = compiled_runner(path, bundle.specs["unet"], "int8")
+    assert "static compile failed" not in runner.device
 
 
 def test_int8_gates_are_recorded_and_passed(int8):
@@ -549,11 +570,15 @@ def test_graph_units_of_the_exported_unet(tiny_bundle):
     bundle = read_bundle(tiny_bundle)
     model = onnx.load(str(bundle.artifact_path("onnx", "fp32", "unet")), load_external_data=False)
     units = {u.name: u for u in graph_units("unet", model, get_recipe("int8").op_types)}
-    assert {"conv_in", "conv_out", "time_embedding", "add_embedding", "mid_block/attentions.0"} <= set(units)
-    assert units["time_embedding"].known_sensitive and not units["mid_block/attentions.0"].known_sensitive
-    # Every quantizable node is in exactly one unit.
+    assert {"conv_in", "conv_out", "mid_block/attentions.0"} <= set(units)
+    assert units["conv_in"].known_sensitive and not units["mid_block/attentions.0"].known_sensitive
+    # The embedding MLPs stay float in every QDQ graph (units.always_float): no unit offers them.
+    assert not {"time_embedding", "add_embedding"} & set(units)
+    # Every other quantizable node is in exactly one unit.
     quantizable = [n.name for n in model.graph.node if n.op_type in ("Conv", "MatMul", "Gemm")]
-    assert sorted(n for u in units.values() for n in u.nodes) == sorted(quantizable)
+    embeddings = [n for n in quantizable if always_float(n)]
+    assert any("/time_pos_embed/" in n for n in embeddings) and any("/time_embedding/" in n for n in embeddings)
+    assert sorted(n for u in units.values() for n in u.nodes) == sorted(set(quantizable) - set(embeddings))
 
 
 # ------------------------------------------------------------------ calibration

@@ -156,9 +156,10 @@ class _StaticCompiles:
             try:
                 self.requests[shapes] = self.core.compile_model(model, self.dev, self.config).create_infer_request()
             except Exception as exc:
-                # OpenVINO 2026.4's CPU plugin fails the static compile of the default student's int8 UNet
-                # (an empty edge after fusing a dequantize) yet compiles the dynamic graph: run that one
-                # for every shape, and say so in the runner's device.
+                # OpenVINO 2026.4's CPU plugin failed the static compile of int8 UNets whose embedding
+                # Gemms were quantized (an empty edge after fusing a dequantize; graphs quantized since
+                # session 24 keep those float) yet compiles the dynamic graph: run that one for every
+                # shape, and say so in the runner's device.
                 self.static_failure = _first_line(exc)
                 self.dynamic = self.core.compile_model(self.model, self.dev, self.config).create_infer_request()
                 return self.dynamic
