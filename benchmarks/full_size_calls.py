@@ -9,7 +9,9 @@ Routes: torch fp32, torch bf16 eager (weights and activations cast to bf16), tor
 (inductor; it compiles in the warm-up call, whose time the table notes), ONNX Runtime fp32
 (CPU provider), OpenVINO fp32 / bf16 (the same ONNX graph, INFERENCE_PRECISION_HINT) and int8 (the
 graph quantized by the project's int8 recipe, as `refocus quantize` writes it, except for the
-calibration method, below). Every stage runs in its own child process watched by
+calibration method, below) and int8-sym (the same with symmetric int8 activations, the form of the
+TensorRT twin `refocus quantize` also writes: OpenVINO's CPU plugin runs the attention's
+activation-by-activation MatMuls in int8 only then; with uint8 activations they ran in fp32). Every stage runs in its own child process watched by
 benchmarks/watched_child.py, so each peak is that stage's own and a stage that runs out of memory
 is recorded, not fatal.
 
@@ -169,7 +171,8 @@ def child_export(width: int, height: int, graph: Path) -> None:
     stage("exported", seconds=round(time.perf_counter() - t0, 1))
 
 
-def child_quantize(width: int, height: int, graph: Path, out: Path, calibrate: bool) -> None:
+def child_quantize(width: int, height: int, graph: Path, out: Path, calibrate: bool,
+                   activation_type: str | None = None) -> None:
     from dataclasses import replace
 
     from refocus_edge.quantization.qdq import quantize_graph
@@ -183,7 +186,7 @@ def child_quantize(width: int, height: int, graph: Path, out: Path, calibrate: b
     if not calibrate:
         _fixed_ranges(graph, cache)
     quantize_graph(graph, out, recipe, cache=cache, feeds=[_unet_feeds(width, height)] if calibrate else None,
-                   input_names=list(spec.input_names))
+                   input_names=list(spec.input_names), activation_type=activation_type)
     stage("quantized", seconds=round(time.perf_counter() - t0, 1), calibrated=calibrate)
 
 
@@ -230,7 +233,7 @@ def _openvino_request(graph: Path, spec, shapes: dict, precision: str):
 
     core = ov.Core()
     model = core.read_model(str(graph))
-    config = {k: v for k, v in compile_config(precision).items() if k != "CACHE_DIR"}
+    config = {k: v for k, v in compile_config(precision.split("-")[0]).items() if k != "CACHE_DIR"}
     static = model.clone()
     static.reshape({n: ov.PartialShape(list(shapes[n])) for n in spec.input_names})
     try:
@@ -314,7 +317,10 @@ def _flops(width: int, height: int) -> dict:
 
 
 UNET_ROUTES = (("torch", "fp32"), ("torch", "bf16"), ("torch.compile", "bf16"), ("onnxruntime", "fp32"),
-               ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"))
+               ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"),
+               ("openvino", "int8-sym"))
+# the int8 graphs per precision, and the activation type each is quantized with (None: the recipe's)
+INT8_GRAPHS = {"int8": ("unet_int8.onnx", None), "int8-sym": ("unet_int8sym.onnx", "QInt8")}
 DECODER_ROUTES = ("torch-fp32", "torch-bf16", "openvino-fp32", "openvino-bf16")
 
 
@@ -342,11 +348,12 @@ def run_all(args) -> dict:
             res["unet"][f"{route} {precision}"] = child(f"{route}-{precision}", "torch", "--precision", precision,
                                                        *compiled)
             continue
-        graph = work / ("unet_int8.onnx" if precision == "int8" else "unet.onnx")
+        graph = work / INT8_GRAPHS.get(precision, ("unet.onnx",))[0]
         if not (work / "unet.onnx").is_file():
             res["unet_export"] = child("export", "export")
-        if precision == "int8" and not graph.is_file():
-            res["unet_quantize"] = child("quantize", "quantize", *(["--calibrate"] if args.calibrate else []))
+        if precision in INT8_GRAPHS and not graph.is_file():
+            res[f"unet_quantize_{precision}"] = child(f"quantize-{precision}", "quantize", "--precision", precision,
+                                                      *(["--calibrate"] if args.calibrate else []))
         if graph.is_file():
             res["unet"][f"{route} {precision}"] = child(f"{route}-{precision}", "onnx-call", "--runtime", route,
                                                        "--precision", precision)
@@ -400,7 +407,7 @@ def report(res: dict) -> str:
             run = {**run, "error": (run.get("error") or "") + f"first call (compiles) {c['warmup_s']:.0f} s"}
         if c.get("best_s"):
             gf = flops["unet"] / c["best_s"] / 1e9
-            peak = peaks.get(name.split()[-1], 0)
+            peak = peaks.get(name.split()[-1].split("-")[0], 0)  # int8-sym: the int8 peak
             ratio = f"{c['best_s'] / torch_bf16:.2f}x" if torch_bf16 else "-"
             lines.append(f"| {name} | {c['best_s']:.2f} s | {ratio} | {gf:.0f} | "
                          f"{100 * gf / peak:.0f} % | {run['peak_rss_mib_sampled'] / 1024:.1f} GiB | "
@@ -409,10 +416,12 @@ def report(res: dict) -> str:
         else:
             lines.append(f"| {name} | - | - | - | - | {run['peak_rss_mib_sampled'] / 1024:.1f} GiB | - | "
                          f"{_note(run) or 'no call'} |")
-    calibrated = any(s.get("calibrated") for s in res.get("unet_quantize", {}).get("stages", []))
+    quantized = [k for k in res if k.startswith("unet_quantize")]  # "unet_quantize" in runs before session 24
+    calibrated = any(s.get("calibrated") for k in quantized for s in res[k].get("stages", []))
+    how = "MinMax, one feed" if calibrated else "fixed ranges, no calibration"
     for key, label in (("unet_export", "ONNX export (opset 18, external data)"),
-                       ("unet_quantize", "int8 QDQ quantization (" + ("MinMax, one feed" if calibrated else
-                                                                     "fixed ranges, no calibration") + ")")):
+                       *((k, f"{k.removeprefix('unet_quantize').strip('_') or 'int8'} QDQ quantization ({how})")
+                         for k in quantized)):
         if key in res:
             run = res[key]
             secs = next((s.get("seconds") for s in run["stages"]), None)
@@ -474,9 +483,10 @@ def main(argv=None) -> None:
     if args.child == "export":
         return child_export(w, h, work / "unet.onnx")
     if args.child == "quantize":
-        return child_quantize(w, h, work / "unet.onnx", work / "unet_int8.onnx", args.calibrate)
+        name, activation = INT8_GRAPHS[args.precision if args.precision in INT8_GRAPHS else "int8"]
+        return child_quantize(w, h, work / "unet.onnx", work / name, args.calibrate, activation)
     if args.child == "onnx-call":
-        graph = work / ("unet_int8.onnx" if args.precision == "int8" else "unet.onnx")
+        graph = work / INT8_GRAPHS.get(args.precision, ("unet.onnx",))[0]
         return child_onnx_call(w, h, graph, args.runtime, args.precision, args.repeats)
     if args.child == "decoder":
         return child_decoder(w, h, args.kind, args.route, work, args.repeats)

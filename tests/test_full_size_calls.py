@@ -48,7 +48,9 @@ def test_a_watched_child_and_the_report(tmp_path):
     res = {"command": "python -m benchmarks.full_size_calls", "width": 512, "height": 320, "threads": 2,
            "repeats": 2, "uptime_start": "-", "uptime_end": "-", "peaks": run,
            "flops": {"unet": 6e12, "full": 1.7e13, "tiny": 4.8e10},
-           "unet": {"torch bf16": called(8.0), "openvino bf16": called(4.0),
+           "unet_quantize_int8-sym": {"stages": [{"stage": "quantized", "seconds": 80.0, "calibrated": False}],
+                                      "peak_rss_mib_sampled": 7168},
+           "unet": {"torch bf16": called(8.0), "openvino bf16": called(4.0), "openvino int8-sym": called(5.0),
                     "torch.compile bf16": {"stages": [{"stage": "called", "best_s": 7.0, "warmup_s": 190.0,
                                                        "finite": True}], "peak_rss_mib_sampled": 1024},
                     "openvino int8": {"stages": [], "peak_rss_mib_sampled": 0, "killed": "killed at 20 GiB"}},
@@ -57,4 +59,6 @@ def test_a_watched_child_and_the_report(tmp_path):
     assert "openvino bf16, 4.00 s = 0.50x torch bf16 eager" in text
     assert "| openvino int8 | - |" in text and "killed at 20 GiB" in text
     assert "| torch.compile bf16 | 7.00 s | 0.88x |" in text and "first call (compiles) 190 s" in text
+    assert "| openvino int8-sym | 5.00 s | 0.62x | 1200 |" in text  # its share of the measured int8 peak
+    assert "int8-sym QDQ quantization (fixed ranges, no calibration): 80.0 s, peak 7.0 GiB" in text
     assert "| tiny | openvino-bf16 | 0.10 s | 480 |" in text
