@@ -483,7 +483,7 @@ def main(argv=None) -> None:
     if args.child == "export":
         return child_export(w, h, work / "unet.onnx")
     if args.child == "quantize":
-        name, activation = INT8_GRAPHS[args.precision if args.precision in INT8_GRAPHS else "int8"]
+        name, activation = INT8_GRAPHS[args.precision]  # run_all always names the int8 precision
         return child_quantize(w, h, work / "unet.onnx", work / name, args.calibrate, activation)
     if args.child == "onnx-call":
         graph = work / INT8_GRAPHS.get(args.precision, ("unet.onnx",))[0]

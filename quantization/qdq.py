@@ -107,14 +107,17 @@ def quantize_graph(source: Path, out: Path, recipe, *, nodes: list[str] | None =
 
     if nodes is not None and not nodes:
         raise ValueError("quantize_graph: an empty node list would quantize everything; pass None")
-    import onnx
-
     from refocus_edge.quantization.units import always_float
 
-    # the layers every QDQ graph keeps float (units.py says why), whatever the caller asked for
-    kept = [n.name for n in onnx.load(str(source), load_external_data=False).graph.node if always_float(n.name)]
-    exclude = [*exclude, *(n for n in kept if n not in set(exclude))]
-    if nodes is not None:
+    # The layers every QDQ graph keeps float (units.py says why), whatever the caller asked for. Only
+    # "every node" needs the graph read for their names; a node list (a sensitivity scan's, one call per
+    # unit) is filtered as it is.
+    if nodes is None:
+        import onnx
+
+        graph = onnx.load(str(source), load_external_data=False).graph
+        exclude = list(dict.fromkeys([*exclude, *(n.name for n in graph.node if always_float(n.name))]))
+    else:
         nodes = [n for n in nodes if not always_float(n)]
         if not nodes:
             raise ValueError("quantize_graph: every node asked for stays float (quantization/units.py always_float)")

@@ -25,7 +25,7 @@ _SENSITIVE = (r"conv_in$", r"conv_out$", r"time_embedding$", r"add_embedding$", 
 # temporal transformers' frame-position embeddings. Why: they are a few Gemms over one row per item
 # or frame (no measurable time), and quantized they stop OpenVINO 2026.4's CPU plugin from compiling
 # the UNet with static shapes ("DequantizationSubtract contains empty child edge"), on the tiny
-# student and on the released architecture alike; the dynamic-shape graph it falls back to was 1.16x
+# student and on the released architecture alike; the dynamic-shape graph it falls back to was 1.17x
 # slower at full size (benchmarks/results/full-size-calls/).
 _ALWAYS_FLOAT = (r"/time_embedding/", r"/add_embedding/", r"/time_pos_embed/")
 
