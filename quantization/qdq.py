@@ -95,13 +95,16 @@ def _has_external_data(path: Path) -> bool:
 def quantize_graph(source: Path, out: Path, recipe, *, nodes: list[str] | None = None,
                    exclude: list[str] = (), cache: Path,
                    feeds: list[dict] | None = None, input_names: list[str] | None = None,
-                   activation_type: str | None = None) -> Path:
+                   activation_type: str | None = None, uint8_concats: bool = False) -> Path:
     """Quantize `nodes` (None: every node of the recipe's op types but `exclude`) of the fp32 graph `source`;
     the embedding layers of units.always_float stay float either way.
 
     The first call for a component needs `feeds`: it calibrates and fills `cache`;
     later calls reuse the cached ranges. `activation_type` overrides the recipe's
-    (the TensorRT twin of an int8 graph uses symmetric int8 activations).
+    (the TensorRT twin of an int8 graph uses symmetric int8 activations). `uint8_concats` gives the
+    float tensors that enter or leave a Concat asymmetric uint8 ranges whatever the activation type
+    (the OpenVINO form, runtime/backends/backend_openvino.py: OpenVINO 2026.4's CPU plugin computes
+    signed int8 through a Concat wrongly).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
@@ -123,6 +126,7 @@ def quantize_graph(source: Path, out: Path, recipe, *, nodes: list[str] | None =
             raise ValueError("quantize_graph: every node asked for stays float (quantization/units.py always_float)")
     act = activation_type or recipe.activation_type
     symmetric = recipe.activation_symmetric or act == "QInt8"
+    overrides = concat_overrides(source) if uint8_concats else {}
     reader = _Reader(feeds, input_names) if feeds is not None and not cache.is_file() else None
     out.parent.mkdir(parents=True, exist_ok=True)
     large = _has_external_data(source)
@@ -139,11 +143,36 @@ def quantize_graph(source: Path, out: Path, recipe, *, nodes: list[str] | None =
             calibration_cache_path=str(cache), use_external_data_format=large,
             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
                            # Percentile calibration: clip the top 0.001 % of |activation|.
-                           "CalibPercentile": 99.999, "CalibStridedMinMax": 1},
+                           "CalibPercentile": 99.999, "CalibStridedMinMax": 1,
+                           **({"TensorQuantOverrides": overrides} if overrides else {})},
         )
     if not large:
         compact_names(out)
     return out
+
+
+def has_attention(source: Path) -> bool:
+    """Whether the graph multiplies two activations (a MatMul with no constant input: attention)."""
+    import onnx
+
+    graph = onnx.load(str(source), load_external_data=False).graph
+    constant = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    return any(n.op_type == "MatMul" and not (set(n.input) & constant) for n in graph.node)
+
+
+def concat_overrides(source: Path) -> dict:
+    """ONNX Runtime TensorQuantOverrides giving every float tensor in or out of a Concat of `source`
+    an asymmetric uint8 range (shape arithmetic's integer Concats are left alone)."""
+    import onnx
+    from onnxruntime.quantization import QuantType
+
+    model = onnx.load(str(source), load_external_data=False)
+    graph = onnx.shape_inference.infer_shapes(model).graph  # tensor types (the weights are not needed)
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.input, *graph.output)}
+    types.update({i.name: i.data_type for i in graph.initializer})
+    tensors = {t for n in graph.node if n.op_type == "Concat" and types.get(n.output[0]) == onnx.TensorProto.FLOAT
+               for t in (*n.input, *n.output) if t}
+    return {t: [{"quant_type": QuantType.QUInt8, "symmetric": False}] for t in sorted(tensors)}
 
 
 def compact_names(path: Path) -> None:

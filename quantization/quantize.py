@@ -22,7 +22,7 @@ import copy
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -36,8 +36,8 @@ from refocus_edge.quantization.drift import DriftConfig, DriftMeter
 from refocus_edge.quantization.report import QuantizeReport
 from refocus_edge.quantization.recipes import get_recipe, quantized_components
 from refocus_edge.quantization.sensitivity import family, scan_units, tighten, write_table
-from refocus_edge.runtime.artifacts import (ONNX, TENSORRT_TWIN, onnx_artifact, onnx_external_data, sensitivity_folder,
-                                             tensorrt_twin_artifact)
+from refocus_edge.runtime.artifacts import (ONNX, OPENVINO_INT8, TENSORRT_TWIN, onnx_artifact, onnx_external_data,
+                                             openvino_int8_artifact, sensitivity_folder, tensorrt_twin_artifact)
 from refocus_edge.runtime.errors import InvalidArgumentError, RefocusError
 
 
@@ -164,15 +164,15 @@ class _QdqWork:
     """Writes partially quantized graphs of one recipe variant (activation type) and measures them."""
 
     def __init__(self, recipe, specs, comps, fp32, unit_nodes, calibration, meter, work: Path,
-                 final: Callable[[str], Path], activation_type: str | None = None):
+                 final: Callable[[str], Path], activation_type: str | None = None, tag: str = "main",
+                 uint8_concats: bool = False):
         self.recipe, self.specs, self.comps, self.fp32 = recipe, specs, comps, fp32
         self.unit_nodes, self.calibration, self.meter, self.work = unit_nodes, calibration, meter, work
         # Where a component's whole-model graph goes: its place in the staged bundle. The last
         # keep list measured is the final one (the scan ends on it), so its graphs are the
         # bundle's as written, never quantized a second time.
         self.final = final
-        self.act = activation_type
-        self.tag = "twin" if activation_type else "main"
+        self.act, self.tag, self.uint8_concats = activation_type, tag, uint8_concats
 
     def ranges(self, c: str) -> Path:
         return self.work / f"{c}.{self.tag}.ranges.json"
@@ -182,7 +182,8 @@ class _QdqWork:
 
         return quantize_graph(self.fp32[c], out, self.recipe, nodes=nodes, exclude=list(exclude),
                               cache=self.ranges(c), feeds=self.calibration.feeds[c],
-                              input_names=self.specs[c].input_names, activation_type=self.act)
+                              input_names=self.specs[c].input_names, activation_type=self.act,
+                              uint8_concats=self.uint8_concats)
 
     def runner(self, c: str, path: Path):
         from refocus_edge.runtime.backends.backend_onnxruntime import session_runner
@@ -295,6 +296,9 @@ def _quantize_qdq(cfg, recipe, bundle, refocuser, meter, stage, tmp, manifest, r
     twin = {}
     if recipe.tensorrt_activation_type and recipe.tensorrt_activation_type != recipe.activation_type:
         twin = _tensorrt_twin(cfg, recipe, main, scan, stage, manifest, report, log)
+    openvino = {}
+    if recipe.openvino_activation_type:
+        openvino = _openvino_form(recipe, main, keep, table, stage, manifest, report, log)
 
     fp32_mib = graphs_mib(stage, manifest.table(ONNX, "fp32").values())
     recipe_mib = graphs_mib(stage, table.values())
@@ -304,7 +308,34 @@ def _quantize_qdq(cfg, recipe, bundle, refocuser, meter, stage, tmp, manifest, r
     return {"recipe": recipe.to_json(), "calibration": calibration.to_json(), "drift": cfg.drift.to_json(),
             "drift_result": final.to_json(), "quantized": quantized, "keep_float": report.keep_float,
             "unit_budget": budget, "scan": cfg.scan, "sensitivity": f"{sens_dir}/sensitivity.json",
-            "sizes_mib": report.sizes_mib, "tensorrt_twin": twin}
+            "sizes_mib": report.sizes_mib, "tensorrt_twin": twin, "openvino_form": openvino,
+            "sample_rel_l2": {ONNX: sample_errors(main, stage, {c: table[c] for c in quantized}),
+                              **({OPENVINO_INT8: sample_errors(main, stage, {c: openvino_int8_artifact(c, recipe.name)
+                                                                            for c in openvino["components"]})}
+                                 if openvino else {})}}
+
+
+def sample_errors(main: _QdqWork, stage: Path, graphs: dict[str, str]) -> dict[str, float]:
+    """{component: ||int8 - fp32|| / ||fp32||} of ONNX Runtime's runs of each quantized graph and the fp32
+    graph on the spec's sample inputs (the worst of its min/opt/max shapes). A backend that runs the same
+    graph with other kernels holds itself to this at load (runtime/backends/backend_openvino.py): the
+    LPIPS gates above measured ONNX Runtime, and OpenVINO 2026.4 computes some int8 graphs wrongly."""
+    from refocus_edge.runtime.backends.backend_onnxruntime import array_session_runner
+    from refocus_edge.runtime.sample_error import rel_l2, sample_feeds
+
+    out = {}
+    for c, rel in graphs.items():
+        spec = main.specs[c]
+        runners = [array_session_runner(path, spec, "fp32", provider="CPUExecutionProvider")
+                   for path in (stage / rel, main.fp32[c])]
+        try:
+            name = spec.output_names[0]
+            out[c] = round(max(rel_l2(runners[0](feeds)[name], runners[1](feeds)[name])
+                               for feeds in sample_feeds(spec)), 6)
+        finally:
+            for r in runners:
+                r.close()
+    return out
 
 
 def _tensorrt_twin(cfg, recipe, main: _QdqWork, scan, stage, manifest, report, log) -> dict:
@@ -318,7 +349,7 @@ def _tensorrt_twin(cfg, recipe, main: _QdqWork, scan, stage, manifest, report, l
         return tensorrt_twin_artifact(name, recipe.name)
 
     twin = _QdqWork(recipe, main.specs, main.comps, main.fp32, main.unit_nodes, main.calibration, main.meter,
-                    main.work, final=lambda c: stage / rel(c), activation_type=act)
+                    main.work, final=lambda c: stage / rel(c), activation_type=act, tag="twin")
     log(f"twin       TensorRT graphs ({act} activations, zero point 0)")
     twin_scan = copy.deepcopy(scan)
     twin_scan.steps = []
@@ -335,6 +366,33 @@ def _tensorrt_twin(cfg, recipe, main: _QdqWork, scan, stage, manifest, report, l
     manifest.set_gates(TENSORRT_TWIN, recipe.name, {g.component: g.to_json() for g in gates})
     return {"activation_type": act, "drift": drift.to_json(), "keep_float": sorted(f"{f}:{u}" for f, u in keep),
             "steps": twin_scan.steps}
+
+
+def _openvino_form(recipe, main: _QdqWork, keep: set, table: dict, stage: Path, manifest, report, log) -> dict:
+    """The OpenVINO form of each quantized component with attention (artifacts.OPENVINO_INT8 says
+    why): the main graph's keep list, symmetric int8 activations but uint8 around Concats. Its gates
+    measure what the openvino backend runs: these graphs for those components, the main int8 graphs
+    for the rest."""
+    from refocus_edge.quantization.qdq import has_attention
+
+    comps = [c for c in main.comps if not main.all_float(keep, c) and has_attention(main.fp32[c])]
+    if not comps:
+        return {}
+    act = recipe.openvino_activation_type
+    form = _QdqWork(recipe, main.specs, comps, main.fp32, main.unit_nodes, main.calibration, main.meter,
+                    main.work, final=lambda c: stage / openvino_int8_artifact(c, recipe.name), activation_type=act,
+                    tag="openvino", uint8_concats=True)
+    log(f"openvino   OpenVINO graphs of {', '.join(comps)} ({act} activations, uint8 around Concats)")
+    swaps = {c: form.runner(c, form.write(c, form.final(c), exclude=form.excluded(keep, c))) for c in comps}
+    swaps.update({c: main.runner(c, stage / table[c]) for c in main.comps
+                  if c not in comps and table[c] == onnx_artifact(c, recipe.name)})
+    drift = form._measure(swaps)
+    gates = [replace(g, detail=f"the OpenVINO form of {', '.join(comps)}, the {recipe.name} graphs for the rest")
+             for g in _end_to_end_gates(OPENVINO_INT8, recipe, recipe.name, drift)]
+    _enforce(report, gates, log)
+    manifest.set_table(OPENVINO_INT8, recipe.name, {c: openvino_int8_artifact(c, recipe.name) for c in comps})
+    manifest.set_gates(OPENVINO_INT8, recipe.name, {g.component: g.to_json() for g in gates})
+    return {"activation_type": act, "uint8_concats": True, "components": comps, "drift": drift.to_json()}
 
 
 # ------------------------------------------------------------------ float (fp16, bf16)

@@ -40,6 +40,9 @@ class QuantRecipe:
     # A second, TensorRT-ready graph per component (symmetric int8 activations: TensorRT
     # takes only zero-point-0 int8 QDQ, while ONNX Runtime's x86 kernels want uint8).
     tensorrt_activation_type: str = ""
+    # A third, OpenVINO-ready graph for the components with attention: this activation type, but
+    # uint8 around Concats (runtime/artifacts.py OPENVINO_INT8 says why).
+    openvino_activation_type: str = ""
     # End-to-end LPIPS (alex) drift against the fp32 model: (median frame, worst frame).
     drift_budget: tuple[float, float] = QUANTIZED_DRIFT_LPIPS
     # A block quantized alone may drift this much (median frame) before it stays in float.
@@ -64,9 +67,11 @@ RECIPES: dict[str, QuantRecipe] = {r.name: r for r in (
     QuantRecipe(
         "int8", "qdq", "static INT8 QDQ: per-channel symmetric int8 weights, calibrated uint8 activations",
         weight_type="QInt8", activation_type="QUInt8", activation_symmetric=False,
-        calibration_method="Percentile", tensorrt_activation_type="QInt8",
+        calibration_method="Percentile", tensorrt_activation_type="QInt8", openvino_activation_type="QInt8",
         notes=("ONNX Runtime's x86 integer kernels (VNNI/AMX) fuse uint8-activation QDQ; the "
-               "symmetric int8 twin under artifacts['onnx-tensorrt'] is what TensorRT builds from",)),
+               "symmetric int8 twin under artifacts['onnx-tensorrt'] is what TensorRT builds from",
+               "the UNet's OpenVINO form under artifacts['onnx-openvino'] (symmetric int8, uint8 around "
+               "Concats) lets OpenVINO run attention's MatMuls in int8")),
     QuantRecipe(
         "fp8", "qdq", "FP8 (E4M3) QDQ weights and activations for TensorRT on sm89+ GPUs",
         weight_type="QFLOAT8E4M3FN", activation_type="QFLOAT8E4M3FN", activation_symmetric=True,

@@ -26,6 +26,13 @@ EXECUTORCH = "executorch"
 COREML_REWRITE = "coreml-rewrite"
 # The TensorRT-ready int8 twin graphs `refocus quantize` writes (int8 QDQ, zero point 0).
 TENSORRT_TWIN = "onnx-tensorrt"
+# The OpenVINO form of the int8 graphs of components with attention: symmetric int8 activations
+# (OpenVINO's CPU plugin runs attention's activation x activation MatMuls in int8 only from those)
+# but uint8 around every Concat (OpenVINO 2026.4 computes signed int8 through a Concat wrongly, so
+# it cannot run the twin); runtime/backends/backend_openvino.py.
+OPENVINO_INT8 = "onnx-openvino"
+# The gates (end-to-end drift, median and worst frame) a twin or OpenVINO form must have passed to run.
+TWIN_GATES = ("end_to_end", "end_to_end_worst")
 
 
 def _digest(facts: dict) -> str:
@@ -78,6 +85,11 @@ def onnx_external_data(component: str) -> str:
 def tensorrt_twin_artifact(component: str, recipe: str) -> str:
     """A component's TensorRT-ready QDQ graph (symmetric activations) of quantization `recipe`."""
     return f"{TENSORRT_TWIN}/{recipe}/{component}.onnx"
+
+
+def openvino_int8_artifact(component: str, recipe: str) -> str:
+    """A component's OpenVINO-form QDQ graph of quantization `recipe` (see OPENVINO_INT8)."""
+    return f"{OPENVINO_INT8}/{recipe}/{component}.onnx"
 
 
 def sensitivity_folder(recipe: str) -> str:

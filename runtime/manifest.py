@@ -7,7 +7,7 @@ from runtime/artifacts.py; this module only records them.
 
 Tables (all JSON objects):
   source, dims, components (ComponentSpec.to_json per name), configs, clip, sampler, tools
-  artifacts[kind][precision][component] = bundle-relative path      kind: onnx, coreml, onnx-tensorrt
+  artifacts[kind][precision][component] = bundle-relative path      kind: onnx, coreml, onnx-tensorrt, onnx-openvino
   gates[kind][precision][component]     = GateResult.to_json()      plus "end_to_end" per precision
   files[path]                            = sha256, every file but the manifest
   quantization[recipe], coreml[recipe][component]: what quantize and the Core ML exporter record

@@ -57,6 +57,15 @@ def test_a_watched_child_and_the_report(tmp_path):
            "decoders": {"tiny openvino-bf16": called(0.1)}}
     text = report(res)
     assert "openvino bf16, 4.00 s = 0.50x torch bf16 eager" in text
+    # an int8 route that is fast but far from fp32 computes something else: never the best route
+    fast_wrong = {"stages": [{"stage": "called", "best_s": 2.0, "finite": True, "rel_l2_to_fp32": 0.41}],
+                  "peak_rss_mib_sampled": 1024}
+    right = {"stages": [{"stage": "called", "best_s": 3.0, "finite": True, "rel_l2_to_fp32": 0.05}],
+             "peak_rss_mib_sampled": 1024}
+    other = report({**res, "unet": {**res["unet"], "openvino int8-sym": fast_wrong, "openvino int8-ov": right}})
+    assert "openvino int8-ov, 3.00 s = 0.38x torch bf16 eager" in other
+    assert "| openvino int8-sym | 2.00 s | 0.25x |" in other and "| 0.41 |" in other
+    assert "wrong results): openvino int8-sym." in other
     assert "| openvino int8 | - |" in text and "killed at 20 GiB" in text
     assert "| torch.compile bf16 | 7.00 s | 0.88x |" in text and "first call (compiles) 190 s" in text
     assert "| openvino int8-sym | 5.00 s | 0.62x | 1200 |" in text  # its share of the measured int8 peak

@@ -11,8 +11,24 @@ Precisions, each from a graph the bundle already holds:
     against the gated fp32 graph's on the spec's sample inputs at the min/opt/max shapes, within
     the spec's bf16 tolerance (runtime/components.py); a failure is a load error, which dispatch
     reports and skips. Passed gates are remembered per graph, OpenVINO version and device;
-  * int8: the QDQ graphs of `refocus quantize --recipe int8` as they are (OpenVINO folds the Q/DQ
-    pairs into int8 kernels); their float parts run at f32, as ONNX Runtime ran them for the gate.
+  * int8: a QDQ graph of `refocus quantize --recipe int8` as it is (OpenVINO folds the Q/DQ pairs
+    into int8 kernels); its float parts run at f32, as ONNX Runtime ran them for the gate. For a
+    component with attention it takes the recipe's OpenVINO form (artifacts["onnx-openvino"]:
+    symmetric int8 activations, uint8 around Concats) when the bundle holds one whose end-to-end gates
+    passed, else the uint8-activation graph ONNX Runtime runs. Why a form of its own:
+      - OpenVINO's CPU plugin runs a MatMul of two activations (attention's QK^T and AV) in int8 only
+        from signed symmetric int8; with uint8 activations those stay f32 (17 % of the full-size
+        int8 UNet call);
+      - the TensorRT twin (symmetric int8 everywhere) is not usable: OpenVINO 2026.4.1 computes
+        signed int8 that passes through a Concat wrongly (a 6-node graph Concat -> Q -> DQ -> Conv is
+        0.41 off ONNX Runtime relative to its largest output; the tiny test UNet 0.86, the default
+        student's 0.19 against 0.11), and the UNet's skip connections are Concats. The OpenVINO form
+        keeps those tensors uint8 (tests/test_quantize.py holds both graphs against ONNX Runtime).
+    The runner's device names the form it runs. Each int8 graph checks itself at load: its error
+    against the fp32 graph (rel. L2 on the spec's sample inputs, OpenVINO on both) must be within
+    INT8_SLACK of the error `refocus quantize` recorded for ONNX Runtime on the same graph and inputs,
+    which its LPIPS gates measured; a miss is a load error (dispatch skips it, visibly). Passes are
+    remembered like the bf16 gate's.
 
 Shapes: each call's input shapes get their own static compile (reshaped from the graph, which is
 dynamic over the spec's profile), cached per runner; static CPU kernels measured ~2x faster than
@@ -33,7 +49,7 @@ from typing import Callable
 import numpy as np
 
 from refocus_edge.runtime import artifacts
-from refocus_edge.runtime.artifacts import ONNX
+from refocus_edge.runtime.artifacts import ONNX, OPENVINO_INT8, TWIN_GATES
 from refocus_edge.runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
 from refocus_edge.runtime.backends.boundary import torch_facing
 from refocus_edge.runtime.backends.threads import thread_budget
@@ -43,6 +59,12 @@ DEVICE_ENV = "REFOCUS_OPENVINO_DEVICE"
 INSTALL = "pip install 'refocus-edge[openvino]'"
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INFERENCE_PRECISION_HINT per precision
 MAX_SHAPES = 4  # static compiles kept per runner (the sampler uses one or two shapes per component)
+# An int8 graph's error against fp32 here may be this much of ONNX Runtime's on the same graph, plus
+# INT8_FLOOR: int8 kernels round differently (measured within 1.15x on correct graphs), while the
+# miscomputed twin was 2.3-11x.
+INT8_SLACK, INT8_FLOOR = 1.5, 0.01
+# Which int8 graph this backend runs; a change re-times dispatch (it enters the timing key).
+INT8_FORM = "openvino form (symmetric int8, uint8 around Concats) when gated, else uint8 activations"
 
 
 def device() -> str:
@@ -61,7 +83,7 @@ def device_facts(name: str) -> dict:
     if not any(d == name or d.startswith(name + ".") for d in present):
         raise BackendUnavailableError(f"OpenVINO has no {name} device here (it sees {', '.join(present) or 'none'})")
     caps = [str(c) for c in core.get_property(name, "OPTIMIZATION_CAPABILITIES")]
-    return {"openvino": ov.get_version().split("-")[0], "device": name,
+    return {"openvino": ov.get_version().split("-")[0], "device": name, "int8_graphs": INT8_FORM,
             "device_name": str(core.get_property(name, "FULL_DEVICE_NAME")),
             "capabilities": " ".join(caps),
             "default_precision": core.get_property(name, "INFERENCE_PRECISION_HINT").to_string()}
@@ -102,6 +124,9 @@ class OpenVinoBackend(Backend):
     def gate_passed(self, bundle, precision: str, component: str) -> bool:
         if precision == "bf16":  # the graph it compiles is the fp32 one; the bf16 gate runs at load
             return bundle.gate_passed(ONNX, "fp32", component)
+        if precision == "int8":
+            kind, _ = int8_source(bundle, component)
+            return kind == OPENVINO_INT8 or bundle.gate_passed(ONNX, "int8", component)
         return super().gate_passed(bundle, precision, component)
 
     def load(self, bundle, spec, precision: str) -> Runner:
@@ -113,6 +138,16 @@ class OpenVinoBackend(Backend):
             why = ("this device lists no BF16 in OPTIMIZATION_CAPABILITIES" if precision == "bf16"
                    else f"openvino runs fp32, bf16 and int8 here, not {precision}")
             raise BackendUnavailableError(f"{spec.name}: {why}")
+        if precision == "int8":
+            kind, form = int8_source(bundle, spec.name)
+            path = bundle.artifact_path(kind, "int8", spec.name)
+            runner = compiled_runner(path, spec, precision, form)
+            expected = bundle.manifest.quantization.get("int8", {}).get("sample_rel_l2", {}).get(kind, {}).get(spec.name)
+            if expected is not None:  # bundles quantized before session 25 hold no expectation
+                check_int8(runner, lambda: compiled_runner(bundle.artifact_path(ONNX, "fp32", spec.name), spec, "fp32"),
+                           spec, bundle.manifest.files.get(bundle.manifest.table(kind, "int8")[spec.name], str(path)),
+                           float(expected))
+            return runner
         table = precision if precision != "bf16" or "bf16" in bundle.precisions(ONNX) else "fp32"
         path = bundle.artifact_path(ONNX, table, spec.name)
         runner = compiled_runner(path, spec, precision)
@@ -121,6 +156,16 @@ class OpenVinoBackend(Backend):
             check_against_fp32(runner, lambda: compiled_runner(path, spec, "fp32"), spec, bundle.manifest.files.get(
                 bundle.manifest.table(ONNX, table)[spec.name], str(path)))
         return runner
+
+
+def int8_source(bundle, component: str) -> tuple[str, str]:
+    """(artifact kind, form) of the int8 graph this backend runs for `component`: the OpenVINO form
+    when the bundle holds one for it whose end-to-end gates passed (module docstring: why), else the
+    uint8-activation graph. Reads the manifest only."""
+    if component in bundle.manifest.table(OPENVINO_INT8, "int8") and all(
+            bundle.gate_passed(OPENVINO_INT8, "int8", g) for g in TWIN_GATES):
+        return OPENVINO_INT8, "openvino form: symmetric int8, uint8 around Concats"
+    return ONNX, "uint8 activations"
 
 
 def compile_config(precision: str) -> dict:
@@ -174,8 +219,9 @@ class _StaticCompiles:
         return {n: np.array(result[n], dtype=np.float32) for n in self.spec.output_names}
 
 
-def compiled_runner(path, spec, precision: str) -> Runner:
-    """`path` compiled by OpenVINO behind the Runner interface of `spec`, numpy arrays in and out."""
+def compiled_runner(path, spec, precision: str, form: str = "") -> Runner:
+    """`path` compiled by OpenVINO behind the Runner interface of `spec`, numpy arrays in and out;
+    `form` (which int8 graph it is) goes into the runner's device."""
     try:
         run = _StaticCompiles(path, spec, precision)
         run.request(tuple(spec.input_shapes("opt")[n] for n in spec.input_names))
@@ -185,7 +231,8 @@ def compiled_runner(path, spec, precision: str) -> Runner:
         raise BackendUnavailableError(f"{spec.name}: OpenVINO could not compile {path.name} at {precision}: "
                                       f"{_first_line(exc)}") from None
     note = f" (dynamic shapes: static compile failed: {run.static_failure})" if run.dynamic is not None else ""
-    return Runner(spec, run, f"openvino {run.dev} {precision}{note}")
+    form = f" ({form})" if form else ""
+    return Runner(spec, run, f"openvino {run.dev} {precision}{form}{note}")
 
 
 def _first_line(exc: Exception) -> str:
@@ -193,6 +240,37 @@ def _first_line(exc: Exception) -> str:
     src/...cpp:117:" lines), which say nothing to a user."""
     lines = [x.strip() for x in str(exc).splitlines() if x.strip() and not x.startswith("Exception from")]
     return " ".join(lines[-2:]) if lines else type(exc).__name__
+
+
+# ------------------------------------------------------------------ the int8 load-time check
+def check_int8(runner: Runner, make_reference: Callable[[], Runner], spec, graph_sha: str, expected: float) -> float:
+    """Hold an int8 compile to ONNX Runtime's recorded error on the same graph (module docstring):
+    rel. L2 of its outputs against the fp32 graph's (`make_reference()`, compiled only when no pass
+    is recorded) on runtime.sample_error's inputs, the worst corner. Raises BackendUnavailableError
+    naming both errors when it is over INT8_SLACK x expected + INT8_FLOOR."""
+    from refocus_edge.runtime.sample_error import rel_l2, sample_feeds
+
+    bound = INT8_SLACK * expected + INT8_FLOOR
+    key = artifacts.derived_gate_key("openvino", "int8", graph_sha, spec, bound, device_facts(device()))
+    record = artifacts.cache_dir() / "openvino" / "gates" / f"{spec.name}.int8.{key}.json"
+    if (passed := _recalled(record, "rel_l2")) is not None:
+        return passed
+    reference, name, worst = make_reference(), spec.output_names[0], 0.0
+    try:
+        for feeds in sample_feeds(spec):
+            err = rel_l2(runner(feeds)[name], reference(feeds)[name])
+            if not err <= worst:  # NaN included
+                worst = err
+    finally:
+        reference.close()
+    if not worst <= bound:
+        runner.close()
+        raise BackendUnavailableError(
+            f"{spec.name}: openvino int8 computes this graph differently from ONNX Runtime: rel. L2 to the fp32 "
+            f"graph {worst:.3g}, ONNX Runtime's {expected:.3g} (bound {bound:.3g}); run int8 on onnxruntime, or "
+            "another precision")
+    _remember(record, {"rel_l2": worst, "expected": expected, "bound": bound})
+    return worst
 
 
 # ------------------------------------------------------------------ the bf16 load-time gate
@@ -216,10 +294,8 @@ def check_against_fp32(runner: Runner, make_reference: Callable[[], Runner], spe
     this machine skip the check and the fp32 compile.
     Raises BackendUnavailableError naming the error and the bound when it fails."""
     record = _gate_record(graph_sha, spec)
-    try:
-        return float(json.loads(record.read_text())["max_rel_error"])
-    except (OSError, ValueError, KeyError):
-        pass
+    if (passed := _recalled(record, "max_rel_error")) is not None:
+        return passed
     reference = make_reference()
     rng, worst, where = np.random.default_rng(0), 0.0, ""
     seen = set()
@@ -239,12 +315,24 @@ def check_against_fp32(runner: Runner, make_reference: Callable[[], Runner], spe
         runner.close()
         raise BackendUnavailableError(f"{spec.name}: openvino bf16 failed its parity gate: max_rel_error "
                                       f"{worst:.3g} > {bound:.3g} against the fp32 graph at {where}")
+    _remember(record, {"max_rel_error": worst, "bound": bound, "at": where})
+    return worst
+
+
+def _recalled(record: Path, field: str) -> float | None:
+    """A load-time check's remembered pass (its measured value), or None."""
+    try:
+        return float(json.loads(record.read_text())[field])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _remember(record: Path, facts: dict) -> None:
     try:
         record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"max_rel_error": worst, "bound": bound, "at": where}))
+        record.write_text(json.dumps(facts))
     except OSError:  # a read-only cache only costs the check again next time
         pass
-    return worst
 
 
 BACKEND = OpenVinoBackend()

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Callable
 
 from refocus_edge.runtime import artifacts
-from refocus_edge.runtime.artifacts import ONNX, TENSORRT_TWIN
+from refocus_edge.runtime.artifacts import ONNX, TENSORRT_TWIN, TWIN_GATES
 from refocus_edge.runtime.backends.base import Availability, Backend, BackendUnavailableError, Runner
 from refocus_edge.runtime.backends.boundary import numpy_facing
 from refocus_edge.runtime.bundle import BundleError
@@ -58,8 +58,6 @@ MIN_CAPABILITY = {"fp16": (5, 3), "bf16": (8, 0), "int8": (6, 1), "fp8": (8, 9)}
 # What the GPU lacks below that capability, for the message.
 CAPABILITY_FEATURE = {"fp16": "fast fp16 arithmetic", "bf16": "bf16 tensor cores",
                       "int8": "the DP4A int8 dot product", "fp8": "FP8 (E4M3) tensor cores (Ada/Hopper)"}
-# The twin's gates (end-to-end drift, median and worst frame) that must have passed.
-TWIN_GATES = ("end_to_end", "end_to_end_worst")
 SIDECAR_FORMAT = 1
 # The sidecar fields that must equal the expected facts for a cached engine to be used.
 VERIFIED_FIELDS = ("format", "key", "component", "precision", "model_hash", "onnx_sha256",
