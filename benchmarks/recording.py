@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ def command_line(module: str, argv=None) -> str:
     """`OMP_NUM_THREADS=N python -m benchmarks.<module> ARGS`, as it was run."""
     threads = os.environ.get("OMP_NUM_THREADS")
     prefix = f"OMP_NUM_THREADS={threads} " if threads else ""
-    return prefix + f"python -m benchmarks.{module} " + " ".join(argv if argv is not None else sys.argv[1:])
+    return prefix + f"python -m benchmarks.{module} " + shlex.join(argv if argv is not None else sys.argv[1:])
 
 
 def write_results(out: Path | None, stem: str, res: dict, markdown: str) -> None:

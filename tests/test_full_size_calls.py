@@ -62,7 +62,11 @@ def test_a_watched_child_and_the_report(tmp_path):
                   "peak_rss_mib_sampled": 1024}
     right = {"stages": [{"stage": "called", "best_s": 3.0, "finite": True, "rel_l2_to_fp32": 0.05}],
              "peak_rss_mib_sampled": 1024}
-    other = report({**res, "unet": {**res["unet"], "openvino int8-sym": fast_wrong, "openvino int8-ov": right}})
+    # a bf16 route's far smaller error is not the yardstick for the int8 routes
+    close_bf16 = {"stages": [{"stage": "called", "best_s": 4.0, "finite": True, "rel_l2_to_fp32": 0.0126}],
+                  "peak_rss_mib_sampled": 1024}
+    other = report({**res, "unet": {**res["unet"], "openvino bf16": close_bf16, "openvino int8-sym": fast_wrong,
+                                    "openvino int8-ov": right}})
     assert "openvino int8-ov, 3.00 s = 0.38x torch bf16 eager" in other
     assert "| openvino int8-sym | 2.00 s | 0.25x |" in other and "| 0.41 |" in other
     assert "wrong results): openvino int8-sym." in other
