@@ -94,6 +94,13 @@ def test_precisions_offered_here(tiny_bundle):
     assert not ov.supports("fp16") and not ov.supports("fp8") and ov.supports("int8")
     with pytest.raises(BackendUnavailableError, match="not fp16"):
         ov.load_arrays(bundle, bundle.specs["unet"], "fp16")
+    # an int8 graph's float parts run at bf16 where the device has it, each hint in its own cache folder
+    from refocus_edge.runtime.backends.backend_openvino import compile_config
+
+    hint = "bf16" if ov.supports("bf16") else "f32"
+    config = compile_config("int8")
+    assert config["INFERENCE_PRECISION_HINT"] == hint and config["CACHE_DIR"].endswith(f"int8-{hint}")
+    assert compile_config("fp32")["INFERENCE_PRECISION_HINT"] == "f32"
 
 
 @needs_openvino
@@ -210,4 +217,4 @@ def test_a_bf16_compile_after_an_fp32_one_is_still_bf16(tiny_bundle, random_refo
     _worst_against_torch(bundle, random_refocuser, "image_encoder", "fp32")
     worst, spec = _worst_against_torch(bundle, random_refocuser, "image_encoder", "bf16")
     assert worst < spec.tolerance("bf16")
-    assert sorted(p.name for p in (tmp_path / "openvino").iterdir() if p.name != "gates") == ["bf16", "fp32"]
+    assert sorted(p.name for p in (tmp_path / "openvino").iterdir() if p.name != "gates") == ["bf16-bf16", "fp32-f32"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.full_size_calls import _fixed_ranges, _matmul_graphs, report
+from benchmarks.full_size_calls import _fixed_ranges, _matmul_graphs, best_graph_route, report
 
 
 def test_the_peak_graphs_and_a_fixed_range_int8_graph(tmp_path):
@@ -70,6 +70,17 @@ def test_a_watched_child_and_the_report(tmp_path):
     assert "openvino int8-ov, 3.00 s = 0.38x torch bf16 eager" in other
     assert "| openvino int8-sym | 2.00 s | 0.25x |" in other and "| 0.41 |" in other
     assert "wrong results): openvino int8-sym." in other
+    # the duel is fought by the fastest graph route that computes the UNet, and reported by its median ratio
+    unet = {**res["unet"], "openvino bf16": close_bf16, "openvino int8-sym": fast_wrong, "openvino int8-ov": right}
+    assert best_graph_route(unet) == "openvino int8-ov"
+    assert best_graph_route({"torch bf16": called(8.0), "torch.compile bf16": called(1.0)}) is None
+    duel = {"route": "openvino int8-ov", "stages": [{"stage": "duel", "torch_s": [8.0, 10.0, 9.0],
+                                                     "route_s": [4.4, 4.0, 5.4], "ratios": [0.55, 0.4, 0.6]}]}
+    dueled = report({**res, "unet": unet, "duel": duel})
+    assert "openvino int8-ov / torch bf16 per round **median 0.55x** (min 0.40, max 0.60)" in dueled
+    assert "median call 4.40 s against 9.00 s" in dueled
+    failed = report({**res, "duel": {"route": "openvino int8-ov", "stages": [], "killed": "killed at 20 GiB"}})
+    assert "Interleaved duel with openvino int8-ov: killed at 20 GiB." in failed
     assert "| openvino int8 | - |" in text and "killed at 20 GiB" in text
     assert "| torch.compile bf16 | 7.00 s | 0.88x |" in text and "first call (compiles) 190 s" in text
     assert "| openvino int8-sym | 5.00 s | 0.62x | 1200 |" in text  # its share of the measured int8 peak
