@@ -849,9 +849,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", nargs="+", default=None, metavar="NAME",
                         help="backends to measure (default: torch + every available one the bundle has "
                              "artifacts for); torch fp32 always runs, as the drift reference")
-    parser.add_argument("--precision", nargs="+", default=None, choices=["fp32", "fp16", "bf16", "int8", "fp8"],
+    parser.add_argument("--precision", nargs="+", default=None, choices=["fp32", "fp16", "bf16", "int8", "fp8", "any"],
                         help="artifact precisions (default: every one the bundle has, and those a backend "
-                             "derives here, e.g. openvino bf16; torch is fp32)")
+                             "derives here, e.g. openvino bf16; torch is fp32); with --against-reference, "
+                             "any: dispatch picks the fastest gated precision per component, also for a "
+                             "quantized bundle")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per stage (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before them (default 1)")
     parser.add_argument("--count", type=int, default=2, help="held-out stacks for the drift (default 2)")
@@ -868,6 +870,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args, model) -> BackendBenchConfig:
+    if "any" in (args.precision or ()):
+        from refocus_edge.runtime.errors import InvalidArgumentError
+
+        raise InvalidArgumentError("--precision any lets dispatch choose, which only --against-reference does; "
+                                   "the backend matrix measures the precisions it is given (leave --precision "
+                                   "out for every one the bundle has)")
     return BackendBenchConfig(
         bundle=model, backends=tuple(args.backend or ()), precisions=tuple(args.precision or ()),
         repeats=args.repeats, warmup=args.warmup, count=args.count, positions=tuple(args.positions),

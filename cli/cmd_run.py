@@ -37,9 +37,10 @@ def register(sub) -> None:
     p.add_argument("--backend", default=None, choices=["auto", *backend_names()],
                    help="backend for a bundle's components (default: $REFOCUS_BACKEND or auto = the "
                         "fastest measured here that passed its parity gate); a model folder runs on torch")
-    p.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16", "int8", "fp8"],
+    p.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16", "int8", "fp8", "any"],
                    help="bundle artifact precision (default: a quantized bundle's own recipe, else any "
-                        "that passed its parity gate)")
+                        "that passed its parity gate; any: the fastest gated precision per component, also "
+                        "for a quantized bundle)")
     p.add_argument("--decoder", default=None, choices=list(DECODERS),
                    help="full: the VAE's temporal decoder; tiny: the model's gated tiny decoder (`refocus "
                         "distill-decoder`), 10x+ faster; guided: its gated photo-guided decoder (`refocus "

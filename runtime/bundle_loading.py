@@ -22,12 +22,18 @@ from refocus_edge.runtime.components import VAE_ENCODER, VAE_PREFIX
 from refocus_edge.runtime.dispatch import load_runners, requested_backend
 
 
+ANY_PRECISION = "any"  # every precision that passed its gate, per component, fastest measured
+
+
 def _default_precision(bundle, requested: str, precision: str | None) -> tuple[str | None, str]:
     """A quantized bundle runs its recipe unless told otherwise (`refocus run --model BUNDLE`
     picks the int8 graphs up): the manifest's default precision applies when no precision is
-    given and a backend that can run it is available here."""
+    given and a backend that can run it is available here. `ANY_PRECISION` lets dispatch time every
+    gated precision per component instead (an int8 UNet beside bf16 decoders, where each is fastest)."""
     from refocus_edge.runtime.backends import get_backend, registry
 
+    if precision == ANY_PRECISION:
+        return None, "precision any: dispatch timed every precision that passed its gate, per component"
     default = bundle.manifest.default_precision
     if precision is not None or not default:
         return precision, ""

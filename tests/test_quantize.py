@@ -211,6 +211,26 @@ def test_int8_bundle_runs_its_recipe_by_default_with_guarded_decoders(int8):
     _sample_ok(refocuser)
 
 
+def test_precision_any_lets_dispatch_time_every_gated_precision_of_an_int8_bundle(int8, monkeypatch, tmp_path):
+    import argparse
+
+    from refocus_edge.bench.backends import add_arguments, config_from_args
+    from refocus_edge.runtime.errors import InvalidArgumentError
+    from refocus_edge.runtime.loading import load_refocuser
+
+    monkeypatch.setenv("REFOCUS_CACHE_DIR", str(tmp_path))  # a fresh timing table
+    out, _, _ = int8
+    refocuser = load_refocuser(out, backend="auto", precision="any")
+    assert any("precision any" in n for n in refocuser.notes)
+    for choice in refocuser.choices:  # each component picked from fp32 and int8, by measured time
+        assert {"onnxruntime/fp32", "onnxruntime/int8"} <= set(choice.timings_ms), choice
+    _sample_ok(refocuser)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with pytest.raises(InvalidArgumentError, match="only --against-reference"):
+        config_from_args(parser.parse_args(["--precision", "any"]), str(out))
+
+
 # ------------------------------------------------------------------ honest failure, real scan
 def test_a_missed_gate_raises_and_writes_nothing(tiny_bundle, tmp_path, one_thread, lpips_ready):
     # Only the image encoder (the cheapest component) is quantized: a budget of exactly 0
