@@ -148,22 +148,46 @@ def _matmul_graphs(n: int) -> dict[str, Path]:
     return out
 
 
-def child_torch_unet(width: int, height: int, precision: str, repeats: int, compiled: bool = False) -> None:
+def _torch_unet(width: int, height: int, dtype):
+    """The released UNet, seeded and built in `dtype` (an fp32 build cast to bf16 peaks at fp32's size),
+    and its sample feeds cast to it."""
     import torch
     from diffusers import UNetSpatioTemporalConditionModel
 
     from refocus_edge.runtime.component_modules import UNetComponent
 
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     torch.manual_seed(0)
-    t0 = time.perf_counter()
-    torch.set_default_dtype(dtype)  # built in its precision: an fp32 build cast to bf16 peaks at fp32's size
+    torch.set_default_dtype(dtype)
     module = UNetComponent(UNetSpatioTemporalConditionModel().eval()).eval()
     torch.set_default_dtype(torch.float32)
+    feeds = {k: v.to(dtype) if v.is_floating_point() else v for k, v in _unet_feeds(width, height).items()}
+    return module, feeds
+
+
+def _graph_call(width: int, height: int, graph: Path, runtime: str, precision: str):
+    """A no-argument call of the UNet graph on its sample feeds: ONNX Runtime's CPU provider, or
+    OpenVINO compiled as the backend compiles it."""
+    import numpy as np
+
+    spec = _specs(width, height)["unet"]
+    feeds = {k: np.ascontiguousarray(v.numpy()) for k, v in _unet_feeds(width, height).items()}
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+        return lambda: session.run(None, feeds)[0]
+    request = _openvino_request(graph, spec, {k: v.shape for k, v in feeds.items()}, precision)
+    return lambda: request.infer(feeds)[spec.output_names[0]]
+
+
+def child_torch_unet(width: int, height: int, precision: str, repeats: int, compiled: bool = False) -> None:
+    import torch
+
+    t0 = time.perf_counter()
+    module, feeds = _torch_unet(width, height, torch.bfloat16 if precision == "bf16" else torch.float32)
     stage("built", seconds=round(time.perf_counter() - t0, 1))
     if compiled:
         module = torch.compile(module)  # compiles on its first call: the warm-up call
-    feeds = {k: v.to(dtype) if v.is_floating_point() else v for k, v in _unet_feeds(width, height).items()}
     with torch.inference_mode():
         res = _timed_calls(lambda: module(**feeds), repeats)
     stage("called", **res)
@@ -173,33 +197,15 @@ def child_duel(width: int, height: int, graph: Path, runtime: str, precision: st
     """torch bf16 eager and one graph route in the same process, called in turn for `rounds` rounds
     (the order alternating per round) after a warm-up call each: the bar's ratio from one
     interleaved run, which a shared machine's drift between separate processes cannot bias."""
-    import numpy as np
     import torch
-    from diffusers import UNetSpatioTemporalConditionModel
 
-    from refocus_edge.runtime.component_modules import UNetComponent
-
-    spec = _specs(width, height)["unet"]
-    torch.manual_seed(0)
-    torch.set_default_dtype(torch.bfloat16)
-    module = UNetComponent(UNetSpatioTemporalConditionModel().eval()).eval()
-    torch.set_default_dtype(torch.float32)
-    tfeeds = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in _unet_feeds(width, height).items()}
-    feeds = {k: np.ascontiguousarray(v.numpy()) for k, v in _unet_feeds(width, height).items()}
-    if runtime == "onnxruntime":
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
-        route = lambda: session.run(None, feeds)[0]  # noqa: E731
-    else:
-        request = _openvino_request(graph, spec, {k: v.shape for k, v in feeds.items()}, precision)
-        route = lambda: request.infer(feeds)[spec.output_names[0]]  # noqa: E731
+    module, tfeeds = _torch_unet(width, height, torch.bfloat16)
 
     def reference():
         with torch.inference_mode():
             return module(**tfeeds)
 
-    calls = {"torch": reference, "route": route}
+    calls = {"torch": reference, "route": _graph_call(width, height, graph, runtime, precision)}
     for call in calls.values():
         call()  # warm-up
     times: dict[str, list[float]] = {"torch": [], "route": []}
@@ -263,23 +269,18 @@ def _fixed_ranges(graph: Path, cache: Path, bound: float = 8.0) -> None:
 def child_onnx_call(width: int, height: int, graph: Path, runtime: str, precision: str, repeats: int) -> None:
     import numpy as np
 
-    spec = _specs(width, height)["unet"]
-    feeds = {k: np.ascontiguousarray(v.numpy()) for k, v in _unet_feeds(width, height).items()}
-    t0 = time.perf_counter()
-    if runtime == "onnxruntime":
-        import onnxruntime as ort
+    from refocus_edge.runtime.sample_error import rel_l2
 
-        session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
-        stage("loaded", seconds=round(time.perf_counter() - t0, 1))
-        res = _timed_calls(lambda: session.run(None, feeds)[0], repeats)
+    t0 = time.perf_counter()
+    call = _graph_call(width, height, graph, runtime, precision)
+    stage("loaded", seconds=round(time.perf_counter() - t0, 1))
+    if runtime == "onnxruntime":
+        res = _timed_calls(call, repeats)
     else:
-        request = _openvino_request(graph, spec, {k: v.shape for k, v in feeds.items()}, precision)
-        stage("loaded", seconds=round(time.perf_counter() - t0, 1))
-        res = _timed_calls(lambda: request.infer(feeds)[spec.output_names[0]], repeats, keep=_output(graph, runtime,
-                                                                                                     precision))
+        res = _timed_calls(call, repeats, keep=_output(graph, runtime, precision))
         reference = _output(graph, "openvino", "fp32")
         if precision != "fp32" and reference.is_file():
-            res["rel_l2_to_fp32"] = round(_rel_l2(np.load(_output(graph, runtime, precision)), np.load(reference)), 4)
+            res["rel_l2_to_fp32"] = round(rel_l2(np.load(_output(graph, runtime, precision)), np.load(reference)), 4)
     stage("called", **res)
 
 
@@ -287,14 +288,6 @@ def _output(graph: Path, runtime: str, precision: str) -> Path:
     """Where a route's last UNet output is kept (beside the graphs), so the later routes of the same run
     can say how far they are from OpenVINO's fp32 call on the same feeds."""
     return graph.parent / f"out_{runtime}_{precision}.npy"
-
-
-def _rel_l2(got, ref) -> float:
-    """||got - ref|| / ||ref||: an int8 graph whose kernels compute something else shows here, a time cannot."""
-    import numpy as np
-
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    return float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))
 
 
 def _openvino_request(graph: Path, spec, shapes: dict, precision: str):

@@ -309,32 +309,37 @@ def _quantize_qdq(cfg, recipe, bundle, refocuser, meter, stage, tmp, manifest, r
             "drift_result": final.to_json(), "quantized": quantized, "keep_float": report.keep_float,
             "unit_budget": budget, "scan": cfg.scan, "sensitivity": f"{sens_dir}/sensitivity.json",
             "sizes_mib": report.sizes_mib, "tensorrt_twin": twin, "openvino_form": openvino,
-            "sample_rel_l2": {ONNX: sample_errors(main, stage, {c: table[c] for c in quantized}),
-                              **({OPENVINO_INT8: sample_errors(main, stage, {c: openvino_int8_artifact(c, recipe.name)
-                                                                            for c in openvino["components"]})}
-                                 if openvino else {})}}
+            "sample_rel_l2": sample_errors(main, stage, {
+                ONNX: {c: table[c] for c in quantized},
+                **({OPENVINO_INT8: {c: openvino_int8_artifact(c, recipe.name) for c in openvino["components"]}}
+                   if openvino else {})})}
 
 
-def sample_errors(main: _QdqWork, stage: Path, graphs: dict[str, str]) -> dict[str, float]:
-    """{component: ||int8 - fp32|| / ||fp32||} of ONNX Runtime's runs of each quantized graph and the fp32
-    graph on the spec's sample inputs (the worst of its min/opt/max shapes). A backend that runs the same
-    graph with other kernels holds itself to this at load (runtime/backends/backend_openvino.py): the
-    LPIPS gates above measured ONNX Runtime, and OpenVINO 2026.4 computes some int8 graphs wrongly."""
+def sample_errors(main: _QdqWork, stage: Path, graphs: dict[str, dict[str, str]]) -> dict[str, dict[str, float]]:
+    """{kind: {component: ||int8 - fp32|| / ||fp32||}} of ONNX Runtime's runs of each quantized graph
+    (`graphs[kind][component]`, bundle-relative) and the fp32 graph on the spec's sample inputs (the worst
+    of its min/opt/max shapes); the fp32 graph runs once per component, whatever the kinds. A backend that
+    runs the same graph with other kernels holds itself to this at load (runtime/backends/backend_openvino.py):
+    the LPIPS gates above measured ONNX Runtime, and OpenVINO 2026.4 computes some int8 graphs wrongly."""
     from refocus_edge.runtime.backends.backend_onnxruntime import array_session_runner
     from refocus_edge.runtime.sample_error import rel_l2, sample_feeds
 
-    out = {}
-    for c, rel in graphs.items():
-        spec = main.specs[c]
-        runners = [array_session_runner(path, spec, "fp32", provider="CPUExecutionProvider")
-                   for path in (stage / rel, main.fp32[c])]
+    def outputs(path: Path, spec, feeds: list[dict]) -> list:
+        runner = array_session_runner(path, spec, "fp32", provider="CPUExecutionProvider")
         try:
-            name = spec.output_names[0]
-            out[c] = round(max(rel_l2(runners[0](feeds)[name], runners[1](feeds)[name])
-                               for feeds in sample_feeds(spec)), 6)
+            return [runner(f)[spec.output_names[0]] for f in feeds]
         finally:
-            for r in runners:
-                r.close()
+            runner.close()
+
+    out: dict[str, dict[str, float]] = {kind: {} for kind in graphs}
+    for c in dict.fromkeys(c for table in graphs.values() for c in table):
+        spec = main.specs[c]
+        feeds = sample_feeds(spec)
+        reference = outputs(main.fp32[c], spec, feeds)
+        for kind, table in graphs.items():
+            if c in table:
+                got = outputs(stage / table[c], spec, feeds)
+                out[kind][c] = round(max(rel_l2(g, r) for g, r in zip(got, reference)), 6)
     return out
 
 
